@@ -1,0 +1,3 @@
+from reid.cli import main
+
+raise SystemExit(main())
