@@ -1,9 +1,99 @@
-"""`reid` subcommands contributed by the model package."""
+"""`reid embed`: embed person images into an (N, D) float32 .npy plus a sidecar listing the files."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from model.errors import ReidError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+
+NO_WEIGHTS_HELP = (
+    "no --weights given. Embeddings from an untrained network are meaningless, so this refuses to run.\n"
+    "Get weights by training one (`reid synth --out data/synth && reid train --config "
+    "training/configs/synthetic.yaml`; on a real dataset use its config), or pass a checkpoint written by the "
+    "official RGA code (checkpoint_600.pth.tar). Pass --random-init to embed with random weights (tests only)."
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this package's subcommands (each sets `func`, which returns an exit code)."""
+    """Add `reid embed`."""
+    p = subparsers.add_parser("embed", help="embed person images into a .npy file", description=__doc__)
+    p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIRS", help="image files and/or folders (recursive)")
+    p.add_argument("--out", required=True, type=Path, help="output .npy (N x D float32); FILE.files.json lists inputs")
+    p.add_argument("--weights", type=Path, help="checkpoint: ours or the official RGA checkpoint_*.pth.tar")
+    p.add_argument("--random-init", action="store_true", help="random weights (tests and smoke runs only)")
+    p.add_argument("--variant", default="rgasc", help="network variant for --random-init (default rgasc)")
+    p.add_argument("--feature", choices=("feat_", "feat"), help="feature to embed with (default: the checkpoint's)")
+    p.add_argument("--flip", action="store_true", help="horizontal-flip test-time augmentation")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=run_embed)
+
+
+def collect_images(inputs: list[str]) -> list[Path]:
+    """Files as given, folders expanded recursively to their image files in sorted order."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ReidError(f"no image files under folder {path}")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ReidError(f"no such file or folder: {path}")
+    return files
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    from model.embedder import Embedder
+
+    if args.batch_size < 1:
+        raise ReidError("--batch-size must be at least 1")
+    if args.weights is None and not args.random_init:
+        raise ReidError(NO_WEIGHTS_HELP)
+    files = collect_images(args.inputs)
+    kwargs = dict(device=args.device, batch_size=args.batch_size, flip=args.flip, feature=args.feature)
+    try:
+        if args.weights is not None:
+            embedder = Embedder.from_checkpoint(args.weights, **kwargs)
+        else:
+            embedder = Embedder.random_init(variant=args.variant, **kwargs)
+    except RuntimeError as exc:  # e.g. CUDA requested without a GPU
+        raise ReidError(str(exc)) from exc
+    logger.info("embedding %d images on %s with %s", len(files), embedder.device, embedder.feature)
+    vectors = np.empty((len(files), embedder.dim), dtype=np.float32)
+    with tqdm(total=len(files), unit="img", desc="embed") as bar:
+        for start in range(0, len(files), args.batch_size):
+            chunk = files[start : start + args.batch_size]
+            vectors[start : start + len(chunk)] = embedder.embed(chunk)
+            bar.update(len(chunk))
+    out = args.out if args.out.suffix == ".npy" else args.out.with_suffix(".npy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, vectors)
+    sidecar = out.with_name(out.stem + ".files.json")
+    sidecar.write_text(
+        json.dumps(
+            {
+                "files": [str(f) for f in files],
+                "feature": embedder.feature,
+                "flip": embedder.flip,
+                "weights": str(args.weights) if args.weights else "random-init",
+                "meta": embedder.meta.to_dict(),
+            },
+            indent=1,
+        )
+    )
+    logger.info("wrote %s (%d x %d) and %s", out, *vectors.shape, sidecar)
+    return 0

@@ -1,0 +1,170 @@
+"""Batched inference: images in, L2-normalised float32 embeddings out.
+
+Preprocessing is the official test transform, taken from the checkpoint's metadata:
+bilinear resize to the network's input size, scale to [0, 1], normalise by mean/std.
+On CUDA the network runs in bf16 autocast and channels_last (and, opt-in, compiled
+with CUDA graphs over a fixed batch shape for steady-state serving); on the CPU in
+float32 and channels_last. Any number of images is accepted (processed in chunks of
+`batch_size`), output order is input order, and the result does not depend on
+anything but the inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from model.checkpoint import ModelMeta, load_checkpoint
+from model.images import ImageLike, load_image
+from model.resnet_rga import DEFAULT_INPUT_SIZE, RGAReID
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None/"auto" -> CUDA when available, else CPU; "cuda" without a GPU is an error."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was asked for but no CUDA device is available; use --device cpu")
+    return device
+
+
+class Embedder:
+    """Embeds person images with an RGA re-ID network.
+
+    Args:
+        net: the network (its classifier is not used).
+        meta: the weights' metadata: input size, normalisation, which feature to embed with.
+        device: "cpu", "cuda", a torch.device, or None for CUDA when available.
+        batch_size: images per forward pass.
+        flip: horizontal-flip test-time augmentation (sum of both views, then normalised).
+        feature: "feat_" or "feat"; defaults to meta.embed_feature.
+        compile: compile the network (CUDA graphs on CUDA); batches are padded to
+            `batch_size` so one graph serves every call. For steady-state serving.
+    """
+
+    def __init__(
+        self,
+        net: RGAReID,
+        meta: ModelMeta,
+        device: str | torch.device | None = None,
+        batch_size: int = 64,
+        flip: bool = False,
+        feature: str | None = None,
+        compile: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        feature = feature or meta.embed_feature
+        if feature not in ("feat_", "feat"):
+            raise ValueError(f"feature must be 'feat_' or 'feat', got {feature!r}")
+        if tuple(net.input_size) != tuple(meta.input_size):
+            raise ValueError(f"network input size {net.input_size} differs from metadata {meta.input_size}")
+        self.meta = meta
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self.flip = flip
+        self.feature = feature
+        self.input_size = tuple(meta.input_size)
+        self.net = net.eval().to(self.device, memory_format=torch.channels_last)
+        self._mean = torch.tensor(meta.mean, device=self.device).view(1, 3, 1, 1) * 255.0
+        self._std = torch.tensor(meta.std, device=self.device).view(1, 3, 1, 1) * 255.0
+        self.compiled = compile
+        self._forward = self.net
+        if compile:
+            mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+            self._forward = torch.compile(self.net, mode=mode, dynamic=False)
+
+    # -- construction -----------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **kwargs) -> Embedder:
+        """Load our checkpoint or an official RGA checkpoint (see model.checkpoint)."""
+        net, meta = load_checkpoint(path, device="cpu", for_inference=True)
+        return cls(net, meta, **kwargs)
+
+    @classmethod
+    def random_init(
+        cls,
+        variant: str = "rgasc",
+        input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+        seed: int = 0,
+        **kwargs,
+    ) -> Embedder:
+        """A randomly initialised network (deterministic by `seed`): for tests and smoke runs only."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = RGAReID(variant, 0, input_size)
+        meta = ModelMeta(variant=variant, input_size=input_size, source="random-init", code_version="random")
+        return cls(net, meta, **kwargs)
+
+    @property
+    def dim(self) -> int:
+        return self.net.feature_dim
+
+    # -- preprocessing ----------------------------------------------------------------
+    def _resize(self, image: ImageLike) -> np.ndarray:
+        height, width = self.input_size
+        rgb = load_image(image)
+        if rgb.size != (width, height):
+            rgb = rgb.resize((width, height), Image.BILINEAR)
+        return np.asarray(rgb, dtype=np.uint8)
+
+    def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """Images -> normalised (N, 3, H, W) float32 tensor on the embedder's device (channels_last)."""
+        pixels = torch.from_numpy(np.stack([self._resize(im) for im in images]))  # (N, H, W, 3) uint8
+        x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        x = (x - self._mean) / self._std
+        return x.contiguous(memory_format=torch.channels_last)
+
+    # -- inference --------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """One forward pass of a preprocessed batch -> the chosen feature, float32."""
+        n = x.shape[0]
+        if self.compiled and n < self.batch_size:  # static shape: one compiled graph for every call
+            x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
+        if self.compiled and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+        with self._autocast():
+            out = self._forward(x)
+        return getattr(out, self.feature)[:n].float().clone()
+
+    @torch.inference_mode()
+    def embed_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """Preprocessed (N, 3, H, W) batch -> (N, D) L2-normalised float32 tensor on the device."""
+        if x.shape[0] == 0:
+            return torch.empty((0, self.dim), device=self.device)
+        chunks = []
+        for start in range(0, x.shape[0], self.batch_size):
+            batch = x[start : start + self.batch_size].to(self.device).contiguous(memory_format=torch.channels_last)
+            feats = self._run(batch)
+            if self.flip:
+                feats = feats + self._run(batch.flip(3))
+            chunks.append(F.normalize(feats, dim=1))
+        return torch.cat(chunks)
+
+    def embed(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """Images (PIL, arrays, bytes or paths; any mode) -> (N, D) float32, rows of unit L2 norm."""
+        images = list(images)
+        out = np.empty((len(images), self.dim), dtype=np.float32)
+        for start, chunk in _chunks(images, self.batch_size):
+            out[start : start + len(chunk)] = self.embed_tensor(self.preprocess(chunk)).cpu().numpy()
+        return out
+
+
+def _chunks(items: list, size: int) -> Iterator[tuple[int, list]]:
+    for start in range(0, len(items), size):
+        yield start, items[start : start + size]

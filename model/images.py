@@ -1,0 +1,97 @@
+"""Image decoding rules shared by the embedder, the trainer and the service.
+
+Anything image-like becomes an RGB PIL image or an ImageDecodeError that says why:
+PIL images of any mode, numpy arrays (H x W, H x W x 1/3/4; uint8, or float in [0, 1]),
+encoded bytes, and file paths.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from model.errors import ImageDecodeError
+
+ImageLike = Image.Image | np.ndarray | bytes | bytearray | memoryview | str | os.PathLike
+
+# Modes PIL cannot convert to RGB without losing the range; scaled to 8 bits first.
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB (alpha dropped, palettes expanded, 16-bit/float grey scaled to 8 bits)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in _WIDE_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        lo, hi = float(values.min()), float(values.max())
+        scaled = np.zeros_like(values) if hi <= lo else (values - lo) / (hi - lo) * 255.0
+        image = Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
+    elif image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageDecodeError(f"an image array must be H x W or H x W x 1/3/4, got shape {array.shape}")
+    if array.size == 0:
+        raise ImageDecodeError(f"empty image array of shape {array.shape}")
+    if array.dtype == np.uint8:
+        pass
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
+            raise ImageDecodeError("a float image array must hold finite values in [0, 1]")
+        array = np.round(array * 255.0).astype(np.uint8)
+    else:
+        raise ImageDecodeError(f"image arrays must be uint8 or float in [0, 1], got {array.dtype}")
+    return to_rgb(Image.fromarray(np.ascontiguousarray(array)))
+
+
+def _decode(stream: io.IOBase | str | os.PathLike, what: str, max_pixels: int | None) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(stream) as image:
+                if max_pixels is not None and image.width * image.height > max_pixels:
+                    raise ImageDecodeError(
+                        f"{what} is {image.width}x{image.height} pixels, over the limit of {max_pixels}"
+                    )
+                image.load()
+                return to_rgb(image)
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"{what} is too large to decode safely: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(f"{what} is not an image in a supported format") from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+        raise ImageDecodeError(f"{what} is corrupt or truncated: {exc}") from exc
+
+
+def load_image(source: ImageLike, max_pixels: int | None = None) -> Image.Image:
+    """Decode `source` to an RGB PIL image, or raise ImageDecodeError naming the problem."""
+    if isinstance(source, Image.Image):
+        return to_rgb(source)
+    if isinstance(source, np.ndarray):
+        return _from_array(source)
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        if not data:
+            raise ImageDecodeError("empty image data (0 bytes)")
+        return _decode(io.BytesIO(data), "image data", max_pixels)
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageDecodeError(f"image file not found: {path}")
+        if path.stat().st_size == 0:
+            raise ImageDecodeError(f"image file is empty (0 bytes): {path}")
+        return _decode(path, f"image file {path}", max_pixels)
+    raise ImageDecodeError(f"cannot read an image from a {type(source).__name__}")

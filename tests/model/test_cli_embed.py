@@ -1,0 +1,53 @@
+"""`reid embed`: refuses without weights, writes the .npy and its sidecar in input order."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model import ModelMeta, build_model, save_checkpoint
+from reid.cli import main
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name in ("b.jpg", "a.png", "sub/c.jpg"):
+        Image.fromarray(rng.integers(0, 256, (128, 64, 3), dtype=np.uint8)).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_refuses_without_weights(image_dir, tmp_path, capsys):
+    assert main(["embed", str(image_dir), "--out", str(tmp_path / "e.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "no --weights" in err and "reid train" in err and "--random-init" in err
+    assert not (tmp_path / "e.npy").exists()
+
+
+def test_embeds_folder_and_files_in_order(image_dir, tmp_path):
+    weights = tmp_path / "w.pt"
+    save_checkpoint(weights, build_model("none", input_size=(128, 64)), ModelMeta(variant="none", input_size=(128, 64)))
+    out = tmp_path / "out" / "e.npy"
+    extra = image_dir / "a.png"
+    assert main(["embed", str(image_dir), str(extra), "--weights", str(weights), "--out", str(out), "--batch-size", "2"]) == 0
+    vectors = np.load(out)
+    sidecar = json.loads((tmp_path / "out" / "e.files.json").read_text())
+    names = [p.split("imgs/")[-1] for p in sidecar["files"]]
+    assert names == ["a.png", "b.jpg", "sub/c.jpg", "a.png"]
+    assert vectors.shape == (4, 2048) and vectors.dtype == np.float32
+    assert np.allclose(vectors[0], vectors[3], atol=1e-6)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_random_init_and_errors(image_dir, tmp_path, capsys):
+    out = tmp_path / "r.npy"
+    assert main(["embed", str(image_dir / "b.jpg"), "--random-init", "--variant", "none", "--out", str(out)]) == 0
+    assert np.load(out).shape == (1, 2048)
+    assert main(["embed", str(tmp_path / "missing"), "--random-init", "--out", str(out)]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    assert main(["embed", str(image_dir), "--weights", str(tmp_path / "none.pt"), "--out", str(out)]) == 2
+    assert "weights file not found" in capsys.readouterr().err
