@@ -1,0 +1,136 @@
+"""Embedding throughput and latency of the RGA-SC network: direct vs fast form, fp32 vs bf16, eager vs compiled.
+
+    python bench/embed.py                        # CPU defaults: batches 1 and 64, fp32, eager
+    python bench/embed.py --device cuda --batch-sizes 1 64 256 --precisions fp32 bf16 --modes eager compiled
+    python bench/embed.py ... --record           # also append the table to BENCHMARKS.md
+
+Times the network's forward on preprocessed batches (the embedder's `_run` path:
+channels_last, autocast on CUDA), synchronising the device around each call, and
+reports images/s plus the median and 90th-percentile latency per batch. Weights are
+random (speed does not depend on their values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from model import build_model  # noqa: E402
+
+
+def machine_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    cpu = platform.processor() or "cpu"
+    with contextlib.suppress(Exception):
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name"):
+                cpu = line.split(":", 1)[1].strip()
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def time_config(net, device, batch, precision, compiled, iters, warmup) -> dict:
+    x = torch.randn(batch, 3, *net.input_size, device=device).contiguous(memory_format=torch.channels_last)
+    forward = torch.compile(net, mode="reduce-overhead" if device.type == "cuda" else "default") if compiled else net
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    )
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    with torch.inference_mode(), autocast:
+        for i in range(warmup + iters):
+            if compiled and device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()
+            sync()
+            start = time.perf_counter()
+            forward(x)
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    p90 = sorted(times)[max(0, int(round(0.9 * len(times))) - 1)]
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return {"images_per_s": batch / median, "median_ms": median * 1e3, "p90_ms": p90 * 1e3, "peak_gib": peak}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--variant", default="rgasc")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None)
+    parser.add_argument("--forms", nargs="+", default=["fast", "direct"], choices=["fast", "direct"])
+    parser.add_argument("--precisions", nargs="+", default=None, choices=["fp32", "bf16"])
+    parser.add_argument("--modes", nargs="+", default=["eager"], choices=["eager", "compiled"])
+    parser.add_argument("--iters", type=int, default=None, help="timed iterations per configuration")
+    parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument("--record", action="store_true", help="append the table to BENCHMARKS.md")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    on_cuda = device.type == "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batch_sizes = args.batch_sizes or ([1, 64, 256] if on_cuda else [1, 64])
+    precisions = args.precisions or (["fp32", "bf16"] if on_cuda else ["fp32"])
+    iters = args.iters or (50 if on_cuda else 3)
+    warmup = args.warmup if args.warmup is not None else (10 if on_cuda else 1)
+    if on_cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
+        torch.backends.cudnn.allow_tf32 = False
+
+    net = build_model(args.variant).eval().to(device, memory_format=torch.channels_last)
+    rows = []
+    for form in args.forms:
+        net.set_rga_form(form)
+        for precision in precisions:
+            for mode in args.modes:
+                for batch in batch_sizes:
+                    torch._dynamo.reset()
+                    result = time_config(net, device, batch, precision, mode == "compiled", iters, warmup)
+                    row = {"form": form, "precision": precision, "mode": mode, "batch": batch, **result}
+                    rows.append(row)
+                    print(
+                        f"{form:6s} {precision} {mode:8s} batch {batch:4d}: {row['images_per_s']:9.1f} img/s, "
+                        f"{row['median_ms']:8.2f} ms/batch (p90 {row['p90_ms']:.2f})",
+                        flush=True,
+                    )
+
+    header = "| form | precision | mode | batch | images/s | median ms/batch | p90 ms/batch | peak GiB |"
+    lines = [header, "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['form']} | {r['precision']} | {r['mode']} | {r['batch']} | {r['images_per_s']:.1f} "
+            f"| {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['peak_gib']:.2f} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    if args.record:
+        command = "python bench/embed.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        section = (
+            f"\n## Embedding ({args.variant}, {net.input_size[0]}x{net.input_size[1]}) — "
+            f"{dt.date.today().isoformat()}\n\nMachine: {machine_description(device)}  \n"
+            f"Command: `{command.strip()}`  \nIterations: {iters} timed after {warmup} warm-up.\n\n{table}\n"
+        )
+        with open(ROOT / "BENCHMARKS.md", "a") as fh:
+            fh.write(section)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
