@@ -100,8 +100,12 @@ class RandomIdentityBatchSampler(Sampler[list[int]]):
             )
         few = int(np.sum(counts < num_instances))
         if few:
-            logger.info("%d of %d identities have fewer than %d images; sampled with replacement",
-                        few, len(counts), num_instances)
+            logger.info(
+                "%d of %d identities have fewer than %d images; sampled with replacement",
+                few,
+                len(counts),
+                num_instances,
+            )
 
     @property
     def num_identities(self) -> int:

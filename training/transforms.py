@@ -152,7 +152,9 @@ class RandomErasing:
         return tensor
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(p={self.p}, area={self.area}, aspect={self.aspect}, value={self.value})"
+        return (
+            f"{type(self).__name__}(p={self.p}, area={self.area}, aspect={self.aspect}, value={self.value})"
+        )
 
 
 def _to_normalised_tensor(mean: Sequence[float], std: Sequence[float]) -> list[Any]:
@@ -186,7 +188,9 @@ def build_train_transform(
             Random2DTranslation(size, p=translate_p, generator=generator),
             RandomHorizontalFlip(flip_p, generator=generator),
             *_to_normalised_tensor(mean, std),
-            RandomErasing(erasing_p, area=erasing_area, aspect=erasing_aspect, value=0.0, generator=generator),
+            RandomErasing(
+                erasing_p, area=erasing_area, aspect=erasing_aspect, value=0.0, generator=generator
+            ),
         ]
     )
 

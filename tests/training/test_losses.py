@@ -20,7 +20,9 @@ def triplet_by_brute_force(features: torch.Tensor, targets: list[int], margin: f
     f = features.double()
     losses = []
     for a in range(len(targets)):
-        pos = [float((f[a] - f[p]).norm()) for p in range(len(targets)) if p != a and targets[p] == targets[a]]
+        pos = [
+            float((f[a] - f[p]).norm()) for p in range(len(targets)) if p != a and targets[p] == targets[a]
+        ]
         neg = [float((f[a] - f[n]).norm()) for n in range(len(targets)) if targets[n] != targets[a]]
         losses.append(max(0.0, max(pos, default=0.0) - min(neg) + margin))
     return sum(losses) / len(losses)
@@ -118,8 +120,14 @@ def test_works_under_bf16_autocast_and_computes_in_float32():
     "call, message",
     [
         (lambda: CrossEntropyLabelSmooth(0.1)(torch.randn(4), torch.zeros(4, dtype=torch.long)), "logits"),
-        (lambda: CrossEntropyLabelSmooth(0.1)(torch.randn(4, 3), torch.zeros(3, dtype=torch.long)), "targets"),
-        (lambda: BatchHardTripletLoss(0.3)(torch.randn(4, 3, 2), torch.zeros(4, dtype=torch.long)), "features"),
+        (
+            lambda: CrossEntropyLabelSmooth(0.1)(torch.randn(4, 3), torch.zeros(3, dtype=torch.long)),
+            "targets",
+        ),
+        (
+            lambda: BatchHardTripletLoss(0.3)(torch.randn(4, 3, 2), torch.zeros(4, dtype=torch.long)),
+            "features",
+        ),
         (lambda: BatchHardTripletLoss(-1.0), "margin"),
         (lambda: CrossEntropyLabelSmooth(1.5), "epsilon"),
     ],

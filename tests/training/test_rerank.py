@@ -112,7 +112,12 @@ def test_cuda_matches_cpu():
         (dict(query_features=np.zeros(4), gallery_features=np.zeros((3, 4))), "query_features"),
         (dict(query_features=np.zeros((2, 4)), gallery_features=np.zeros((3, 4)), k1=5), "k1"),
         (dict(query_features=np.zeros((2, 4)), gallery_features=np.zeros((9, 4)), k1=3, k2=5), "k2"),
-        (dict(query_features=np.zeros((2, 4)), gallery_features=np.zeros((9, 4)), k1=3, k2=2, lambda_value=2), "lambda"),
+        (
+            dict(
+                query_features=np.zeros((2, 4)), gallery_features=np.zeros((9, 4)), k1=3, k2=2, lambda_value=2
+            ),
+            "lambda",
+        ),
         (dict(query_features=np.zeros((2, 4), int), gallery_features=np.zeros((9, 4)), k1=3), "floating"),
     ],
 )
