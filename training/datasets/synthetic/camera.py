@@ -72,7 +72,8 @@ def camera_look(seed: int, camid: int) -> CameraLook:
 
 @lru_cache(maxsize=64)
 def camera_background(camera: CameraLook, height: int, width: int) -> np.ndarray:
-    """The camera's scene, larger than one crop: (height + margin, width + margin, 3) float32 0..255.
+    """The camera's scene, larger than one crop, as the camera sees it (toned): (height + margin,
+    width + margin, 3) float32.
 
     Crops at different offsets give each image of the camera a different but consistent background.
     """
@@ -102,4 +103,12 @@ def camera_background(camera: CameraLook, height: int, width: int) -> np.ndarray
     blotches = rng.uniform(-22, 22, (6, 4)).astype(np.float32)
     smooth = np.asarray(Image.fromarray(blotches, mode="F").resize((big_w, big_h), Image.BILINEAR))
     scene += smooth[..., None]
-    return np.clip(scene, 0, 255)
+    return tone(camera, np.clip(scene, 0, 255))
+
+
+def tone(camera: CameraLook, rgb: np.ndarray) -> np.ndarray:
+    """Apply the camera's gamma, brightness and colour cast to colours (..., 3) float 0..255 (not clipped)."""
+    rgb = np.asarray(rgb, np.float32)
+    return (
+        255.0 * (rgb / 255.0) ** camera.gamma * (camera.gain * np.asarray(camera.cast, np.float32))
+    ).astype(np.float32)

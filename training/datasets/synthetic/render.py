@@ -15,11 +15,11 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from training.datasets.synthetic.appearance import IdentityLook
-from training.datasets.synthetic.camera import BACKGROUND_MARGIN, CameraLook, camera_background
+from training.datasets.synthetic.camera import BACKGROUND_MARGIN, CameraLook, camera_background, tone
 
 # body-part labels in the label map; 0 is background
-SKIN, HAIR, UPPER, LOWER, SHOES, BAG, HAT = range(1, 8)
-NUM_PARTS = 8
+SKIN, HAIR, UPPER, LOWER, SHOES, BAG, HAT, UPPER_SECONDARY = range(1, 9)
+NUM_PARTS = 9
 VIEWS = ("front", "back", "left", "right")  # left / right: side views, walking towards that side
 KINDS = ("person", "distractor", "junk")
 
@@ -272,20 +272,22 @@ def draw_person(
         )
 
 
-def _palette(look: IdentityLook, rng: np.random.Generator) -> np.ndarray:
-    """(NUM_PARTS, 3) float32 colours for the label map, with a little per-image variation."""
+def _palette(look: IdentityLook, camera: CameraLook, rng: np.random.Generator) -> np.ndarray:
+    """(NUM_PARTS, 3) float32 colours of the label map as `camera` sees them, with a little
+    per-image variation in how each part catches the light."""
     palette = np.zeros((NUM_PARTS, 3), np.float32)
     palette[SKIN], palette[HAIR], palette[UPPER] = look.skin, look.hair, look.upper
     palette[LOWER], palette[SHOES], palette[BAG] = look.lower, look.shoes, look.bag_color
     palette[HAT] = look.hat if look.hat is not None else look.hair
+    palette[UPPER_SECONDARY] = look.upper_secondary
     palette *= rng.uniform(0.93, 1.07, (NUM_PARTS, 1)).astype(np.float32)
-    return palette
+    return tone(camera, palette)
 
 
 def _occlude(image: np.ndarray, camera: CameraLook, rng: np.random.Generator) -> None:
     """Paint, in place, a pole, a counter or part of a passer-by in front of the person."""
     height, width = image.shape[:2]
-    colour = np.asarray(camera.occluder, np.float32) * rng.uniform(0.8, 1.2)
+    colour = tone(camera, np.asarray(camera.occluder, np.float32) * rng.uniform(0.8, 1.2))
     kind = rng.integers(3)
     if kind == 0:  # a pole or door frame
         x0 = int(rng.integers(0, width - 4))
@@ -298,7 +300,7 @@ def _occlude(image: np.ndarray, camera: CameraLook, rng: np.random.Generator) ->
         mask = ((xs - cx) / (width * rng.uniform(0.25, 0.4))) ** 2 + (
             (ys - height * 0.6) / (height * 0.5)
         ) ** 2 <= 1
-        image[mask] = np.asarray(rng.integers(20, 230, 3), np.float32)
+        image[mask] = tone(camera, rng.integers(20, 230, 3))
 
 
 def render_crop(
@@ -356,37 +358,54 @@ def render_crop(
             body_height,
             stride=float(rng.uniform(-1, 1)),
         )
-        labels = canvas.labels[:, ::-1] if view == "left" else canvas.labels
-        person = _palette(look, rng)[labels]
+        labels = canvas.labels[:, ::-1].copy() if view == "left" else canvas.labels
         if look.upper_pattern != "plain":
             ys, xs = _grid(height, width)
             period = max(look.pattern_period * body_height / 100.0, 1.5)
             bands = np.floor((ys - feet_y) / period)
             if look.upper_pattern == "checks":
-                bands = bands + np.floor((xs - cx) / period)
-            second = (labels == UPPER) & (bands % 2 == 1)
-            person[second] = np.asarray(look.upper_secondary, np.float32)
+                bands += np.floor((xs - cx) / period)
+            labels[(labels == UPPER) & (bands % 2 == 1)] = UPPER_SECONDARY
         xs = _grid(height, width)[1]
         shade = np.clip(1.0 - 0.3 * ((xs - cx) / max(0.16 * body_height, 1.0)) ** 2, 0.65, 1.0)
-        person *= shade[..., None]
-        body = labels > 0
-        image[body] = person[body]
+        person = np.take(_palette(look, camera, rng), labels, axis=0) * shade[..., None]
+        np.copyto(image, person, where=(labels > 0)[..., None])
     if rng.random() < camera.occlusion:
         _occlude(image, camera, rng)
 
-    light = camera.gain * rng.uniform(0.92, 1.08)
-    cast = np.asarray(camera.cast, np.float32) * rng.uniform(0.97, 1.03, 3).astype(np.float32)
-    image = 255.0 * np.power(image / 255.0, camera.gamma) * (light * cast)
+    # per-shot light: the camera's tone is already in the scene and palette
+    image *= (rng.uniform(0.92, 1.08) * rng.uniform(0.97, 1.03, 3)).astype(np.float32)
     picture = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
     if camera.resolution < 1.0:
         small = (max(int(width * camera.resolution), 8), max(int(height * camera.resolution), 16))
         picture = picture.resize(small, Image.BILINEAR).resize((width, height), Image.BILINEAR)
     if camera.blur > 0:
-        picture = picture.filter(ImageFilter.GaussianBlur(camera.blur))
-    pixels = np.asarray(picture, np.float32) + rng.normal(0.0, camera.noise, (height, width, 3)).astype(
-        np.float32
-    )
-    return np.clip(pixels, 0, 255).astype(np.uint8)
+        picture = picture.filter(_blur_kernel(camera.blur))
+    bank = _noise_bank(height, width)
+    ny, nx = rng.integers(0, NOISE_MARGIN + 1, 2)
+    noise = bank[ny : ny + height, nx : nx + width] * np.float32(camera.noise)
+    return np.clip(np.asarray(picture, np.float32) + noise, 0, 255).astype(np.uint8)
+
+
+NOISE_MARGIN = 96
+
+
+@lru_cache(maxsize=4)
+def _noise_bank(height: int, width: int) -> np.ndarray:
+    """Unit Gaussian sensor noise, larger than a crop; each image takes a random window of it
+    (drawing fresh noise per image costs more than the rest of the rendering)."""
+    bank = np.random.default_rng(12345).standard_normal((height + NOISE_MARGIN, width + NOISE_MARGIN, 3))
+    bank = bank.astype(np.float32)
+    bank.setflags(write=False)
+    return bank
+
+
+@lru_cache(maxsize=16)
+def _blur_kernel(sigma: float) -> ImageFilter.Kernel:
+    """A 3x3 Gaussian blur (enough for sigma <= 1 at this size, and far cheaper than GaussianBlur)."""
+    taps = np.exp(-(np.array([1.0, 0.0, 1.0]) ** 2) / (2 * sigma**2))
+    weights = np.outer(taps, taps).ravel()
+    return ImageFilter.Kernel((3, 3), (weights / weights.sum()).tolist(), scale=1)
 
 
 def encode_jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
