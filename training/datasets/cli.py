@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
-
-logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,20 +34,5 @@ def run_synth(args: argparse.Namespace) -> int:
     from training.datasets.synthetic import SyntheticConfig, generate
 
     config = SyntheticConfig.from_preset(args.preset, seed=args.seed)
-    result = generate(config, args.out, workers=args.workers, force=args.force, progress=not args.no_progress)
-    if result.skipped:
-        logger.info(
-            "%s already holds preset %s seed %d (%d images); kept",
-            result.out,
-            args.preset,
-            args.seed,
-            result.num_images,
-        )
-    else:
-        logger.info(
-            "wrote %d images to %s (%.0f images/s)",
-            result.num_images,
-            result.out,
-            result.num_images / max(result.seconds, 1e-9),
-        )
-    return 0
+    generate(config, args.out, workers=args.workers, force=args.force, progress=not args.no_progress)
+    return 0  # generate() logs what it wrote or why it kept the existing folder

@@ -108,18 +108,25 @@ def _render_all(
 ) -> None:
     from tqdm import tqdm
 
-    with tqdm(total=len(specs), unit="img", desc="reid synth", disable=not progress) as bar:
-        if workers <= 1:
-            _init_worker(config, root)
+    def progress_bar() -> tqdm:
+        return tqdm(total=len(specs), unit="img", desc="reid synth", disable=not progress)
+
+    if workers <= 1:
+        _init_worker(config, root)
+        with progress_bar() as bar:
             for chunk in _chunks(specs, CHUNK):
                 bar.update(_write_chunk(chunk))
-            return
-        # fork keeps start-up cheap (no re-import); workers only use numpy and PIL
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        with context.Pool(workers, initializer=_init_worker, initargs=(config, root)) as pool:
-            for done in pool.imap_unordered(_write_chunk, list(_chunks(specs, CHUNK))):
-                bar.update(done)
+        return
+    # fork keeps start-up cheap (no re-import); workers only use numpy and PIL. The pool is made
+    # before the progress bar starts its monitor thread.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    with (
+        context.Pool(workers, initializer=_init_worker, initargs=(config, root)) as pool,
+        progress_bar() as bar,
+    ):
+        for done in pool.imap_unordered(_write_chunk, list(_chunks(specs, CHUNK))):
+            bar.update(done)
 
 
 def manifest(config: SyntheticConfig, specs: list[ImageSpec]) -> dict:

@@ -99,12 +99,14 @@ def _visit(
     route = _route(rng, config)
     offsets = np.sort(rng.uniform(0, minutes * 60, len(route) - 1))
     sightings = []
+    free_from = start  # the person has walked out of the previous camera's view
     for camid, offset in zip(route, [0.0, *offsets], strict=True):
-        at = start + timedelta(seconds=float(offset))
+        at = max(start + timedelta(seconds=float(offset)), free_from)
         view = _track_view(rng, view_weights[camid])
         for _ in range(int(rng.integers(config.images_per_track[0], config.images_per_track[1] + 1))):
             sightings.append(_Sighting(pid, camid, at, view, "person", pid))
             at += timedelta(seconds=float(rng.uniform(0.3, 1.5)))
+        free_from = at + timedelta(seconds=float(rng.uniform(5, 20)))
     return sightings
 
 
