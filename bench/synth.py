@@ -1,6 +1,6 @@
 """Benchmark: synthetic dataset generation speed (images/s), written to a temporary folder.
 
-    python bench/synth.py [--preset market] [--workers 2] [--seed 0]
+    python -m bench.synth [--preset market] [--workers 2] [--seed 0]     (from the repository root)
 
 Prints one line with images, seconds and images/s. Target: >= 500 images/s on 2 cores.
 """
@@ -10,13 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from training.datasets.synthetic import SyntheticConfig, generate  # noqa: E402
+from training.datasets.synthetic import SyntheticConfig, generate
 
 
 def _cpu_seconds() -> float:

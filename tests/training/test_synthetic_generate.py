@@ -14,7 +14,6 @@ from reid.cli import main as reid_main
 from training.datasets import DatasetError, load_dataset
 from training.datasets.bbox_layout import parse_person_camera
 from training.datasets.synthetic import PRESETS, SyntheticConfig, generate
-from training.datasets.synthetic.camera import camera_look
 from training.datasets.synthetic.plan import plan_images
 
 SMALL = SyntheticConfig.from_preset("small", seed=7)
@@ -104,7 +103,7 @@ def test_timestamps_csv_covers_every_file(small_dataset):
 def test_timestamps_are_plausible_visits():
     """Arrivals inside opening hours; a visit passes >= 2 cameras within its window of minutes."""
     config = PRESETS["market"]
-    specs = plan_images(config, [camera_look(config.seed, c).view_weights for c in range(config.num_cameras)])
+    specs = plan_images(config)
     opens = datetime(2024, 6, 3, config.opening_hours[0], tzinfo=UTC)
     closes = datetime(2024, 6, 3, config.opening_hours[1], tzinfo=UTC)
     assert all(opens <= s.captured_at < closes for s in specs)
@@ -139,7 +138,7 @@ def test_timestamps_are_plausible_visits():
 
 def test_store_visits_enter_first_and_leave_last():
     config = PRESETS["store"]
-    specs = plan_images(config, [camera_look(config.seed, c).view_weights for c in range(config.num_cameras)])
+    specs = plan_images(config)
     by_pid = defaultdict(list)
     for spec in specs:
         if spec.pid > 0:

@@ -25,7 +25,7 @@ class SyntheticConfig:
     num_test_ids: int = 750
     num_cameras: int = 6
     cameras_per_visit: tuple[int, int] = (2, 6)
-    images_per_track: tuple[int, int] = (2, 7)  # images of one person passing one camera
+    images_per_track: tuple[int, int] = (2, 6)  # images of one person passing one camera
     num_distractors: int = 2000  # pid 0, gallery only
     num_junk: int = 300  # pid -1, gallery folder, dropped by readers
     twin_fraction: float = 0.1  # share of identities drawn as a near-duplicate of the previous id

@@ -248,8 +248,7 @@ def generate(
         count = read_manifest(out)["counts"]["images"]  # type: ignore[index]
         return GenerationResult(out, count, True, time.perf_counter() - started)
 
-    views = [camera_look(config.seed, c).view_weights for c in range(config.num_cameras)]
-    specs = plan_images(config, views)
+    specs = plan_images(config)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.synth-staging"
     if staging.exists():

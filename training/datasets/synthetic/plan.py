@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import numpy as np
 
+from training.datasets.synthetic.camera import camera_look
 from training.datasets.synthetic.config import SyntheticConfig
 
 FRAME_RATE = 25  # frames per second in the Market-style file names
@@ -110,8 +111,15 @@ def _visit(
     return sightings
 
 
-def plan_images(config: SyntheticConfig, view_weights: list[tuple[float, float, float]]) -> list[ImageSpec]:
-    """Every image of the dataset, sorted by file name. `view_weights[c]` = P(front, back, side) at camera c."""
+def plan_images(
+    config: SyntheticConfig, view_weights: list[tuple[float, float, float]] | None = None
+) -> list[ImageSpec]:
+    """Every image of the dataset, sorted by file name.
+
+    `view_weights[c]` = P(front, back, side) at camera c; by default the cameras' own (camera_look).
+    """
+    if view_weights is None:
+        view_weights = [camera_look(config.seed, c).view_weights for c in range(config.num_cameras)]
     rng = np.random.default_rng([config.seed, 0, 2])
     opens, closes = _opening(config)
     train_ids, test_ids = split_identities(config)
