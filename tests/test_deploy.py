@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -259,3 +260,52 @@ def test_healthcheck_script_fails_when_nothing_listens():
     )
     assert proc.returncode == 1
     assert b"unhealthy" in proc.stderr
+
+
+# --------------------------------------------------------------------------------------------- .env.example
+
+ENV_LINE = re.compile(r"^#\s*(example:\s*)?(REID_[A-Z0-9_]+)=(.*)$")
+
+
+def documented_settings() -> list[tuple[str, str, bool]]:
+    """(field name, value, is_example) for every `# REID_X=value` line of .env.example."""
+    found = []
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        match = ENV_LINE.match(line.strip())
+        if match:
+            found.append(
+                (match.group(2)[len("REID_") :].lower(), match.group(3).strip(), bool(match.group(1)))
+            )
+    return found
+
+
+@pytest.fixture()
+def settings_class(monkeypatch):
+    if not (ROOT / "service" / "settings.py").exists():
+        pytest.skip("service/settings.py not in this tree yet")
+    from service.settings import Settings
+
+    for name in list(os.environ):
+        if name.startswith("REID_"):
+            monkeypatch.delenv(name)
+    return Settings
+
+
+def test_env_example_documents_every_setting(settings_class):
+    documented = {name for name, _value, _example in documented_settings()}
+    fields = set(settings_class.model_fields)
+    assert fields - documented == set(), "settings missing from .env.example"
+    assert documented - fields == set(), ".env.example names settings the service does not have"
+
+
+def test_env_example_defaults_match_the_service(settings_class):
+    checked = 0
+    for name, value, is_example in documented_settings():
+        if not value:
+            continue
+        settings = settings_class(_env_file=None, **{name: value})  # every value shown must be valid
+        default = settings_class.model_fields[name].default
+        if not is_example and default not in (None, ""):
+            assert getattr(settings, name) == default, f"REID_{name.upper()}: .env.example says {value!r}"
+            checked += 1
+    assert checked >= 10
