@@ -78,9 +78,10 @@ def free_port() -> int:
 
 def build_app(data_dir: Path):
     """The service app in dev mode on a temporary data dir, with a small random-init embedder."""
-    from model.embedder import Embedder
     from service.app import create_app
     from service.settings import Settings
+
+    from model.embedder import Embedder
 
     settings = Settings(
         _env_file=None, dev_mode=True, data_dir=data_dir, device="cpu", batch_wait_ms=1, retention_days=0
