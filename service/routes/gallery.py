@@ -64,6 +64,8 @@ async def ingest(
         validation.timestamp(t, "captured_at", not_future=True)
         for t in validation.per_file(captured_at, n, "captured_at", required=True)
     ]
+    if external_ref and not any(external_ref):  # empty form fields = not given
+        external_ref = None
     if external_ref and len(external_ref) not in (n,) and not (n == 1 and len(external_ref) == 1):
         raise invalid(
             f"{len(external_ref)} external_ref values for {n} files: give one per file", "external_ref"
