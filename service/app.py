@@ -1,0 +1,170 @@
+"""The FastAPI application: `create_app(settings)` and a lifespan that owns every resource.
+
+Start-up order: settings checked -> database migrated -> model loaded -> stored embeddings
+checked against the model -> orphaned files swept -> index loaded and checked against the
+database (rebuilt when missing or inconsistent) -> micro-batcher and background tasks started.
+Shut-down stops them in reverse and saves the index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import select
+
+from model.embedder import Embedder
+from model.errors import ReidError
+from service.batcher import MicroBatcher
+from service.context import ServiceContext
+from service.db import make_engine, make_sessionmaker, upgrade_database
+from service.errors import install_error_handlers
+from service.models import GalleryItem, ServiceState
+from service.retention import purge_periodically
+from service.security import KeyRing
+from service.settings import Settings
+from service.storage import ImageStore
+from service.telemetry import MetricsMiddleware, ServiceMetrics
+from service.vectors import GalleryIndex
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+INDEX_SAVE_INTERVAL_S = 300.0
+
+
+def load_embedder(settings: Settings) -> Embedder:
+    """The checkpoint in REID_WEIGHTS, or (dev mode only) a randomly initialised network."""
+    if settings.weights is not None:
+        return Embedder.from_checkpoint(
+            settings.weights, device=settings.device, flip=settings.flip, batch_size=settings.batch_size
+        )
+    if not settings.dev_mode:
+        raise ReidError("REID_WEIGHTS is not set; random weights are only allowed with REID_DEV_MODE=1")
+    logger.warning("=" * 72)
+    logger.warning("NO WEIGHTS: using a RANDOMLY INITIALISED network. Search results are meaningless.")
+    logger.warning("=" * 72)
+    return Embedder.random_init(device=settings.device, flip=settings.flip, batch_size=settings.batch_size)
+
+
+def check_model_matches_data(sessions, embedder: Embedder) -> None:
+    """Vectors from one model only: refuse to start when stored embeddings have another dimension."""
+    descriptor = (
+        f"{embedder.meta.variant}:{embedder.meta.input_size[0]}x{embedder.meta.input_size[1]}:{embedder.dim}"
+    )
+    with sessions() as session, session.begin():
+        dims = set(session.execute(select(GalleryItem.embedding_dim).distinct()).scalars())
+        if dims and dims != {embedder.dim}:
+            raise ReidError(
+                f"the gallery holds {sorted(dims)}-dimensional embeddings but the model gives {embedder.dim}; "
+                "use the weights the gallery was built with"
+            )
+        state = session.get(ServiceState, "embedding_model")
+        if state is None:
+            session.add(ServiceState(key="embedding_model", value=descriptor))
+        elif state.value != descriptor:
+            logger.warning(
+                "the model (%s) differs from the one stored vectors came from (%s)", descriptor, state.value
+            )
+            state.value = descriptor
+
+
+def sweep_files(sessions, store: ImageStore) -> int:
+    with sessions() as session:
+        rows = session.execute(select(GalleryItem.image_path, GalleryItem.thumbnail_path)).all()
+    referenced = {p for row in rows for p in row}
+    return store.sweep(referenced)
+
+
+async def _save_index_periodically(ctx: ServiceContext) -> None:
+    while True:
+        await asyncio.sleep(INDEX_SAVE_INTERVAL_S)
+        try:
+            if ctx.index.dirty:
+                await asyncio.to_thread(ctx.index.save)
+        except Exception:
+            logger.exception("saving the index failed; will retry")
+
+
+def create_app(settings: Settings | None = None, embedder: Embedder | None = None) -> FastAPI:
+    """Build the app. `embedder` overrides the weights in the settings (tests inject a small network)."""
+    settings = settings or Settings()
+    metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        settings.check_safe()
+        engine = make_engine(settings.resolved_database_url)
+        await asyncio.to_thread(upgrade_database, engine)
+        sessions = make_sessionmaker(engine)
+        model = embedder or await asyncio.to_thread(load_embedder, settings)
+        await asyncio.to_thread(check_model_matches_data, sessions, model)
+        store = ImageStore(settings.images_dir, settings.thumbnail_size)
+        await asyncio.to_thread(sweep_files, sessions, store)
+        index = await asyncio.to_thread(
+            GalleryIndex.open, settings.index_path, model.dim, settings.index_kind, sessions
+        )
+        batcher = MicroBatcher(
+            model.embed, settings.batch_size, settings.batch_wait_ms, metrics.observe_batch
+        )
+        await batcher.start()
+        ctx = ServiceContext(settings, engine, sessions, store, model, index, batcher, metrics)
+        metrics.index_size.set(len(index))
+        app.state.ctx = ctx
+        app.state.sessionmaker = sessions
+        app.state.keyring = KeyRing(settings.bootstrap_keys())
+        tasks = [asyncio.create_task(_save_index_periodically(ctx), name="index-save")]
+        if settings.retention_days > 0:
+            tasks.append(
+                asyncio.create_task(purge_periodically(ctx, settings.purge_interval_s), name="retention")
+            )
+        ctx.ready = True
+        logger.info(
+            "service ready: model %s, %d indexed items, data in %s",
+            ctx.model_name,
+            len(index),
+            settings.data_dir,
+        )
+        try:
+            yield
+        finally:
+            ctx.ready = False
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await batcher.stop()
+            await asyncio.to_thread(index.save)
+            engine.dispose()
+            logger.info("service stopped")
+
+    app = FastAPI(
+        title="RGA re-ID service",
+        version="0.1.0",
+        description="Person re-identification: gallery, search, footfall. Send the API key in X-API-Key.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.state.metrics = metrics
+
+    from service.routes import audit, cameras, footfall_metrics, gallery, health, search, visitors
+
+    for module in (health, gallery, search, footfall_metrics, cameras, visitors, audit):
+        app.include_router(module.router)
+    if STATIC_DIR.is_dir():  # the operator console (no build step); absent in a bare API checkout
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+        @app.get("/", include_in_schema=False)
+        async def console() -> FileResponse:
+            return FileResponse(STATIC_DIR / "index.html")
+
+    return app
