@@ -347,24 +347,29 @@ async function runFootfall(event) {
   }
 }
 
+/** Set the footfall window to the recorded span; unless `force`, only when the operator left both fields empty. */
+function applyRecordedSpan(cameras, force) {
+  if (!cameras.length) return false;
+  const startInput = $("#footfall-start");
+  const endInput = $("#footfall-end");
+  if (!force && (startInput.value || endInput.value)) return true;
+  const first = Math.min(...cameras.map((c) => Date.parse(c.first_seen)));
+  const last = Math.max(...cameras.map((c) => Date.parse(c.last_seen)));
+  const hour = 3600 * 1000;
+  startInput.value = toInputValue(new Date(Math.floor(first / hour) * hour));
+  endInput.value = toInputValue(new Date(Math.floor(last / hour) * hour + hour));
+  return true;
+}
+
 async function fillWholeSpan() {
   showError("footfall-error", null);
   try {
-    const cameras = await refreshCameras();
-    if (!cameras.length) {
-      showError("footfall-error", new Error("Nothing recorded yet: the gallery is empty."));
-      return false;
-    }
-    const first = Math.min(...cameras.map((c) => Date.parse(c.first_seen)));
-    const last = Math.max(...cameras.map((c) => Date.parse(c.last_seen)));
-    const hour = 3600 * 1000;
-    $("#footfall-start").value = toInputValue(new Date(Math.floor(first / hour) * hour));
-    $("#footfall-end").value = toInputValue(new Date(Math.floor(last / hour) * hour + hour));
-    return true;
+    if (applyRecordedSpan(await refreshCameras(), true)) return true;
+    showError("footfall-error", new Error("Nothing recorded yet: the gallery is empty."));
   } catch (err) {
     showError("footfall-error", err);
-    return false;
   }
+  return false;
 }
 
 /** Group series rows as {buckets: [start...], cameras: [...], value(camera, bucketIndex)}. */
@@ -413,7 +418,7 @@ function renderFootfall(data) {
     dl.append(row);
   }
 
-  // Chart: one line per camera, a dot per bucket.
+  // Chart: grouped bars, one group per bucket, one bar per camera (a bar of height 0 for no visitors).
   const chart = $("#footfall-chart");
   clear(chart);
   const width = 760;
@@ -424,7 +429,9 @@ function renderFootfall(data) {
   let maxValue = 0;
   cameras.forEach((camera) => buckets.forEach((_, i) => { maxValue = Math.max(maxValue, value(camera, i)); }));
   const yMax = Math.max(1, maxValue);
-  const x = (i) => pad.left + (buckets.length <= 1 ? plotW / 2 : (i * plotW) / (buckets.length - 1));
+  const slot = plotW / Math.max(1, buckets.length);
+  const barW = Math.max(1, (slot * 0.8) / Math.max(1, cameras.length));
+  const x = (i) => pad.left + i * slot + slot * 0.1;
   const y = (v) => pad.top + plotH - (v / yMax) * plotH;
   const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "data-testid": "footfall-svg",
                             "aria-label": `Unique visitors per ${data.bucket} bucket for ${cameras.length} cameras` });
@@ -440,27 +447,26 @@ function renderFootfall(data) {
   const every = Math.max(1, Math.ceil(buckets.length / 8));
   buckets.forEach((b, i) => {
     if (i % every !== 0) return;
-    const label = svg("text", { x: x(i), y: height - pad.bottom + 18, "text-anchor": "middle", class: "tick" });
+    const label = svg("text", { x: pad.left + i * slot, y: height - pad.bottom + 18, "text-anchor": "start",
+                                class: "tick" });
     label.textContent = bucketLabel(b, data.bucket_seconds);
     root.append(label);
   });
   cameras.forEach((camera, c) => {
-    const points = buckets.map((_, i) => `${x(i).toFixed(1)},${y(value(camera, i)).toFixed(1)}`);
-    const group = svg("g", { "data-testid": "series", "data-camera": camera });
-    if (buckets.length > 1) {
-      group.append(svg("polyline", { points: points.join(" "), fill: "none", stroke: colour(c), "stroke-width": 2 }));
-    }
+    const group = svg("g", { "data-testid": "series", "data-camera": camera, fill: colour(c) });
     buckets.forEach((b, i) => {
       const v = value(camera, i);
-      const dot = svg("circle", { cx: x(i), cy: y(v), r: 3.5, fill: colour(c), "data-testid": "point",
-                                  "data-camera": camera, "data-bucket": b, "data-value": v });
+      const bar = svg("rect", { x: (x(i) + c * barW).toFixed(2), y: y(v).toFixed(2), width: barW.toFixed(2),
+                                height: (y(0) - y(v)).toFixed(2), "data-testid": "point", "data-camera": camera,
+                                "data-bucket": b, "data-value": v });
       const title = svg("title");
       title.textContent = `${camera}, ${formatTime(b)}: ${v} unique visitor${v === 1 ? "" : "s"}`;
-      dot.append(title);
-      group.append(dot);
+      bar.append(title);
+      group.append(bar);
     });
     root.append(group);
   });
+  root.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(0), y2: y(0), class: "axis" }));
   chart.append(root);
   if (!buckets.length) chart.append(el("p", { class: "hint", text: "No buckets in this window." }));
 
@@ -576,9 +582,8 @@ async function checkKey() {
   }
   showKeyStatus("Checking key…", "");
   try {
-    await refreshCameras();
+    applyRecordedSpan(await refreshCameras(), false);
     showKeyStatus("Key accepted", "ok");
-    if (!$("#footfall-start").value) await fillWholeSpan();
   } catch (err) {
     if (err.status === 401) showKeyStatus("Key refused: " + err.message.replace(/^The API key was refused: /, ""), "bad");
     else if (err.status === 403) showKeyStatus("Key accepted (upload only)", "ok");

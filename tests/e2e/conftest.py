@@ -92,7 +92,15 @@ def build_app(data_dir: Path):
     from service.settings import Settings
 
     settings = Settings(
-        _env_file=None, dev_mode=True, data_dir=data_dir, device="cpu", batch_wait_ms=1, retention_days=0
+        _env_file=None,
+        dev_mode=True,
+        data_dir=data_dir,
+        device="cpu",
+        batch_wait_ms=1,
+        retention_days=0,
+        # the random network maps every photo close together: only near-identical photos are one visitor
+        visitor_threshold=0.9995,
+        visitor_horizon_s=3600,
     )
     embedder = Embedder.random_init(variant="none", input_size=(64, 32), device="cpu", batch_size=16)
     return create_app(settings, embedder=embedder)
