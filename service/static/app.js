@@ -91,9 +91,9 @@ function showError(testid, err) {
     box.textContent = "";
     return;
   }
-  let text = err.message || String(err);
-  if (err.field && !text.includes(err.field)) text += ` (field: ${err.field})`;
-  box.textContent = text;
+  box.textContent = err.message || String(err);
+  box.dataset.code = err.code || "";
+  box.dataset.field = err.field || "";
   box.hidden = false;
   if (err instanceof ApiError) onAuthFailure(err);
 }
@@ -263,6 +263,8 @@ async function runSearch(event) {
     renderResults(data, files.length ? `${files.length} query photo${files.length > 1 ? "s" : ""}` :
                   `gallery item ${galleryId}`);
   } catch (err) {
+    releaseBlobs("results");
+    clear($("#results"));
     $("#search-summary").textContent = "The search failed.";
     showError("search-error", err);
   } finally {
