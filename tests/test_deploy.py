@@ -309,3 +309,15 @@ def test_env_example_defaults_match_the_service(settings_class):
             assert getattr(settings, name) == default, f"REID_{name.upper()}: .env.example says {value!r}"
             checked += 1
     assert checked >= 10
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception), (None, pytest.skip.Exception)])
+def test_missing_tool_fails_under_ci_and_skips_locally(monkeypatch, tmp_path, ci, outcome):
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    if ci:
+        monkeypatch.setenv("CI", ci)
+    else:
+        monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(outcome, match="no-such-tool not found"):
+        find_tool("no-such-tool")
