@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="training budget in minutes (default 5 on the CPU, 20 on a GPU)",
     )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     p.add_argument("--no-serve", action="store_true", help="stop after the summary instead of serving")
     p.set_defaults(func=run_demo)
 
@@ -131,6 +131,11 @@ class ServiceThread:
             if time.monotonic() > deadline:
                 raise RuntimeError("the service did not start in time")
             time.sleep(0.1)
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (the one asked for, or a free one when 0 was asked)."""
+        return self.server.servers[0].sockets[0].getsockname()[1]
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -259,7 +264,7 @@ def run_demo(args: argparse.Namespace) -> int:
     service = ServiceThread(settings, args.host, args.port)
     service.start()
     try:
-        base = f"http://{args.host}:{args.port}"
+        base = f"http://{args.host}:{service.port}"
         with httpx.Client(base_url=base, headers={"X-API-Key": DEV_ADMIN_KEY}, timeout=600) as client:
             gallery = [r for r in dataset.gallery if r.captured_at is not None]
             logger.info("step 4/6: ingesting %d gallery images through POST /gallery", len(gallery))
