@@ -223,3 +223,32 @@ def test_wrong_key_is_refused(console, live_service, tmp_path):
     expect(console.get_by_test_id("api-key")).to_have_value("not-a-real-key-0123456789")
     use_key(console, ADMIN_KEY)
     expect(console.get_by_test_id("key-status")).to_have_text("Key accepted")
+
+
+def test_browse_gallery_and_search_from_an_item(console, live_service):
+    use_key(console, ADMIN_KEY)
+    expect(console.get_by_test_id("key-status")).to_have_text("Key accepted")
+    console.get_by_test_id("search-cameras").get_by_label("aisle-3").check()
+    console.get_by_test_id("gallery-browse").click()
+    with live_service.client() as client:
+        listing = client.get("/gallery", params={"camera_id": "aisle-3", "limit": 48}).json()
+    items = console.get_by_test_id("gallery-item")
+    expect(items).to_have_count(len(listing["items"]))
+    assert [int(x) for x in items.evaluate_all("els => els.map(e => e.dataset.id)")] == [
+        item["id"] for item in listing["items"]
+    ]
+    expect(console.get_by_test_id("gallery-summary")).to_contain_text(f"of {listing['total']} photos")
+    chosen = listing["items"][0]["id"]
+    items.first.get_by_role("button").click()
+    expect(console.get_by_test_id("search-gallery-id")).to_have_value(str(chosen))
+    expect(console.get_by_test_id("search-summary")).to_contain_text(f"gallery item {chosen}")
+    hits = console.get_by_test_id("results").get_by_test_id("hit")
+    expect(hits.first).to_be_visible()
+    with live_service.client() as client:
+        expected = client.post(
+            "/search", data={"gallery_id": str(chosen), "camera_id": "aisle-3", "top_k": "20"}
+        ).json()["hits"]
+    assert [int(x) for x in hits.evaluate_all("els => els.map(e => e.dataset.id)")] == [
+        h["id"] for h in expected
+    ]
+    assert {h["camera_id"] for h in expected} == {"aisle-3"}
