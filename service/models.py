@@ -17,6 +17,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+MAX_ID = 2**63 - 1  # ids are signed 64-bit everywhere (SQLite, faiss)
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

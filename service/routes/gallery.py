@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy import func, select
@@ -16,7 +16,7 @@ from service.context import ServiceContext, get_ctx
 from service.db import get_session
 from service.errors import ApiError, error_response, invalid, not_found
 from service.ingest import store_image
-from service.models import GalleryItem
+from service.models import MAX_ID, GalleryItem
 from service.retention import delete_items
 from service.schemas import Deleted, ErrorBody, IngestResponse, Item, ItemPage, item_dict
 from service.security import Principal, require_admin, require_ingest, require_search
@@ -147,7 +147,7 @@ def list_items(
     camera_id: list[str] | None = Query(None),
     start: str | None = Query(None, description="ISO 8601, inclusive"),
     end: str | None = Query(None, description="ISO 8601, exclusive"),
-    visitor_id: int | None = Query(None, ge=1),
+    visitor_id: int | None = Query(None, ge=1, le=MAX_ID),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=10_000_000),
     _: Principal = Depends(require_search),
@@ -177,7 +177,11 @@ def _get_item(session: Session, item_id: int) -> GalleryItem:
 
 
 @router.get("/gallery/{item_id}", response_model=Item, responses={**ERRORS, 404: {"model": ErrorBody}})
-def get_item(item_id: int, _: Principal = Depends(require_search), session: Session = Depends(get_session)):
+def get_item(
+    item_id: int = Path(ge=1, le=MAX_ID),
+    _: Principal = Depends(require_search),
+    session: Session = Depends(get_session),
+):
     return item_dict(_get_item(session, item_id))
 
 
@@ -189,7 +193,7 @@ def get_item(item_id: int, _: Principal = Depends(require_search), session: Sess
 )
 def get_image(
     request: Request,
-    item_id: int,
+    item_id: int = Path(ge=1, le=MAX_ID),
     size: str = Query("original", pattern="^(original|thumb)$"),
     _: Principal = Depends(require_search),
     session: Session = Depends(get_session),
@@ -207,7 +211,7 @@ def get_image(
 
 @router.delete("/gallery/{item_id}", response_model=Deleted, responses={**ERRORS, 404: {"model": ErrorBody}})
 def delete_item(
-    item_id: int,
+    item_id: int = Path(ge=1, le=MAX_ID),
     principal: Principal = Depends(require_admin),
     ctx: ServiceContext = Depends(get_ctx),
 ):

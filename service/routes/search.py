@@ -12,7 +12,7 @@ from sqlalchemy import select
 from service import audit, validation
 from service.context import ServiceContext, get_ctx
 from service.errors import ApiError, invalid, not_found
-from service.models import GalleryItem
+from service.models import MAX_ID, GalleryItem
 from service.schemas import ErrorBody, SearchResponse, iso
 from service.security import Principal, require_search
 
@@ -96,7 +96,9 @@ def _hits(ctx, query, top_k, allowed, exclude, min_score, principal, filters) ->
 )
 async def search(
     files: list[UploadFile] | None = File(None, description="1..8 photos of the same person"),
-    gallery_id: int | None = Form(None, ge=1, description="search from a stored item instead of photos"),
+    gallery_id: int | None = Form(
+        None, ge=1, le=MAX_ID, description="search from a stored item instead of photos"
+    ),
     top_k: int = Form(20, ge=1, le=1000),
     camera_id: list[str] | None = Form(None),
     start: str | None = Form(None),

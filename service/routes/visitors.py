@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from service import validation
 from service.context import ServiceContext, get_ctx
 from service.errors import not_found
-from service.models import GalleryItem
+from service.models import MAX_ID, GalleryItem
 from service.retention import delete_items
 from service.schemas import ErrorBody, ReclusterRequest, ReclusterResponse, VisitorDeleted
 from service.security import Principal, require_admin
@@ -31,7 +31,9 @@ ERRORS = {
     summary="Erase everything of one visitor (rows, vectors, files)",
 )
 def erase_visitor(
-    visitor_id: int, principal: Principal = Depends(require_admin), ctx: ServiceContext = Depends(get_ctx)
+    visitor_id: int = Path(ge=1, le=MAX_ID),
+    principal: Principal = Depends(require_admin),
+    ctx: ServiceContext = Depends(get_ctx),
 ):
     with ctx.ingest_lock:  # no new item joins this visitor while it is being erased
         with ctx.sessions() as session:
