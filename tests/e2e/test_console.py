@@ -14,7 +14,7 @@ except ImportError:  # pragma: no cover - depends on the environment
         raise
     pytest.skip("playwright is not installed (pip install -e '.[dev]')", allow_module_level=True)
 
-from .conftest import ADMIN_KEY, DAY, INGEST_KEY, person_image
+from .conftest import ADMIN_KEY, DAY, INGEST_KEY, SCREENSHOTS, person_image
 
 pytestmark = pytest.mark.slow
 
@@ -218,6 +218,8 @@ def test_wrong_key_is_refused(console, live_service, tmp_path):
     error = console.get_by_test_id("search-error")
     expect(error).to_contain_text("The API key was refused")
     expect(console.get_by_test_id("hit")).to_have_count(0)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    console.screenshot(path=str(SCREENSHOTS / "wrong_key_refused.png"), full_page=True)
     # the key is remembered across reloads, and replacing it with a good one works
     console.reload()
     expect(console.get_by_test_id("api-key")).to_have_value("not-a-real-key-0123456789")
