@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from service import audit, validation
 from service.context import ServiceContext, get_ctx
-from service.errors import ApiError, invalid, not_found
+from service.errors import invalid, not_found
 from service.models import MAX_ID, GalleryItem
 from service.schemas import ErrorBody, SearchResponse, iso
 from service.security import Principal, require_search
@@ -133,10 +133,8 @@ async def search(
             ),
             return_exceptions=True,
         )
-        for p in prepared:
-            if isinstance(p, ApiError):
-                raise p
-            if isinstance(p, Exception):
+        for p in prepared:  # the first bad photo is the answer (all were read, none is kept)
+            if isinstance(p, BaseException):
                 raise p
         vectors = await ctx.batcher.submit([p.image for p in prepared])
         query = vectors.mean(axis=0)
