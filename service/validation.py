@@ -48,6 +48,17 @@ def camera_id(value: str | None, field: str = "camera_id") -> str:
     return value
 
 
+MAX_CAMERA_FILTERS = 500
+
+
+def camera_ids(values: list[str] | None, field: str = "camera_id") -> list[str]:
+    """A filter's camera ids: each valid, at most MAX_CAMERA_FILTERS, duplicates dropped (sorted)."""
+    values = values or []
+    if len(values) > MAX_CAMERA_FILTERS:
+        raise invalid(f"{len(values)} camera_id filters; the limit is {MAX_CAMERA_FILTERS}", field)
+    return sorted({camera_id(v, field) for v in values})
+
+
 def timestamp(
     value: str | None, field: str, *, required: bool = True, not_future: bool = False
 ) -> datetime | None:

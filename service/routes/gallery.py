@@ -153,7 +153,7 @@ def list_items(
     _: Principal = Depends(require_search),
     session: Session = Depends(get_session),
 ):
-    cameras = [validation.camera_id(c) for c in camera_id or []]
+    cameras = validation.camera_ids(camera_id)
     t0 = validation.timestamp(start, "start", required=False)
     t1 = validation.timestamp(end, "end", required=False)
     validation.window(t0, t1)

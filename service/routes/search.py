@@ -119,7 +119,7 @@ async def search(
             "files",
             code="too_many_files",
         )
-    cameras = [validation.camera_id(c) for c in camera_id or []]
+    cameras = validation.camera_ids(camera_id)
     t0 = validation.timestamp(start, "start", required=False)
     t1 = validation.timestamp(end, "end", required=False)
     validation.window(t0, t1)
