@@ -23,7 +23,7 @@ from model.embedder import Embedder
 from model.errors import ReidError
 from service.batcher import MicroBatcher
 from service.context import ServiceContext
-from service.db import make_engine, make_sessionmaker, upgrade_database
+from service.db import make_engine, make_sessionmaker, upgrade_database, write_session
 from service.errors import install_error_handlers
 from service.models import GalleryItem, ServiceState
 from service.retention import purge_periodically
@@ -58,7 +58,7 @@ def check_model_matches_data(sessions, embedder: Embedder) -> None:
     descriptor = (
         f"{embedder.meta.variant}:{embedder.meta.input_size[0]}x{embedder.meta.input_size[1]}:{embedder.dim}"
     )
-    with sessions() as session, session.begin():
+    with write_session(sessions) as session:
         dims = set(session.execute(select(GalleryItem.embedding_dim).distinct()).scalars())
         if dims and dims != {embedder.dim}:
             raise ReidError(

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from service import audit, validation
 from service.context import ServiceContext, get_ctx
+from service.db import write_session
 from service.errors import invalid, not_found
 from service.models import MAX_ID, GalleryItem
 from service.schemas import ErrorBody, SearchResponse, iso
@@ -51,7 +52,7 @@ def _hits(ctx, query, top_k, allowed, exclude, min_score, principal, filters) ->
     pairs = [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0 and i != exclude]
     if min_score is not None:
         pairs = [(i, s) for i, s in pairs if s >= min_score]
-    with ctx.sessions() as session, session.begin():
+    with write_session(ctx.sessions) as session:
         rows = {
             r.id: r
             for r in session.execute(
@@ -164,6 +165,6 @@ async def search(
 
 
 def _record_empty(ctx, principal, filters) -> list:
-    with ctx.sessions() as session, session.begin():
+    with write_session(ctx.sessions) as session:
         audit.record(session, principal.name, "search", filters, hits=0)
     return []

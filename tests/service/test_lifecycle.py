@@ -227,3 +227,26 @@ def test_concurrent_ingest_and_search(client):
     assert all({h["id"] for h in r.json()["hits"][:2]} == own for r in search_results)
     text_metrics = client.get("/metrics/service", headers=SEARCH).text
     assert "reid_embed_batch_size_count" in text_metrics and 'route="/search"' in text_metrics
+
+
+def test_same_bytes_twice_in_one_request(client, settings):
+    image = identity_image(2, 0)
+    r = ingest(client, [image, identity_image(2, 1), image])
+    items = r.json()["items"]
+    assert [i["status"] for i in items] == ["created", "created", "exists"]
+    assert items[2]["id"] == items[0]["id"] and len(_files(settings)) == 4
+
+
+def test_failed_index_add_removes_the_new_rows_again(client, settings, monkeypatch):
+    kept = ingest(client, [identity_image(3, 0)]).json()["items"][0]["id"]
+    index = client.app.state.ctx.index
+
+    def broken_add(ids, vectors):
+        raise RuntimeError("index full")
+
+    monkeypatch.setattr(index, "add", broken_add)
+    r = ingest(client, [identity_image(4, 0), identity_image(4, 1)])
+    assert r.status_code == 500 and r.json()["failed"] == 2
+    monkeypatch.undo()
+    assert [i["id"] for i in client.get("/gallery", headers=SEARCH).json()["items"]] == [kept]
+    assert len(_files(settings)) == 2 and len(index) == 1
