@@ -250,3 +250,18 @@ def test_failed_index_add_removes_the_new_rows_again(client, settings, monkeypat
     monkeypatch.undo()
     assert [i["id"] for i in client.get("/gallery", headers=SEARCH).json()["items"]] == [kept]
     assert len(_files(settings)) == 2 and len(index) == 1
+
+
+def test_other_weights_are_refused_for_an_existing_gallery(tmp_path, embedder):
+    from model.embedder import Embedder
+    from model.errors import ReidError
+
+    settings = make_settings(tmp_path)
+    with TestClient(create_app(settings, embedder=embedder)) as client:
+        _fill(client, identities=[0], shots=1)
+    other = Embedder.random_init(variant="none", input_size=(64, 32), device="cpu", seed=7)
+    with pytest.raises(ReidError, match="different models"), TestClient(create_app(settings, embedder=other)):
+        pass
+    allowed = make_settings(tmp_path, allow_model_change=True)
+    with TestClient(create_app(allowed, embedder=other)) as client:
+        assert client.get("/readyz").status_code == 200
