@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -63,6 +64,15 @@ async def add_images(
         validation.timestamp(t, "captured_at", not_future=True)
         for t in validation.per_file(captured_at, n, "captured_at", required=True)
     ]
+    if settings.retention_days > 0:
+        oldest = datetime.now(UTC) - timedelta(days=settings.retention_days)
+        if any(t < oldest for t in times):
+            raise invalid(
+                f"captured_at is older than the retention period of {settings.retention_days:g} days "
+                "(it would be purged at once)",
+                "captured_at",
+                code="expired",
+            )
     if external_ref and not any(external_ref):  # empty form fields = not given
         external_ref = None
     if external_ref and len(external_ref) not in (n,) and not (n == 1 and len(external_ref) == 1):

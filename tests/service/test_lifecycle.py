@@ -149,11 +149,19 @@ def test_retention_purges_old_items_periodically(tmp_path, embedder):
         assert [i["id"] for i in items] == [new["items"][0]["id"]]
         assert client.get("/readyz").json()["index_size"] == 1
         assert len(_files(settings)) == 2
+        # Photos already older than the retention period are refused at ingest.
+        r = ingest(client, [identity_image(2, 0)], captured_at=(now - timedelta(days=5)).isoformat())
+        assert r.status_code == 422 and r.json()["error"]["code"] == "expired"
         # An item that ages past the limit while the service runs goes at the next purge.
         late = ingest(
-            client, [identity_image(2, 0)], captured_at=(now - timedelta(days=5)).isoformat()
+            client, [identity_image(2, 0)], captured_at=(now - timedelta(days=1)).isoformat()
         ).json()
         assert late["created"] == 1
+        with client.app.state.sessionmaker() as session, session.begin():  # two days pass for this item
+            session.execute(
+                text("update gallery_items set captured_at = :t where id = :id"),
+                {"t": (now - timedelta(days=3)).replace(tzinfo=None), "id": late["items"][0]["id"]},
+            )
         deadline = time.monotonic() + 10
         while client.get("/gallery", headers=SEARCH).json()["total"] != 1 and time.monotonic() < deadline:
             time.sleep(0.05)
