@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import re
 import warnings
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from PIL import Image, UnidentifiedImageError
 from model.errors import ImageDecodeError
 from model.images import load_image
 from service.errors import ApiError, invalid
+
+logger = logging.getLogger(__name__)
 
 CAMERA_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 SUPPORTED_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP"}
@@ -158,6 +161,11 @@ def decode_image(data: bytes, name: str, max_pixels: int, field: str = "files") 
     except ImageDecodeError as exc:
         message = str(exc).replace("image data", name)
         raise invalid(message, field, code="bad_image") from None
+    except Exception as exc:  # decoder bugs on hostile files are still the file's problem, not a 500
+        logger.warning("decoding %s failed unexpectedly: %r", name, exc)
+        raise invalid(
+            f"{name} could not be decoded ({type(exc).__name__})", field, code="bad_image"
+        ) from None
     return image, fmt
 
 

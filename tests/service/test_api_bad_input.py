@@ -230,3 +230,15 @@ def test_bad_metrics_parameters(strict_client, params, field):
 def test_other_bad_requests(strict_client, method, path, kwargs, status):
     headers = {**ADMIN, **kwargs.pop("headers", {})}
     assert_error(strict_client.request(method, path, headers=headers, **kwargs), status)
+
+
+def test_decoder_crash_on_a_hostile_file_is_a_4xx(strict_client, monkeypatch):
+    import service.validation
+
+    def explode(data, max_pixels=None):
+        raise IndexError("decoder bug")
+
+    monkeypatch.setattr(service.validation, "load_image", explode)
+    r = strict_client.post("/gallery", files=upload([encoded("PNG")], ["odd.png"]), data=GOOD, headers=INGEST)
+    assert_error(r, 422, "bad_image", "files", "odd.png")
+    assert_nothing_written(strict_client)
