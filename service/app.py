@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import weakref
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from model.embedder import Embedder
 from model.errors import ReidError
 from service.batcher import MicroBatcher
 from service.context import ServiceContext
-from service.db import make_engine, make_sessionmaker, upgrade_database
+from service.db import make_engine, make_sessionmaker, upgrade_database, write_session
 from service.errors import install_error_handlers
 from service.models import GalleryItem, ServiceState
 from service.retention import purge_periodically
@@ -53,12 +55,30 @@ def load_embedder(settings: Settings) -> Embedder:
     return Embedder.random_init(device=settings.device, flip=settings.flip, batch_size=settings.batch_size)
 
 
-def check_model_matches_data(sessions, embedder: Embedder) -> None:
-    """Vectors from one model only: refuse to start when stored embeddings have another dimension."""
-    descriptor = (
-        f"{embedder.meta.variant}:{embedder.meta.input_size[0]}x{embedder.meta.input_size[1]}:{embedder.dim}"
-    )
-    with sessions() as session, session.begin():
+_FINGERPRINTS: weakref.WeakKeyDictionary[Embedder, str] = weakref.WeakKeyDictionary()
+
+
+def model_fingerprint(embedder: Embedder) -> str:
+    """What decides the vectors: preprocessing, the embedded feature and every weight (hashed; cached
+    per embedder object, whose weights do not change while it serves)."""
+    if embedder in _FINGERPRINTS:
+        return _FINGERPRINTS[embedder]
+    meta = embedder.meta
+    digest = hashlib.sha256()
+    digest.update(repr((meta.variant, meta.input_size, meta.mean, meta.std, embedder.feature)).encode())
+    for name, tensor in embedder.net.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    fingerprint = f"{meta.variant} {meta.input_size[0]}x{meta.input_size[1]} {embedder.feature} {digest.hexdigest()[:16]}"
+    _FINGERPRINTS[embedder] = fingerprint
+    return fingerprint
+
+
+def check_model_matches_data(sessions, embedder: Embedder, allow_change: bool = False) -> None:
+    """Vectors from one model only: refuse to start when the gallery's embeddings came from another model
+    (other dimension, or other weights unless REID_ALLOW_MODEL_CHANGE is set)."""
+    fingerprint = model_fingerprint(embedder)
+    with write_session(sessions) as session:
         dims = set(session.execute(select(GalleryItem.embedding_dim).distinct()).scalars())
         if dims and dims != {embedder.dim}:
             raise ReidError(
@@ -66,13 +86,20 @@ def check_model_matches_data(sessions, embedder: Embedder) -> None:
                 "use the weights the gallery was built with"
             )
         state = session.get(ServiceState, "embedding_model")
-        if state is None:
-            session.add(ServiceState(key="embedding_model", value=descriptor))
-        elif state.value != descriptor:
+        if state is not None and state.value != fingerprint and dims:
+            if not allow_change:
+                raise ReidError(
+                    f"the gallery's embeddings came from model [{state.value}] but this is [{fingerprint}]; "
+                    "searching would compare vectors of different models. Use the original weights, or set "
+                    "REID_ALLOW_MODEL_CHANGE=1 to accept mixed vectors"
+                )
             logger.warning(
-                "the model (%s) differs from the one stored vectors came from (%s)", descriptor, state.value
+                "model changed from [%s] to [%s]; old and new vectors are mixed", state.value, fingerprint
             )
-            state.value = descriptor
+        if state is None:
+            session.add(ServiceState(key="embedding_model", value=fingerprint))
+        else:
+            state.value = fingerprint
 
 
 def sweep_files(sessions, store: ImageStore) -> int:
@@ -104,7 +131,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
         await asyncio.to_thread(upgrade_database, engine)
         sessions = make_sessionmaker(engine)
         model = embedder or await asyncio.to_thread(load_embedder, settings)
-        await asyncio.to_thread(check_model_matches_data, sessions, model)
+        await asyncio.to_thread(check_model_matches_data, sessions, model, settings.allow_model_change)
         store = ImageStore(settings.images_dir, settings.thumbnail_size)
         await asyncio.to_thread(sweep_files, sessions, store)
         index = await asyncio.to_thread(

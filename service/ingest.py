@@ -1,10 +1,15 @@
-"""Storing one validated, embedded image: all of it (file, row, vector, index entry) or nothing.
+"""Storing validated, embedded images: each one completely (file, row, vector, index entry) or not at all.
 
-Steps, under the ingest lock: dedupe by content hash -> files written (atomically) -> row with
-its embedding and visitor id in one transaction -> index add after the commit. A failure
-before the commit removes the files; a failure of the index add removes the row and files
-again. A process killed between the steps leaves at worst files without a row (swept at start)
-or a row missing from the saved index (the index is rebuilt at start).
+1. stage (any thread, in parallel): encode, thumbnail, write both files atomically under their
+   content-hash names (skipped when already on disk: same name = same bytes).
+2. commit (under the ingest lock, one transaction per request, one SAVEPOINT per image): dedupe by
+   content hash -> make sure the files are there -> visitor assignment -> row with its embedding.
+   An image that fails rolls back only its savepoint; then the transaction commits.
+3. index add for the new rows, after the commit.
+Files of images that did not end up in a committed row are removed (unless a committed row
+uses the same content). A failed index add removes its rows and files again. A process killed
+anywhere leaves at worst files without a row (swept at start) or committed rows missing from
+the saved index (the index is rebuilt at start).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import footfall
+from service.db import write_session
 from service.models import GalleryItem
 from service.validation import PreparedImage
 
@@ -35,12 +41,61 @@ class Stored:
     visitor_id: int | None
 
 
+@dataclass
+class Staged:
+    """An image whose files are on disk, waiting for its row."""
+
+    prepared: PreparedImage
+    vector: np.ndarray
+    camera_id: str
+    captured_at: datetime
+    external_ref: str | None
+    data: bytes
+    thumbnail: bytes
+    ext: str
+    media_type: str
+    image_rel: str
+    thumb_rel: str
+
+
 def _before_commit(session: Session, item: GalleryItem) -> None:
-    """Hook between the row insert and the commit (tests use it to simulate a crash)."""
+    """Hook after an image's row is flushed, before the commit (tests use it to simulate crashes)."""
+
+
+def stage(ctx, prepared: PreparedImage, vector, camera_id, captured_at, external_ref) -> Staged:
+    """Encode and write the image's files (atomic; not yet referenced by any row)."""
+    store = ctx.store
+    data, ext, media_type = store.encode(prepared.data, prepared.image, prepared.format)
+    image_rel, thumb_rel = store.relative_paths(prepared.content_hash, ext)
+    thumbnail = b""
+    if not (store.root / image_rel).is_file() or not (store.root / thumb_rel).is_file():
+        thumbnail = store.thumbnail(prepared.image)
+        store.write(prepared.content_hash, data, ext, thumbnail)
+    return Staged(
+        prepared,
+        np.ascontiguousarray(vector, dtype=np.float32),
+        camera_id,
+        captured_at,
+        external_ref,
+        data,
+        thumbnail,
+        ext,
+        media_type,
+        image_rel,
+        thumb_rel,
+    )
+
+
+def _ensure_files(ctx, staged: Staged) -> None:
+    """Re-write files removed meanwhile (another request with the same bytes failed and cleaned up)."""
+    store = ctx.store
+    if not (store.root / staged.image_rel).is_file() or not (store.root / staged.thumb_rel).is_file():
+        thumbnail = staged.thumbnail or store.thumbnail(staged.prepared.image)
+        store.write(staged.prepared.content_hash, staged.data, staged.ext, thumbnail)
 
 
 def assign_visitor(ctx, session: Session, vector: np.ndarray, captured_at: datetime) -> int | None:
-    """The visitor id of the best matching recent item (within the horizon), or None for a new visitor."""
+    """The visitor id of the best matching item within the horizon, or None for a new visitor."""
     settings = ctx.settings
     horizon = settings.visitor_horizon_s
     lo, hi = captured_at - timedelta(seconds=horizon), captured_at + timedelta(seconds=horizon)
@@ -71,61 +126,81 @@ def assign_visitor(ctx, session: Session, vector: np.ndarray, captured_at: datet
     return None if match is None else int(match)
 
 
-def store_image(
-    ctx,
-    prepared: PreparedImage,
-    vector: np.ndarray,
-    camera_id: str,
-    captured_at: datetime,
-    external_ref: str | None,
-) -> Stored:
-    """Store one image (see the module docstring). Runs in a worker thread."""
-    vector = np.ascontiguousarray(vector, dtype=np.float32)
-    store = ctx.store
-    data, ext, media_type = store.encode(prepared.data, prepared.image, prepared.format)
-    thumbnail = store.thumbnail(prepared.image)
-    with ctx.ingest_lock:
-        with ctx.sessions() as session:
-            existing = session.execute(
-                select(GalleryItem.id, GalleryItem.visitor_id).where(
-                    GalleryItem.content_hash == prepared.content_hash
-                )
-            ).first()
-        if existing is not None:
-            return Stored("exists", existing.id, existing.visitor_id)
-        image_rel, thumb_rel = store.write(prepared.content_hash, data, ext, thumbnail)
-        try:
-            with ctx.sessions() as session, session.begin():
-                visitor_id = assign_visitor(ctx, session, vector, captured_at)
-                item = GalleryItem(
-                    content_hash=prepared.content_hash,
-                    camera_id=camera_id,
-                    captured_at=captured_at,
-                    external_ref=external_ref,
-                    image_path=image_rel,
-                    thumbnail_path=thumb_rel,
-                    media_type=media_type,
-                    width=prepared.width,
-                    height=prepared.height,
-                    embedding=vector.tobytes(),
-                    embedding_dim=int(vector.shape[0]),
-                    visitor_id=visitor_id,
-                )
-                session.add(item)
-                session.flush()
-                if item.visitor_id is None:  # a new visitor is named after its first item
-                    item.visitor_id = item.id
-                _before_commit(session, item)
-                item_id, visitor_id = item.id, item.visitor_id
-        except BaseException:
-            store.delete([image_rel, thumb_rel])
-            raise
-        try:
-            ctx.index.add(np.array([item_id], dtype=np.int64), vector[None, :])
-        except BaseException:
-            logger.exception("index add failed for item %d; removing the item again", item_id)
-            from service.retention import delete_items
+def _referenced_hashes(ctx, hashes: list[str]) -> set[str]:
+    with ctx.sessions() as session:
+        rows = session.execute(select(GalleryItem.content_hash).where(GalleryItem.content_hash.in_(hashes)))
+        return set(rows.scalars())
 
-            delete_items(ctx.sessions, store, None, [item_id])
+
+def _remove_unreferenced(ctx, staged: list[Staged]) -> None:
+    if not staged:
+        return
+    referenced = _referenced_hashes(ctx, [s.prepared.content_hash for s in staged])
+    ctx.store.delete(
+        [p for s in staged if s.prepared.content_hash not in referenced for p in (s.image_rel, s.thumb_rel)]
+    )
+
+
+def commit(ctx, staged: list[Staged]) -> list[Stored | Exception]:
+    """Rows for the staged images (see the module docstring); one result per image, in order."""
+    results: list[Stored | Exception | None] = [None] * len(staged)
+    created: list[tuple[int, int, np.ndarray]] = []  # (position, id, vector)
+    with ctx.ingest_lock:
+        try:
+            with write_session(ctx.sessions) as session:
+                for pos, item_in in enumerate(staged):
+                    existing = session.execute(
+                        select(GalleryItem.id, GalleryItem.visitor_id).where(
+                            GalleryItem.content_hash == item_in.prepared.content_hash
+                        )
+                    ).first()
+                    if existing is not None:
+                        results[pos] = Stored("exists", existing.id, existing.visitor_id)
+                        continue
+                    try:
+                        with session.begin_nested():
+                            _ensure_files(ctx, item_in)
+                            item = GalleryItem(
+                                content_hash=item_in.prepared.content_hash,
+                                camera_id=item_in.camera_id,
+                                captured_at=item_in.captured_at,
+                                external_ref=item_in.external_ref,
+                                image_path=item_in.image_rel,
+                                thumbnail_path=item_in.thumb_rel,
+                                media_type=item_in.media_type,
+                                width=item_in.prepared.width,
+                                height=item_in.prepared.height,
+                                embedding=item_in.vector.tobytes(),
+                                embedding_dim=int(item_in.vector.shape[0]),
+                                visitor_id=assign_visitor(ctx, session, item_in.vector, item_in.captured_at),
+                            )
+                            session.add(item)
+                            session.flush()
+                            if item.visitor_id is None:  # a new visitor is named after its first item
+                                item.visitor_id = item.id
+                                session.flush()
+                            _before_commit(session, item)
+                    except Exception as exc:  # this image only; the others go on
+                        results[pos] = exc
+                        continue
+                    results[pos] = Stored("created", item.id, item.visitor_id)
+                    created.append((pos, item.id, item_in.vector))
+        except BaseException:
+            _remove_unreferenced(ctx, staged)
             raise
-    return Stored("created", item_id, visitor_id)
+        _remove_unreferenced(
+            ctx, [s for s, r in zip(staged, results, strict=True) if isinstance(r, Exception)]
+        )
+        if created:
+            try:
+                ctx.index.add(
+                    np.array([c[1] for c in created], dtype=np.int64), np.stack([c[2] for c in created])
+                )
+            except Exception as exc:
+                logger.exception("index add failed; removing the %d new item(s) again", len(created))
+                from service.retention import delete_items
+
+                delete_items(ctx.sessions, ctx.store, None, [c[1] for c in created])
+                for pos, _, _ in created:
+                    results[pos] = exc
+    return results  # type: ignore[return-value]

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.db import write_session
 from service.models import GalleryItem
 from service.storage import ImageStore
 from service.vectors import GalleryIndex
@@ -35,7 +36,7 @@ def delete_items(
     ids = sorted({int(i) for i in ids})
     deleted: list[int] = []
     files: list[str] = []
-    with sessions() as session, session.begin():
+    with write_session(sessions) as session:
         for start in range(0, len(ids), CHUNK):
             rows = session.execute(
                 select(GalleryItem.id, GalleryItem.image_path, GalleryItem.thumbnail_path).where(

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     # Bootstrap keys, comma separated, each "name:role:secret" or "role:secret" (name = role).
     api_keys: str = ""
     weights: Path | None = None
+    allow_model_change: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     flip: bool = False
     batch_size: int = Field(32, ge=1, le=1024)

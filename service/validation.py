@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import re
 import warnings
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from PIL import Image, UnidentifiedImageError
 from model.errors import ImageDecodeError
 from model.images import load_image
 from service.errors import ApiError, invalid
+
+logger = logging.getLogger(__name__)
 
 CAMERA_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 SUPPORTED_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP"}
@@ -46,6 +49,17 @@ def camera_id(value: str | None, field: str = "camera_id") -> str:
         shown = value if len(value) <= 80 else value[:80] + "..."
         raise invalid(f"camera_id {shown!r} must be 1..64 characters of A-Z a-z 0-9 _ . : -", field)
     return value
+
+
+MAX_CAMERA_FILTERS = 500
+
+
+def camera_ids(values: list[str] | None, field: str = "camera_id") -> list[str]:
+    """A filter's camera ids: each valid, at most MAX_CAMERA_FILTERS, duplicates dropped (sorted)."""
+    values = values or []
+    if len(values) > MAX_CAMERA_FILTERS:
+        raise invalid(f"{len(values)} camera_id filters; the limit is {MAX_CAMERA_FILTERS}", field)
+    return sorted({camera_id(v, field) for v in values})
 
 
 def timestamp(
@@ -147,6 +161,11 @@ def decode_image(data: bytes, name: str, max_pixels: int, field: str = "files") 
     except ImageDecodeError as exc:
         message = str(exc).replace("image data", name)
         raise invalid(message, field, code="bad_image") from None
+    except Exception as exc:  # decoder bugs on hostile files are still the file's problem, not a 500
+        logger.warning("decoding %s failed unexpectedly: %r", name, exc)
+        raise invalid(
+            f"{name} could not be decoded ({type(exc).__name__})", field, code="bad_image"
+        ) from None
     return image, fmt
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import footfall
+from service.db import write_session
 from service.models import GalleryItem
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def recluster(
     item id (ids are never reused, so names stay unique). Returns {"items", "visitors"}."""
     import contextlib
 
-    with lock or contextlib.nullcontext(), sessions() as session, session.begin():
+    with lock or contextlib.nullcontext(), write_session(sessions) as session:
         rows = session.execute(
             select(GalleryItem.id, GalleryItem.embedding, GalleryItem.captured_at, GalleryItem.camera_id)
             .where(GalleryItem.captured_at >= start, GalleryItem.captured_at < end)

@@ -21,7 +21,7 @@ router = APIRouter(tags=["audit"])
 )
 def audit_log(
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=10_000_000),
     action: str | None = Query(None, max_length=32),
     _: Principal = Depends(require_admin),
     session: Session = Depends(get_session),

@@ -42,7 +42,7 @@ def footfall_metrics(
     t0 = validation.timestamp(start, "start", required=False) or t1 - timedelta(days=1)
     validation.window(t0, t1, settings.metrics_max_window_days)
     n_buckets = -(-(t1 - t0).total_seconds() // bucket_s)
-    cameras = sorted({validation.camera_id(c) for c in camera_id or []})
+    cameras = validation.camera_ids(camera_id)
     if n_buckets > settings.metrics_max_buckets:
         raise invalid(
             f"{int(n_buckets)} buckets of {bucket}; the limit is {settings.metrics_max_buckets} (use a larger bucket)",

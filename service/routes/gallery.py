@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -11,11 +12,10 @@ from fastapi.responses import FileResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service import validation
+from service import ingest, validation
 from service.context import ServiceContext, get_ctx
 from service.db import get_session
 from service.errors import ApiError, error_response, invalid, not_found
-from service.ingest import store_image
 from service.models import MAX_ID, GalleryItem
 from service.retention import delete_items
 from service.schemas import Deleted, ErrorBody, IngestResponse, Item, ItemPage, item_dict
@@ -41,7 +41,7 @@ def _item_error(exc: Exception) -> tuple[int, dict]:
     responses={**ERRORS, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}},
     summary="Add person images (one result per image; the same bytes again return the existing id)",
 )
-async def ingest(
+async def add_images(
     files: list[UploadFile] = File(..., description="1..max_files_per_request images"),
     camera_id: list[str] = Form(..., description="one for all files, or one per file"),
     captured_at: list[str] = Form(..., description="ISO 8601; one for all files, or one per file"),
@@ -64,6 +64,15 @@ async def ingest(
         validation.timestamp(t, "captured_at", not_future=True)
         for t in validation.per_file(captured_at, n, "captured_at", required=True)
     ]
+    if settings.retention_days > 0:
+        oldest = datetime.now(UTC) - timedelta(days=settings.retention_days)
+        if any(t < oldest for t in times):
+            raise invalid(
+                f"captured_at is older than the retention period of {settings.retention_days:g} days "
+                "(it would be purged at once)",
+                "captured_at",
+                code="expired",
+            )
     if external_ref and not any(external_ref):  # empty form fields = not given
         external_ref = None
     if external_ref and len(external_ref) not in (n,) and not (n == 1 and len(external_ref) == 1):
@@ -88,21 +97,42 @@ async def ingest(
     vectors = await asyncio.gather(
         *(ctx.batcher.submit([prepared[i].image]) for i in good), return_exceptions=True
     )
-    vector_of = dict(zip(good, vectors, strict=True))
+    outcome: dict[int, object] = {i: prepared[i] for i in range(n) if i not in good}
+    embedded = []
+    for i, vector in zip(good, vectors, strict=True):
+        if isinstance(vector, BaseException):
+            outcome[i] = vector
+        else:
+            embedded.append((i, vector[0]))
+
+    async def stage(i: int, vector):
+        try:
+            return await run_in_threadpool(
+                ingest.stage, ctx, prepared[i], vector, cameras[i], times[i], refs[i]
+            )
+        except Exception as exc:  # noqa: BLE001 - reported per item
+            return exc
+
+    staged = await asyncio.gather(*(stage(i, vector) for i, vector in embedded))
+    ready = []
+    for (i, _), result in zip(embedded, staged, strict=True):
+        if isinstance(result, BaseException):
+            outcome[i] = result
+        else:
+            ready.append((i, result))
+    if ready:
+        try:
+            stored = await run_in_threadpool(ingest.commit, ctx, [s for _, s in ready])
+        except Exception as exc:  # noqa: BLE001 - the whole transaction failed
+            stored = [exc] * len(ready)
+        outcome.update({i: result for (i, _), result in zip(ready, stored, strict=True)})
     for i in range(n):
-        outcome = prepared[i] if i not in vector_of else vector_of[i]
-        if not isinstance(outcome, Exception):
-            try:
-                stored = await run_in_threadpool(
-                    store_image, ctx, prepared[i], outcome[0], cameras[i], times[i], refs[i]
-                )
-            except Exception as exc:  # noqa: BLE001 - reported per item
-                outcome = exc
-            else:
-                results[i].update(status=stored.status, id=stored.id, visitor_id=stored.visitor_id)
-                ctx.metrics.ingested.labels(stored.status).inc()
-                continue
-        status, detail = _item_error(outcome)
+        result = outcome[i]
+        if isinstance(result, ingest.Stored):
+            results[i].update(status=result.status, id=result.id, visitor_id=result.visitor_id)
+            ctx.metrics.ingested.labels(result.status).inc()
+            continue
+        status, detail = _item_error(result)
         statuses.append(status)
         results[i].update(status="error", error=detail)
         ctx.metrics.ingested.labels("error").inc()
@@ -153,7 +183,7 @@ def list_items(
     _: Principal = Depends(require_search),
     session: Session = Depends(get_session),
 ):
-    cameras = [validation.camera_id(c) for c in camera_id or []]
+    cameras = validation.camera_ids(camera_id)
     t0 = validation.timestamp(start, "start", required=False)
     t1 = validation.timestamp(end, "end", required=False)
     validation.window(t0, t1)

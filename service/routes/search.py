@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from service import audit, validation
 from service.context import ServiceContext, get_ctx
-from service.errors import ApiError, invalid, not_found
+from service.db import write_session
+from service.errors import invalid, not_found
 from service.models import MAX_ID, GalleryItem
 from service.schemas import ErrorBody, SearchResponse, iso
 from service.security import Principal, require_search
@@ -51,7 +52,7 @@ def _hits(ctx, query, top_k, allowed, exclude, min_score, principal, filters) ->
     pairs = [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0 and i != exclude]
     if min_score is not None:
         pairs = [(i, s) for i, s in pairs if s >= min_score]
-    with ctx.sessions() as session, session.begin():
+    with write_session(ctx.sessions) as session:
         rows = {
             r.id: r
             for r in session.execute(
@@ -119,7 +120,7 @@ async def search(
             "files",
             code="too_many_files",
         )
-    cameras = [validation.camera_id(c) for c in camera_id or []]
+    cameras = validation.camera_ids(camera_id)
     t0 = validation.timestamp(start, "start", required=False)
     t1 = validation.timestamp(end, "end", required=False)
     validation.window(t0, t1)
@@ -133,10 +134,8 @@ async def search(
             ),
             return_exceptions=True,
         )
-        for p in prepared:
-            if isinstance(p, ApiError):
-                raise p
-            if isinstance(p, Exception):
+        for p in prepared:  # the first bad photo is the answer (all were read, none is kept)
+            if isinstance(p, BaseException):
                 raise p
         vectors = await ctx.batcher.submit([p.image for p in prepared])
         query = vectors.mean(axis=0)
@@ -166,6 +165,6 @@ async def search(
 
 
 def _record_empty(ctx, principal, filters) -> list:
-    with ctx.sessions() as session, session.begin():
+    with write_session(ctx.sessions) as session:
         audit.record(session, principal.name, "search", filters, hits=0)
     return []

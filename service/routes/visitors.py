@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from service import validation
 from service.context import ServiceContext, get_ctx
+from service.db import write_session
 from service.errors import not_found
 from service.models import MAX_ID, GalleryItem
 from service.retention import delete_items
@@ -81,7 +82,7 @@ async def recluster_window(
     def record():
         from service import audit
 
-        with ctx.sessions() as session, session.begin():
+        with write_session(ctx.sessions) as session:
             audit.record(
                 session,
                 principal.name,

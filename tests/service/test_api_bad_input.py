@@ -153,6 +153,9 @@ BAD_SEARCH = [
     ("bad-camera", {"gallery_id": 1, "camera_id": "a b"}, "camera_id"),
     ("no-query", {"top_k": 5}, "files"),
     ("gallery-id-0", {"gallery_id": 0}, "gallery_id"),
+    ("gallery-id-huge", {"gallery_id": 10**30}, "gallery_id"),
+    ("min_score-nan", {"gallery_id": 1, "min_score": "nan"}, "min_score"),
+    ("too-many-cameras", {"gallery_id": 1, "camera_id": [f"c{i}" for i in range(501)]}, "camera_id"),
 ]
 
 
@@ -217,6 +220,9 @@ def test_bad_metrics_parameters(strict_client, params, field):
             422,
         ),
         ("GET", "/audit", {"params": {"limit": 10**6}}, 422),
+        ("GET", "/audit", {"params": {"offset": 10**30}}, 422),
+        ("GET", "/gallery", {"params": {"offset": 10**30}}, 422),
+        ("GET", "/gallery", {"params": {"visitor_id": 10**30}}, 422),
         ("PUT", "/gallery", {}, 405),
         ("GET", "/no-such-route", {}, 404),
     ],
@@ -224,3 +230,15 @@ def test_bad_metrics_parameters(strict_client, params, field):
 def test_other_bad_requests(strict_client, method, path, kwargs, status):
     headers = {**ADMIN, **kwargs.pop("headers", {})}
     assert_error(strict_client.request(method, path, headers=headers, **kwargs), status)
+
+
+def test_decoder_crash_on_a_hostile_file_is_a_4xx(strict_client, monkeypatch):
+    import service.validation
+
+    def explode(data, max_pixels=None):
+        raise IndexError("decoder bug")
+
+    monkeypatch.setattr(service.validation, "load_image", explode)
+    r = strict_client.post("/gallery", files=upload([encoded("PNG")], ["odd.png"]), data=GOOD, headers=INGEST)
+    assert_error(r, 422, "bad_image", "files", "odd.png")
+    assert_nothing_written(strict_client)

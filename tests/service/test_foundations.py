@@ -144,3 +144,14 @@ def test_batcher_respects_batch_size():
 
     asyncio.run(main())
     assert sum(sizes) == 10 and max(sizes) <= 4
+
+
+def test_app_refuses_to_start_without_weights_outside_dev_mode(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", api_keys="ops:admin:" + "k" * 24)
+    with pytest.raises(SettingsError, match="REID_WEIGHTS"), TestClient(create_app(settings)):
+        pass
+    assert not (tmp_path / "data" / "reid.db").exists()  # refused before touching anything
