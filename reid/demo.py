@@ -86,24 +86,24 @@ def ensure_model(args: argparse.Namespace, dataset_root: Path) -> Path | None:
     minutes = args.train_minutes if args.train_minutes is not None else (20.0 if on_gpu else 5.0)
     overrides = [
         f"data.root={dataset_root}",
-        "data.dataset=synthetic",
-        f"name=demo-{'gpu' if on_gpu else 'cpu'}",
+        f"output_dir={args.data / 'runs'}",
+        "name=demo",
         f"train.max_minutes={minutes}",
         "train.evaluate_at_end=false",
+        "train.checkpoint_every=0",
     ]
-    if not on_gpu:
-        # A 2-core CPU manages a few images per second: train what fits in the budget at 256x128.
-        overrides += ["data.workers=1", "data.ids_per_batch=8", "optim.warmup_epochs=1", "optim.lr=3.5e-4"]
     cfg = load_config("synthetic", overrides)
-    cfg.output_dir = str(args.data / "runs")
+    resume = cfg.run_dir / "resume.pt"
     logger.info(
-        "  training %s on %s for up to %.0f min (%s)",
+        "  training %s (%dx%d) on %s for up to %.0f min on the %s%s",
         cfg.model.variant,
+        *cfg.model.input_size,
         dataset_root,
         minutes,
         "GPU" if on_gpu else "CPU",
+        "; continuing the interrupted run" if resume.is_file() else "",
     )
-    result = train(cfg)
+    result = train(cfg, resume=resume if resume.is_file() else None)
     shutil.copyfile(result["checkpoint"], target)
     logger.info("  model saved to %s", target)
     return target
