@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 INDEX_SAVE_INTERVAL_S = 300.0
+INDEX_MAINTENANCE_S = 60.0
 
 
 def load_embedder(settings: Settings) -> Embedder:
@@ -109,14 +110,26 @@ def sweep_files(sessions, store: ImageStore) -> int:
     return store.sweep(referenced)
 
 
-async def _save_index_periodically(ctx: ServiceContext) -> None:
+def reconcile_index(ctx: ServiceContext) -> tuple[int, int]:
+    with ctx.ingest_lock:  # no commit is between its database write and its index add
+        changed = ctx.index.reconcile(ctx.sessions)
+    ctx.metrics.index_size.set(len(ctx.index))
+    return changed
+
+
+async def _maintain_index(ctx: ServiceContext) -> None:
+    """Every INDEX_MAINTENANCE_S: reconcile the index with the database; every INDEX_SAVE_INTERVAL_S: save it."""
+    last_save = asyncio.get_running_loop().time()
     while True:
-        await asyncio.sleep(INDEX_SAVE_INTERVAL_S)
+        await asyncio.sleep(INDEX_MAINTENANCE_S)
         try:
-            if ctx.index.dirty:
+            await asyncio.to_thread(reconcile_index, ctx)
+            now = asyncio.get_running_loop().time()
+            if ctx.index.dirty and now - last_save >= INDEX_SAVE_INTERVAL_S:
                 await asyncio.to_thread(ctx.index.save)
+                last_save = now
         except Exception:
-            logger.exception("saving the index failed; will retry")
+            logger.exception("index maintenance failed; will retry")
 
 
 def create_app(settings: Settings | None = None, embedder: Embedder | None = None) -> FastAPI:
@@ -146,7 +159,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
         app.state.ctx = ctx
         app.state.sessionmaker = sessions
         app.state.keyring = KeyRing(settings.bootstrap_keys())
-        tasks = [asyncio.create_task(_save_index_periodically(ctx), name="index-save")]
+        tasks = [asyncio.create_task(_maintain_index(ctx), name="index-maintenance")]
         if settings.retention_days > 0:
             tasks.append(
                 asyncio.create_task(purge_periodically(ctx, settings.purge_interval_s), name="retention")
