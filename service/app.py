@@ -142,15 +142,19 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     async def lifespan(app: FastAPI):
         settings.check_safe()
         engine = make_engine(settings.resolved_database_url)
-        await asyncio.to_thread(upgrade_database, engine)
-        sessions = make_sessionmaker(engine)
-        model = embedder or await asyncio.to_thread(load_embedder, settings)
-        await asyncio.to_thread(check_model_matches_data, sessions, model, settings.allow_model_change)
-        store = ImageStore(settings.images_dir, settings.thumbnail_size)
-        await asyncio.to_thread(sweep_files, sessions, store)
-        index = await asyncio.to_thread(
-            GalleryIndex.open, settings.index_path, model.dim, settings.index_kind, sessions
-        )
+        try:  # a failed start releases the database
+            await asyncio.to_thread(upgrade_database, engine)
+            sessions = make_sessionmaker(engine)
+            model = embedder or await asyncio.to_thread(load_embedder, settings)
+            await asyncio.to_thread(check_model_matches_data, sessions, model, settings.allow_model_change)
+            store = ImageStore(settings.images_dir, settings.thumbnail_size)
+            await asyncio.to_thread(sweep_files, sessions, store)
+            index = await asyncio.to_thread(
+                GalleryIndex.open, settings.index_path, model.dim, settings.index_kind, sessions
+            )
+        except BaseException:
+            engine.dispose()
+            raise
         batcher = MicroBatcher(
             model.embed, settings.batch_size, settings.batch_wait_ms, metrics.observe_batch
         )
