@@ -27,6 +27,7 @@ from service.batcher import MicroBatcher
 from service.context import ServiceContext
 from service.db import make_engine, make_sessionmaker, upgrade_database, write_session
 from service.errors import install_error_handlers
+from service.limits import BodySizeLimit
 from service.models import GalleryItem, ServiceState
 from service.retention import purge_periodically
 from service.security import KeyRing
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 INDEX_SAVE_INTERVAL_S = 300.0
+INDEX_MAINTENANCE_S = 60.0
 
 
 def load_embedder(settings: Settings) -> Embedder:
@@ -109,14 +111,26 @@ def sweep_files(sessions, store: ImageStore) -> int:
     return store.sweep(referenced)
 
 
-async def _save_index_periodically(ctx: ServiceContext) -> None:
+def reconcile_index(ctx: ServiceContext) -> tuple[int, int]:
+    with ctx.ingest_lock:  # no commit is between its database write and its index add
+        changed = ctx.index.reconcile(ctx.sessions)
+    ctx.metrics.index_size.set(len(ctx.index))
+    return changed
+
+
+async def _maintain_index(ctx: ServiceContext) -> None:
+    """Every INDEX_MAINTENANCE_S: reconcile the index with the database; every INDEX_SAVE_INTERVAL_S: save it."""
+    last_save = asyncio.get_running_loop().time()
     while True:
-        await asyncio.sleep(INDEX_SAVE_INTERVAL_S)
+        await asyncio.sleep(INDEX_MAINTENANCE_S)
         try:
-            if ctx.index.dirty:
+            await asyncio.to_thread(reconcile_index, ctx)
+            now = asyncio.get_running_loop().time()
+            if ctx.index.dirty and now - last_save >= INDEX_SAVE_INTERVAL_S:
                 await asyncio.to_thread(ctx.index.save)
+                last_save = now
         except Exception:
-            logger.exception("saving the index failed; will retry")
+            logger.exception("index maintenance failed; will retry")
 
 
 def create_app(settings: Settings | None = None, embedder: Embedder | None = None) -> FastAPI:
@@ -128,15 +142,19 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     async def lifespan(app: FastAPI):
         settings.check_safe()
         engine = make_engine(settings.resolved_database_url)
-        await asyncio.to_thread(upgrade_database, engine)
-        sessions = make_sessionmaker(engine)
-        model = embedder or await asyncio.to_thread(load_embedder, settings)
-        await asyncio.to_thread(check_model_matches_data, sessions, model, settings.allow_model_change)
-        store = ImageStore(settings.images_dir, settings.thumbnail_size)
-        await asyncio.to_thread(sweep_files, sessions, store)
-        index = await asyncio.to_thread(
-            GalleryIndex.open, settings.index_path, model.dim, settings.index_kind, sessions
-        )
+        try:  # a failed start releases the database
+            await asyncio.to_thread(upgrade_database, engine)
+            sessions = make_sessionmaker(engine)
+            model = embedder or await asyncio.to_thread(load_embedder, settings)
+            await asyncio.to_thread(check_model_matches_data, sessions, model, settings.allow_model_change)
+            store = ImageStore(settings.images_dir, settings.thumbnail_size)
+            await asyncio.to_thread(sweep_files, sessions, store)
+            index = await asyncio.to_thread(
+                GalleryIndex.open, settings.index_path, model.dim, settings.index_kind, sessions
+            )
+        except BaseException:
+            engine.dispose()
+            raise
         batcher = MicroBatcher(
             model.embed, settings.batch_size, settings.batch_wait_ms, metrics.observe_batch
         )
@@ -146,7 +164,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
         app.state.ctx = ctx
         app.state.sessionmaker = sessions
         app.state.keyring = KeyRing(settings.bootstrap_keys())
-        tasks = [asyncio.create_task(_save_index_periodically(ctx), name="index-save")]
+        tasks = [asyncio.create_task(_maintain_index(ctx), name="index-maintenance")]
         if settings.retention_days > 0:
             tasks.append(
                 asyncio.create_task(purge_periodically(ctx, settings.purge_interval_s), name="retention")
@@ -180,6 +198,9 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     )
     app.state.settings = settings
     install_error_handlers(app)
+    # Every file at its limit, plus room for the form fields and multipart framing.
+    body_limit = settings.max_files_per_request * (settings.max_upload_bytes + 4096) + 1024 * 1024
+    app.add_middleware(BodySizeLimit, limit=body_limit)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.state.metrics = metrics
 

@@ -19,6 +19,7 @@ moved into place with ``os.replace``. Anything unreadable raises ``IndexFileErro
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -42,6 +43,25 @@ TRAIN_POINTS_PER_LIST = 39  # faiss warns below this many training points per ce
 EXACT_SUBSET_FLAT = 4096  # allowed sets up to this size are scored by gathering their vectors (flat)
 EXACT_SUBSET_APPROX = 20_000  # the same for ivf / hnsw, where filtered approximate search may come back short
 HNSW_COMPACT_FRACTION = 0.1
+
+
+# faiss parallelises over queries: below its BLAS threshold a search runs on one thread anyway, and the
+# OpenMP team it would start costs more than the search on a busy machine (12 ms vs 0.07 ms measured).
+FEW_QUERIES = 20
+
+
+@contextlib.contextmanager
+def _omp_threads(count: int | None):
+    """Run faiss with `count` OpenMP threads in this thread (the setting is per calling thread)."""
+    if count is None:
+        yield
+        return
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
 
 
 class IndexFileError(ReidError):
@@ -155,6 +175,21 @@ class VectorIndex:
             ivf.add_with_ids(vectors, ids)
         self._index = ivf
         self._changed()
+
+    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Trade speed for recall: IVF lists probed per query, HNSW candidate list size."""
+        with self._lock:
+            if nprobe is not None:
+                if nprobe < 1:
+                    raise ValueError(f"nprobe must be >= 1, got {nprobe}")
+                self.nprobe = int(nprobe)
+                if self.is_ivf_trained:
+                    self._index.nprobe = self._nprobe_for(self._index.nlist)
+                    self._gpu_index = None
+            if ef_search is not None:
+                if ef_search < 1:
+                    raise ValueError(f"ef_search must be >= 1, got {ef_search}")
+                self.ef_search = int(ef_search)
 
     # ----------------------------------------------------------------- input checks
     def _check_vectors(self, vectors: np.ndarray, name: str = "vectors") -> np.ndarray:
@@ -315,7 +350,7 @@ class VectorIndex:
         k = int(k)
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
-        with self._lock:
+        with self._lock, _omp_threads(1 if len(queries) < FEW_QUERIES else None):
             if allowed_ids is not None:
                 allowed = np.unique(self._check_ids(allowed_ids, "allowed_ids"))
                 allowed = allowed[self._member_mask(allowed)]

@@ -30,7 +30,7 @@ from service.validation import PreparedImage
 logger = logging.getLogger(__name__)
 
 # Candidates for visitor matching: all recent items when few, else the nearest among them via the index.
-DIRECT_CANDIDATES = 1024
+DIRECT_CANDIDATES = 256
 INDEX_CANDIDATES = 128
 
 
@@ -94,8 +94,19 @@ def _ensure_files(ctx, staged: Staged) -> None:
         store.write(staged.prepared.content_hash, staged.data, staged.ext, thumbnail)
 
 
-def assign_visitor(ctx, session: Session, vector: np.ndarray, captured_at: datetime) -> int | None:
-    """The visitor id of the best matching item within the horizon, or None for a new visitor."""
+def assign_visitor(
+    ctx,
+    session: Session,
+    vector: np.ndarray,
+    captured_at: datetime,
+    pending_ids: frozenset[int] = frozenset(),
+) -> int | None:
+    """The visitor id of the best matching item within the horizon, or None for a new visitor.
+
+    Candidates: the items captured within the horizon. When there are many, only the nearest
+    INDEX_CANDIDATES of the committed ones (found with the index, restricted to those ids) are
+    compared, plus the rows this transaction added (`pending_ids`, not in the index yet).
+    """
     settings = ctx.settings
     horizon = settings.visitor_horizon_s
     lo, hi = captured_at - timedelta(seconds=horizon), captured_at + timedelta(seconds=horizon)
@@ -108,8 +119,9 @@ def assign_visitor(ctx, session: Session, vector: np.ndarray, captured_at: datet
     if not len(ids):
         return None
     if len(ids) > DIRECT_CANDIDATES:
-        _, found = ctx.index.search(vector[None, :], INDEX_CANDIDATES, allowed_ids=ids)
-        ids = found[0][found[0] >= 0]
+        pending = np.isin(ids, np.fromiter(pending_ids, dtype=np.int64, count=len(pending_ids)))
+        _, found = ctx.index.search(vector[None, :], INDEX_CANDIDATES, allowed_ids=ids[~pending])
+        ids = np.concatenate([found[0][found[0] >= 0], ids[pending]])
     candidates = session.execute(
         select(GalleryItem.id, GalleryItem.embedding, GalleryItem.visitor_id, GalleryItem.captured_at).where(
             GalleryItem.id.in_([int(i) for i in ids])
@@ -172,7 +184,13 @@ def commit(ctx, staged: list[Staged]) -> list[Stored | Exception]:
                                 height=item_in.prepared.height,
                                 embedding=item_in.vector.tobytes(),
                                 embedding_dim=int(item_in.vector.shape[0]),
-                                visitor_id=assign_visitor(ctx, session, item_in.vector, item_in.captured_at),
+                                visitor_id=assign_visitor(
+                                    ctx,
+                                    session,
+                                    item_in.vector,
+                                    item_in.captured_at,
+                                    frozenset(c[1] for c in created),
+                                ),
                             )
                             session.add(item)
                             session.flush()

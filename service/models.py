@@ -108,4 +108,4 @@ class ServiceState(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
-__all__ = ["ApiKey", "AuditLog", "Base", "GalleryItem", "ServiceState", "UTCDateTime", "utcnow"]
+__all__ = ["MAX_ID", "ApiKey", "AuditLog", "Base", "GalleryItem", "ServiceState", "UTCDateTime", "utcnow"]

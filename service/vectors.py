@@ -119,6 +119,29 @@ class GalleryIndex:
         with self.lock:
             return self.index.ids()
 
+    def reconcile(self, sessions: sessionmaker[Session]) -> tuple[int, int]:
+        """Bring the index in step with the database (rows deleted or added by another process, e.g.
+        `reid purge` while the service runs). Call with the ingest lock held. Returns (removed, added)."""
+        with sessions() as session:
+            truth = db_ids(session)
+        with self.lock:
+            have = np.sort(self.index.ids())
+            extra = np.setdiff1d(have, truth, assume_unique=True)
+            missing = np.setdiff1d(truth, have, assume_unique=True)
+            if len(extra):
+                self.remove(extra)
+        if len(missing):
+            with sessions() as session:
+                vectors = db_vectors(session, missing, self.index.dim)
+            present = np.array([i for i in missing.tolist() if i in vectors], dtype=np.int64)
+            if len(present):
+                self.add(present, np.stack([vectors[int(i)] for i in present]))
+        if len(extra) or len(missing):
+            logger.warning(
+                "index reconciled with the database: %d removed, %d added", len(extra), len(missing)
+            )
+        return len(extra), len(missing)
+
     def save(self) -> None:
         with self.lock:
             if not self.dirty and self.path.exists():

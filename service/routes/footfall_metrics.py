@@ -63,7 +63,9 @@ def footfall_metrics(
     cams = np.array([r.camera_id for r in rows], dtype=object)
     # An item without a visitor (should not happen) counts as its own visitor.
     visitors = np.array([r.visitor_id if r.visitor_id is not None else -r.id for r in rows], dtype=np.int64)
-    result = footfall.footfall_series(times, cams, visitors, t0, t1, bucket_s, cameras_seen)
+    result = footfall.footfall_series(
+        times, cams, visitors, t0, t1, bucket_s, cameras_seen, max_buckets=settings.metrics_max_buckets
+    )
     return {
         "start": iso(t0),
         "end": iso(t1),

@@ -52,33 +52,39 @@ def _hits(ctx, query, top_k, allowed, exclude, min_score, principal, filters) ->
     pairs = [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0 and i != exclude]
     if min_score is not None:
         pairs = [(i, s) for i, s in pairs if s >= min_score]
-    with write_session(ctx.sessions) as session:
+    columns = (
+        GalleryItem.id,
+        GalleryItem.camera_id,
+        GalleryItem.captured_at,
+        GalleryItem.visitor_id,
+        GalleryItem.external_ref,
+    )  # not the embedding blobs
+    with ctx.sessions() as session:  # a read: no write lock
         rows = {
             r.id: r
-            for r in session.execute(
-                select(GalleryItem).where(GalleryItem.id.in_([i for i, _ in pairs]))
-            ).scalars()
+            for r in session.execute(select(*columns).where(GalleryItem.id.in_([i for i, _ in pairs])))
         }
-        hits = []
-        for item_id, score in pairs:
-            row = rows.get(item_id)
-            if row is None:
-                continue
-            hits.append(
-                {
-                    "rank": len(hits) + 1,
-                    "id": item_id,
-                    "score": round(score, 6),
-                    "camera_id": row.camera_id,
-                    "captured_at": iso(row.captured_at),
-                    "visitor_id": row.visitor_id,
-                    "external_ref": row.external_ref,
-                    "image_url": f"/gallery/{item_id}/image",
-                    "thumbnail_url": f"/gallery/{item_id}/image?size=thumb",
-                }
-            )
-            if len(hits) == top_k:
-                break
+    hits = []
+    for item_id, score in pairs:
+        row = rows.get(item_id)
+        if row is None:  # deleted since the index was searched
+            continue
+        hits.append(
+            {
+                "rank": len(hits) + 1,
+                "id": item_id,
+                "score": round(score, 6),
+                "camera_id": row.camera_id,
+                "captured_at": iso(row.captured_at),
+                "visitor_id": row.visitor_id,
+                "external_ref": row.external_ref,
+                "image_url": f"/gallery/{item_id}/image",
+                "thumbnail_url": f"/gallery/{item_id}/image?size=thumb",
+            }
+        )
+        if len(hits) == top_k:
+            break
+    with write_session(ctx.sessions) as session:
         audit.record(session, principal.name, "search", filters, hits=len(hits))
     return hits
 

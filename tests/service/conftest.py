@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
-# TEMPORARY: until wip/index lands, stand in for service/index.py and service/footfall.py.
-if importlib.util.find_spec("service.index") is None or importlib.util.find_spec("service.footfall") is None:
-    from tests.service import standins
-
-    if importlib.util.find_spec("service.index") is None:
-        sys.modules["service.index"] = standins
-    if importlib.util.find_spec("service.footfall") is None:
-        sys.modules["service.footfall"] = standins
-
-from fastapi.testclient import TestClient  # noqa: E402
-
-from model.embedder import Embedder  # noqa: E402
-from service.app import create_app  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from model.embedder import Embedder
+from service.app import create_app
+from service.settings import Settings
 
 ADMIN = {"X-API-Key": "dev-admin-key"}
 SEARCH = {"X-API-Key": "dev-search-key"}

@@ -242,3 +242,22 @@ def test_decoder_crash_on_a_hostile_file_is_a_4xx(strict_client, monkeypatch):
     r = strict_client.post("/gallery", files=upload([encoded("PNG")], ["odd.png"]), data=GOOD, headers=INGEST)
     assert_error(r, 422, "bad_image", "files", "odd.png")
     assert_nothing_written(strict_client)
+
+
+def test_oversized_request_body_is_refused_before_parsing(strict_client):
+    limit = 3 * (4096 + 4096) + 1024 * 1024
+    big = b"x" * (limit + 1)
+    r = strict_client.post("/gallery", files=upload([big], ["huge.png"]), data=GOOD, headers=INGEST)
+    assert_error(r, 413, "too_large", mentions=str(limit))
+
+    def chunks():  # no Content-Length: counted while it streams
+        yield b'--zz\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+        yield b"Content-Type: image/png\r\n\r\n"
+        for _ in range(limit // 65536 + 2):
+            yield b"y" * 65536
+
+    r = strict_client.post(
+        "/gallery", content=chunks(), headers={**INGEST, "Content-Type": "multipart/form-data; boundary=zz"}
+    )
+    assert_error(r, 413, "too_large")
+    assert_nothing_written(strict_client)

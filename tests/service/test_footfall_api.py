@@ -8,9 +8,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+import service.ingest
 from reid.cli import main as reid_main
 from service.app import create_app
 from tests.service.conftest import ADMIN, SEARCH, identity_image, ingest, make_settings
@@ -62,10 +64,20 @@ def _assert_known_answers(body):
     assert [(b["sightings"], b["unique_visitors"]) for b in totals["by_bucket"]] == [(4, 2), (2, 2)]
 
 
-def test_footfall_on_a_scripted_scenario(client):
+@pytest.mark.parametrize("direct_candidates", [256, 1], ids=["all-recent-items", "nearest-via-index"])
+def test_footfall_on_a_scripted_scenario(client, monkeypatch, direct_candidates):
+    monkeypatch.setattr(service.ingest, "DIRECT_CANDIDATES", direct_candidates)
+    # Two shots of one person in one request: the second must join the first (not yet in the index).
+    pair = ingest(
+        client,
+        [identity_image(5, 0), identity_image(5, 1)],
+        camera_id="entrance",
+        captured_at="2026-11-20T09:00:00Z",
+    ).json()["items"]
+    assert pair[0]["visitor_id"] == pair[1]["visitor_id"]
     visitor_of = _load_scenario(client)
     assert all(len(v) == 1 for v in visitor_of.values())  # each person got one visitor id
-    assert len({next(iter(v)) for v in visitor_of.values()}) == 4
+    assert len({next(iter(v)) for v in visitor_of.values()} | {pair[0]["visitor_id"]}) == 5
     r = client.get("/metrics", params=WINDOW, headers=SEARCH)
     assert r.status_code == 200, r.text
     body = r.json()

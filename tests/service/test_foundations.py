@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -85,6 +86,12 @@ def test_storage_names_by_hash_atomically_and_sweeps(tmp_path):
         store.path("../../etc/passwd")
 
 
+def run_async(coro_fn):
+    """asyncio.run in its own thread: other suites (Playwright's sync API) may leave a loop running here."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(coro_fn())).result()
+
+
 def test_batcher_coalesces_and_returns_each_callers_rows():
     calls: list[list] = []
     thread_ids: set[int] = set()
@@ -97,16 +104,18 @@ def test_batcher_coalesces_and_returns_each_callers_rows():
     async def main():
         batcher = MicroBatcher(fn, batch_size=64, batch_wait_ms=50)
         await batcher.start()
+        loop_thread.append(threading.get_ident())
         results = await asyncio.gather(*(batcher.submit([i, i + 100]) for i in range(10)))
         await batcher.stop()
         return results
 
-    results = asyncio.run(main())
+    loop_thread: list[int] = []
+    results = run_async(main)
     for i, rows in enumerate(results):
         np.testing.assert_array_equal(rows[:, 0], [i, i + 100])
     assert len(calls) < 10  # coalesced
     assert sum(len(c) for c in calls) == 20
-    assert threading.get_ident() not in thread_ids  # the model ran off the event loop's thread
+    assert loop_thread[0] not in thread_ids  # the model ran off the event loop's thread
 
 
 def test_batcher_error_reaches_only_the_caller_that_caused_it():
@@ -124,7 +133,7 @@ def test_batcher_error_reaches_only_the_caller_that_caused_it():
         await batcher.stop()
         return results
 
-    ok_a, bad, ok_bc = asyncio.run(main())
+    ok_a, bad, ok_bc = run_async(main)
     assert ok_a.shape == (1, 3) and ok_bc.shape == (2, 3)
     assert isinstance(bad, ValueError) and "bad item" in str(bad)
 
@@ -142,7 +151,7 @@ def test_batcher_respects_batch_size():
         await asyncio.gather(*(batcher.submit([i]) for i in range(10)))
         await batcher.stop()
 
-    asyncio.run(main())
+    run_async(main)
     assert sum(sizes) == 10 and max(sizes) <= 4
 
 

@@ -215,6 +215,10 @@ def test_ivf_recall_and_lazy_training():
     index.add(ids[100:], vectors[100:])  # past 39 per list: trains, keeps what it held
     assert index.is_ivf_trained and len(index) == n
     assert recall_at(index, ids, vectors, queries) >= 0.9
+    index.set_search_params(nprobe=32)  # every list probed: exact
+    assert recall_at(index, ids, vectors, queries) == 1.0
+    with pytest.raises(ValueError, match="nprobe"):
+        index.set_search_params(nprobe=0)
 
 
 def test_hnsw_recall():

@@ -273,3 +273,20 @@ def test_other_weights_are_refused_for_an_existing_gallery(tmp_path, embedder):
     allowed = make_settings(tmp_path, allow_model_change=True)
     with TestClient(create_app(allowed, embedder=other)) as client:
         assert client.get("/readyz").status_code == 200
+
+
+def test_changes_by_another_process_are_reconciled_while_serving(client, settings, capsys):
+    from service.app import reconcile_index
+
+    now = datetime.now(UTC)
+    old = ingest(client, [identity_image(0, 0)], captured_at=(now - timedelta(days=40)).isoformat()).json()
+    ingest(client, [identity_image(1, 0)], captured_at=now.isoformat())
+    # `reid purge` runs beside the service: the row goes, the running service's index still has it.
+    assert reid_main(["purge", "--older-than-days", "30", "--data-dir", str(settings.data_dir)]) == 0
+    ctx = client.app.state.ctx
+    assert len(ctx.index) == 2
+    hits = [h for h, _ in _search(client, identity=0)]
+    assert old["items"][0]["id"] not in hits  # stale index hits are dropped, never served
+    assert reconcile_index(ctx) == (1, 0)
+    assert len(ctx.index) == 1 and client.get("/readyz").json()["index_size"] == 1
+    assert reconcile_index(ctx) == (0, 0)
