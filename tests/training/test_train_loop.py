@@ -150,3 +150,20 @@ def test_augmentation_does_not_depend_on_workers(small_synthetic):
     assert torch.equal(batches[0].images, batches[1].images)
     assert torch.equal(batches[0].pids, batches[1].pids)
     assert batches[0].images.shape == (8, 3, 64, 32)
+
+
+def test_reid_train_and_resume_from_the_command_line(small_synthetic, tmp_path, capsys):
+    from reid.cli import main
+    from tests.training.train_fixtures import TINY
+
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    args = ["train", "--config", "synthetic", "--root", str(small_synthetic), "--output-dir", str(tmp_path)]
+    code = main([*args, "--name", "cli", *sets, "--set", "train.epochs=1", "--set", "train.max_iters_per_epoch=1"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["epochs_done"] == 1 and summary["checkpoint"] == str(tmp_path / "cli" / "final.pt")
+
+    code = main(["train", "--resume", str(tmp_path / "cli"), "--set", "train.epochs=2"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["epochs_done"] == 2 and summary["iterations"] == 2
