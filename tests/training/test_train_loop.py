@@ -94,8 +94,19 @@ def test_resume_refuses_a_different_model(small_synthetic, tmp_path):
     other = tiny_config(small_synthetic, tmp_path, "a", ["model.variant=none"])
     with pytest.raises(ConfigError, match="model"):
         train(other, resume=first["run_dir"])
-    with pytest.raises(ReidError, match="already holds a run"):
-        train(tiny_config(small_synthetic, tmp_path, "a"))
+    again = train(
+        tiny_config(small_synthetic, tmp_path, "a", ["train.epochs=1", "train.max_iters_per_epoch=1"])
+    )
+    assert again["run_dir"] == tmp_path / "a-1"  # a new run never overwrites an old one
+    assert first["checkpoint"].is_file()
+
+
+def test_a_missing_resume_file_is_a_user_error(tmp_path):
+    with pytest.raises(ReidError, match="resume file not found"):
+        train(tiny_config(tmp_path, tmp_path), resume=tmp_path / "nope")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ReidError, match="cannot read resume file"):
+        train(tiny_config(tmp_path, tmp_path), resume=tmp_path / "junk.pt")
 
 
 def copy_dataset(src, dst):
@@ -158,7 +169,9 @@ def test_reid_train_and_resume_from_the_command_line(small_synthetic, tmp_path, 
 
     sets = [arg for item in TINY for arg in ("--set", item)]
     args = ["train", "--config", "synthetic", "--root", str(small_synthetic), "--output-dir", str(tmp_path)]
-    code = main([*args, "--name", "cli", *sets, "--set", "train.epochs=1", "--set", "train.max_iters_per_epoch=1"])
+    code = main(
+        [*args, "--name", "cli", *sets, "--set", "train.epochs=1", "--set", "train.max_iters_per_epoch=1"]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["epochs_done"] == 1 and summary["checkpoint"] == str(tmp_path / "cli" / "final.pt")
