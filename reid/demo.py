@@ -255,8 +255,6 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     settings = Settings(
         dev_mode=True,
-        host=args.host,
-        port=args.port,
         data_dir=args.data / "service",
         weights=weights,
         retention_days=0,  # the synthetic day lies in the past; keep it

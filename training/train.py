@@ -166,6 +166,19 @@ def _atomic_save(payload: dict[str, Any], path: Path) -> None:
             os.unlink(tmp)
 
 
+def unused_run_dir(run_dir: Path) -> Path:
+    """``run_dir``, or ``run_dir-1``, ``run_dir-2``, ... when it already holds a run (never overwrite one)."""
+    candidate, number = run_dir, 0
+    while (candidate / "config.yaml").exists():
+        number += 1
+        candidate = run_dir.with_name(f"{run_dir.name}-{number}")
+    if candidate != run_dir:
+        logger.warning(
+            "%s already holds a run (continue it with --resume); writing to %s", run_dir, candidate
+        )
+    return candidate
+
+
 def read_resume_file(path: str | Path) -> dict[str, Any]:
     """Load resume.pt (or the resume.pt inside a run folder); a ReidError if it is not one."""
     path = Path(path)
@@ -408,9 +421,6 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
     state = read_resume_file(resume) if resume is not None else None
     if state is not None:
         check_resume_config(state["config"], cfg)
-        run_dir = state["path"].parent
-    else:
-        run_dir = cfg.run_dir
 
     device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
     distributed = init_distributed(device.type)
@@ -421,13 +431,11 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
     if on_cuda:
         torch.backends.cudnn.benchmark = True
 
+    run_dir = state["path"].parent if state is not None else unused_run_dir(cfg.run_dir)
+    if distributed.enabled:
+        dist.barrier()  # every rank chose the run folder before rank 0 creates it
     if distributed.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if state is None and (run_dir / "resume.pt").exists():
-            raise ReidError(
-                f"{run_dir} already holds a run; continue it with --resume {run_dir / 'resume.pt'} "
-                "or choose another --name"
-            )
         cfg.save(run_dir / "config.yaml")
     log = RunLog(run_dir, enabled=distributed.is_main)
 
