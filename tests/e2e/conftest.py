@@ -78,15 +78,6 @@ def free_port() -> int:
 
 def build_app(data_dir: Path):
     """The service app in dev mode on a temporary data dir, with a small random-init embedder."""
-    import importlib.util
-    import sys
-
-    # TEMPORARY (as in tests/service/conftest.py): stand-ins while service/index.py, service/footfall.py are missing.
-    for name in ("service.index", "service.footfall"):
-        if importlib.util.find_spec(name) is None:
-            from tests.service import standins
-
-            sys.modules[name] = standins
     from model.embedder import Embedder
     from service.app import create_app
     from service.settings import Settings
