@@ -4,7 +4,6 @@ or on the URL in sqlalchemy.url / REID_DATABASE_URL when run by the alembic comm
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import engine_from_config, pool
 
 from service.models import Base
 
@@ -28,15 +27,20 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    if not config.get_main_option("sqlalchemy.url"):
+    from service.db import make_engine
+
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
         from service.settings import Settings
 
-        config.set_main_option("sqlalchemy.url", Settings().resolved_database_url)
-    engine = engine_from_config(
-        config.get_section(config.config_ini_section, {}), prefix="sqlalchemy.", poolclass=pool.NullPool
-    )
-    with engine.connect() as connection:
-        _run(connection)
+        url = Settings().resolved_database_url
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            _run(connection)
+            connection.commit()
+    finally:
+        engine.dispose()
 
 
 if context.is_offline_mode():

@@ -152,6 +152,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
             index = await asyncio.to_thread(
                 GalleryIndex.open, settings.index_path, model.dim, settings.index_kind, sessions
             )
+            index.index.set_search_params(nprobe=settings.index_nprobe, ef_search=settings.index_ef_search)
         except BaseException:
             engine.dispose()
             raise

@@ -18,7 +18,10 @@ logger = logging.getLogger(__name__)
 def make_engine(url: str) -> Engine:
     """An engine for `url`; for a SQLite file its directory is created and pragmas set on every connection."""
     parsed = make_url(url)
-    kwargs: dict = {}
+    # Request handlers run in a thread pool of 40: enough connections that none waits for one.
+    kwargs: dict = {"pool_size": 10, "max_overflow": 40, "pool_pre_ping": True}
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        kwargs = {}  # in-memory SQLite: one connection per thread, no pool settings
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         if parsed.database and parsed.database != ":memory:":

@@ -74,7 +74,10 @@ def _authenticate(request: Request) -> Principal:
         )
     if len(secret) > MAX_KEY_LENGTH:
         raise ApiError(401, "unauthorized", "invalid API key", headers={"WWW-Authenticate": KEY_HEADER})
-    with request.app.state.sessionmaker() as session:
+    sessions = getattr(request.app.state, "sessionmaker", None)
+    if sessions is None:
+        raise ApiError(503, "unavailable", "the service is starting; retry shortly")
+    with sessions() as session:
         principal = request.app.state.keyring.authenticate(session, secret)
     if principal is None:
         raise ApiError(401, "unauthorized", "invalid API key", headers={"WWW-Authenticate": KEY_HEADER})

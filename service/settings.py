@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     batch_size: int = Field(32, ge=1, le=1024)
     batch_wait_ms: float = Field(5.0, ge=0, le=1000)
     index_kind: Literal["flat", "ivf", "hnsw"] = "flat"
+    index_nprobe: int | None = Field(
+        None, ge=1, le=65536
+    )  # IVF lists probed per query (None: the index's default)
+    index_ef_search: int | None = Field(None, ge=1, le=65536)  # HNSW candidate list size
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(40_000_000, ge=64)
     max_files_per_request: int = Field(64, ge=1, le=1024)

@@ -60,17 +60,22 @@ class GalleryIndex:
             except Exception as exc:  # corrupt or unreadable: never served, rebuilt
                 logger.warning("index file %s cannot be loaded (%s); rebuilding from the database", path, exc)
             else:
-                if getattr(index, "dim", dim) == dim and np.array_equal(np.sort(index.ids()), ids):
+                if getattr(index, "kind", kind) != kind:
+                    logger.warning(
+                        "index file %s is %s, the settings ask for %s; rebuilding", path, index.kind, kind
+                    )
+                elif getattr(index, "dim", dim) == dim and np.array_equal(np.sort(index.ids()), ids):
                     logger.info(
                         "loaded index %s with %d vectors (consistent with the database)", path, len(index)
                     )
                     return cls(index, path)
-                logger.warning(
-                    "index file %s holds %d vectors that do not match the database's %d items; rebuilding",
-                    path,
-                    len(index),
-                    len(ids),
-                )
+                else:
+                    logger.warning(
+                        "index file %s holds %d vectors that do not match the database's %d items; rebuilding",
+                        path,
+                        len(index),
+                        len(ids),
+                    )
         else:
             logger.info("no index file at %s; building it from the database (%d items)", path, len(ids))
         gallery = cls(cls._build(dim, kind, ids, sessions), path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from service.app import create_app
@@ -104,3 +105,12 @@ def test_keys_from_the_database_and_revocation(client):
         stored = list(session.execute(text("select key_hash from api_keys")).scalars())
     assert secret not in stored and len(stored[0]) == 64  # only a digest is stored
     assert client.get("/cameras", headers={"X-API-Key": secret}).status_code == 401
+
+
+def test_before_start_up_everything_is_503_not_500(settings, embedder):
+    client = TestClient(create_app(settings, embedder=embedder))  # lifespan not run
+    assert client.get("/healthz").status_code == 200
+    r = client.get("/readyz")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+    r = client.get("/gallery", headers=SEARCH)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"

@@ -47,6 +47,19 @@ def test_restart_gives_the_same_results(settings, embedder):
         assert _search(client) == before
 
 
+def test_changing_the_index_kind_rebuilds_it(settings, embedder, tmp_path):
+    with TestClient(create_app(settings, embedder=embedder)) as client:
+        _fill(client, identities=range(3))
+        before = [i for i, _ in _search(client, top_k=3)]
+    hnsw = make_settings(tmp_path, index_kind="hnsw", index_ef_search=64)
+    with TestClient(create_app(hnsw, embedder=embedder)) as client:
+        index = client.app.state.ctx.index
+        assert index.rebuilt and index.index.kind == "hnsw" and index.index.ef_search == 64
+        assert [i for i, _ in _search(client, top_k=3)] == before  # a tiny gallery: hnsw finds the same
+    with TestClient(create_app(hnsw, embedder=embedder)) as client:
+        assert not client.app.state.ctx.index.rebuilt
+
+
 @pytest.mark.parametrize("damage", ["deleted", "corrupt", "stale"])
 def test_index_is_rebuilt_from_the_database(settings, embedder, damage, caplog):
     with TestClient(create_app(settings, embedder=embedder)) as client:
