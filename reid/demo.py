@@ -195,13 +195,13 @@ def lost_person_search(client, dataset, gallery_pid: dict[int, int]) -> None:
     hits = response.json()["hits"]
     found = 0
     print(f"\nTop {len(hits)} for query {query.path.name} (person {query.pid}):")
-    print(" rank  score  camera  captured at                 right person?")
+    print(" rank  score  camera  captured at           right person?")
     for rank, hit in enumerate(hits, 1):
         pid = gallery_pid.get(hit["id"])
         right = pid == query.pid
         found += right
         print(
-            f" {rank:4d}  {hit['score']:.3f}  {hit['camera_id']:6s}  {hit['captured_at'][:25]:26s}  "
+            f" {rank:4d}  {hit['score']:.3f}  {hit['camera_id']:6s}  {hit['captured_at'][:19]:20s}  "
             f"{'yes' if right else 'no'}"
         )
     print(f"{found} of the top {len(hits)} are the right person ({min(truth, len(hits))} possible).\n")
