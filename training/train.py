@@ -649,6 +649,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
     log.close()
     if distributed.enabled:
         dist.barrier()
+        dist.destroy_process_group()
     images_per_s = run_images / run_seconds if run_seconds > 0 else 0.0
     return {
         "checkpoint": final_path,
@@ -699,6 +700,13 @@ def _evaluate_during_training(
             name = "eval" if final else f"eval_epoch_{position.epoch:04d}"
             write_report(result, run_dir, name=name, ranked_lists=cfg.eval.ranked_lists if final else 0)
             model.train(was_training)
+            # the embedder moves the network to channels_last; give training back its own layout
+            layout = (
+                torch.channels_last
+                if device.type == "cuda" and cfg.train.channels_last
+                else torch.contiguous_format
+            )
+            model.to(memory_format=layout)
             metrics = result.report
             log.write(
                 "eval",
