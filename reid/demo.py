@@ -86,24 +86,24 @@ def ensure_model(args: argparse.Namespace, dataset_root: Path) -> Path | None:
     minutes = args.train_minutes if args.train_minutes is not None else (20.0 if on_gpu else 5.0)
     overrides = [
         f"data.root={dataset_root}",
-        "data.dataset=synthetic",
-        f"name=demo-{'gpu' if on_gpu else 'cpu'}",
+        f"output_dir={args.data / 'runs'}",
+        "name=demo",
         f"train.max_minutes={minutes}",
         "train.evaluate_at_end=false",
+        "train.checkpoint_every=0",
     ]
-    if not on_gpu:
-        # A 2-core CPU manages a few images per second: train what fits in the budget at 256x128.
-        overrides += ["data.workers=1", "data.ids_per_batch=8", "optim.warmup_epochs=1", "optim.lr=3.5e-4"]
     cfg = load_config("synthetic", overrides)
-    cfg.output_dir = str(args.data / "runs")
+    resume = cfg.run_dir / "resume.pt"
     logger.info(
-        "  training %s on %s for up to %.0f min (%s)",
+        "  training %s (%dx%d) on %s for up to %.0f min on the %s%s",
         cfg.model.variant,
+        *cfg.model.input_size,
         dataset_root,
         minutes,
         "GPU" if on_gpu else "CPU",
+        "; continuing the interrupted run" if resume.is_file() else "",
     )
-    result = train(cfg)
+    result = train(cfg, resume=resume if resume.is_file() else None)
     shutil.copyfile(result["checkpoint"], target)
     logger.info("  model saved to %s", target)
     return target
@@ -195,13 +195,13 @@ def lost_person_search(client, dataset, gallery_pid: dict[int, int]) -> None:
     hits = response.json()["hits"]
     found = 0
     print(f"\nTop {len(hits)} for query {query.path.name} (person {query.pid}):")
-    print(" rank  score  camera  captured at                 right person?")
+    print(" rank  score  camera  captured at           right person?")
     for rank, hit in enumerate(hits, 1):
         pid = gallery_pid.get(hit["id"])
         right = pid == query.pid
         found += right
         print(
-            f" {rank:4d}  {hit['score']:.3f}  {hit['camera_id']:6s}  {hit['captured_at'][:25]:26s}  "
+            f" {rank:4d}  {hit['score']:.3f}  {hit['camera_id']:6s}  {hit['captured_at'][:19]:20s}  "
             f"{'yes' if right else 'no'}"
         )
     print(f"{found} of the top {len(hits)} are the right person ({min(truth, len(hits))} possible).\n")
@@ -255,8 +255,6 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     settings = Settings(
         dev_mode=True,
-        host=args.host,
-        port=args.port,
         data_dir=args.data / "service",
         weights=weights,
         retention_days=0,  # the synthetic day lies in the past; keep it

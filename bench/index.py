@@ -1,0 +1,226 @@
+"""Vector index benchmark (service/index.py): exact search latency, approximate recall@10 and latency.
+
+    python -m bench.index                                            # 10k and 100k exact, 100k IVF + HNSW
+    python -m bench.index --sizes 10000 100000 --approx-sizes 1000000 --approx ivf --record
+
+Gallery vectors are random clustered unit vectors (a centre per "identity", ~20 sightings each, plus
+noise), generated in chunks from a seed and bulk-loaded through `VectorIndex.add`. Queries come from
+the same identities with fresh noise. Latency is per single-query `search(q, k=10)` call (what one
+POST /search does), p50 / p99 over `--queries` calls, after a warm-up; also with a camera/time-style
+filter (`allowed_ids`: 1,000 ids -> exact gather path; 10 % of the ids -> faiss IDSelectorBatch).
+Approximate kinds report build time and recall@10 against exact search (the ground truth is computed
+chunk by chunk, so the 1,000,000 x 2048 case needs the IVF index's 8 GB but not a second copy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import logging
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from bench.footfall import command_line, machine_description
+from service.index import VectorIndex, default_nlist
+
+logger = logging.getLogger("bench.index")
+ROOT = Path(__file__).resolve().parents[1]
+CHUNK = 50_000
+PER_IDENTITY = 20
+
+
+class Gallery:
+    """Deterministic clustered unit vectors, produced chunk by chunk."""
+
+    def __init__(self, n: int, dim: int, seed: int, noise: float) -> None:
+        self.n, self.dim, self.seed, self.noise = n, dim, seed, noise
+        self.identities = max(1, n // PER_IDENTITY)
+
+    def centres(self, which: np.ndarray) -> np.ndarray:
+        out = np.empty((len(which), self.dim), dtype=np.float32)
+        for row, identity in enumerate(which.tolist()):
+            out[row] = np.random.default_rng([self.seed, 1, identity]).standard_normal(
+                self.dim, dtype=np.float32
+            )
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    def _make(self, rng: np.random.Generator, identity: np.ndarray) -> np.ndarray:
+        x = self.centres(identity)
+        x += rng.standard_normal(x.shape, dtype=np.float32) * (self.noise / np.sqrt(self.dim))
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def chunks(self):
+        for start in range(0, self.n, CHUNK):
+            stop = min(self.n, start + CHUNK)
+            rng = np.random.default_rng([self.seed, 2, start])
+            ids = np.arange(start, stop, dtype=np.int64)
+            yield ids, self._make(rng, ids % self.identities)
+
+    def queries(self, count: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, 3])
+        return self._make(rng, rng.integers(0, self.identities, count))
+
+
+def exact_topk(gallery: Gallery, queries: np.ndarray, k: int) -> np.ndarray:
+    """Ground-truth ids (q, k), chunk by chunk."""
+    best_s = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_i = np.empty((len(queries), 0), dtype=np.int64)
+    for ids, x in gallery.chunks():
+        s = np.concatenate([best_s, queries @ x.T], axis=1)
+        i = np.concatenate([best_i, np.broadcast_to(ids, (len(queries), len(ids)))], axis=1)
+        top = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        best_s, best_i = np.take_along_axis(s, top, 1), np.take_along_axis(i, top, 1)
+    return best_i
+
+
+def latencies(index: VectorIndex, queries: np.ndarray, k: int, allowed=None) -> tuple[float, float]:
+    for q in queries[:5]:
+        index.search(q, k, allowed_ids=allowed)
+    times = []
+    for q in queries:
+        start = time.perf_counter()
+        index.search(q, k, allowed_ids=allowed)
+        times.append(time.perf_counter() - start)
+    ms = 1000 * np.array(times)
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def recall(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, k: int) -> float:
+    _, found = index.search(queries, k)
+    return float(np.mean([len(set(f) & set(t)) / k for f, t in zip(found, truth, strict=True)]))
+
+
+def build(kind: str, gallery: Gallery, args) -> tuple[VectorIndex, float]:
+    start = time.perf_counter()
+    index = VectorIndex(gallery.dim, kind, nlist=args.nlist, hnsw_m=args.hnsw_m, use_gpu=False)
+    if kind == "ivf":
+        nlist = args.nlist or default_nlist(gallery.n)
+        sample_size = min(gallery.n, max(nlist * 40, 20_000))
+        sample = []
+        for _, x in gallery.chunks():
+            sample.append(x[: sample_size - sum(len(s) for s in sample)])
+            if sum(len(s) for s in sample) >= sample_size:
+                break
+        index.nlist = nlist
+        index.train_if_needed(np.concatenate(sample))
+    for ids, x in gallery.chunks():
+        index.add(ids, x)
+        logger.info(
+            "%s: %d / %d vectors added (%.0f s)", kind, ids[-1] + 1, gallery.n, time.perf_counter() - start
+        )
+    return index, time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000], help="exact (flat) sizes")
+    parser.add_argument("--approx-sizes", type=int, nargs="*", default=[100_000])
+    parser.add_argument("--approx", nargs="*", choices=("ivf", "hnsw"), default=["ivf", "hnsw"])
+    parser.add_argument("--dim", type=int, default=2048)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--noise", type=float, default=0.8, help="noise norm around each identity's centre")
+    parser.add_argument("--nlist", type=int, help="IVF lists (default about 4 sqrt(n))")
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64])
+    parser.add_argument("--hnsw-m", type=int, default=32)
+    parser.add_argument("--ef-search", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--record", action="store_true", help="append the tables to BENCHMARKS.md")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    machine = machine_description() + f", faiss {faiss.__version__} ({faiss.omp_get_max_threads()} threads)"
+    k = args.k
+    exact_rows, approx_rows = [], []
+    for n in args.sizes:
+        gallery = Gallery(n, args.dim, args.seed, args.noise)
+        queries = gallery.queries(args.queries)
+        index, seconds = build("flat", gallery, args)
+        rng = np.random.default_rng(args.seed)
+        row = [n, seconds, *latencies(index, queries, k)]
+        row += latencies(index, queries, k, allowed=rng.choice(n, min(n, 1000), replace=False))
+        row += latencies(index, queries, k, allowed=rng.choice(n, n // 10, replace=False))
+        exact_rows.append(row)
+        logger.info("flat %d: %s", n, row)
+        del index
+        gc.collect()
+    for n in args.approx_sizes:
+        gallery = Gallery(n, args.dim, args.seed, args.noise)
+        queries = gallery.queries(args.queries)
+        start = time.perf_counter()
+        truth = exact_topk(gallery, queries, k)
+        logger.info(
+            "ground truth for %d queries over %d vectors in %.0f s",
+            len(queries),
+            n,
+            time.perf_counter() - start,
+        )
+        for kind in args.approx:
+            index, seconds = build(kind, gallery, args)
+            settings = (
+                [("nprobe", p) for p in args.nprobe]
+                if kind == "ivf"
+                else [("efSearch", e) for e in args.ef_search]
+            )
+            for name, value in settings:
+                index.set_search_params(**({"nprobe": value} if name == "nprobe" else {"ef_search": value}))
+                described = (
+                    f"nlist={index.nlist}, nprobe={value}"
+                    if kind == "ivf"
+                    else f"M={args.hnsw_m}, efSearch={value}"
+                )
+                row = [
+                    n,
+                    kind,
+                    described,
+                    seconds,
+                    recall(index, queries, truth, k),
+                    *latencies(index, queries, k),
+                ]
+                approx_rows.append(row)
+                logger.info("%s", row)
+            del index
+            gc.collect()
+
+    lines = [
+        f"Vectors: {args.dim}-d clustered unit vectors (~{PER_IDENTITY} per identity, noise {args.noise}); "
+        f"{args.queries} single-query searches, k={k}, after 5 warm-up calls.",
+        "",
+    ]
+    if exact_rows:
+        lines += [
+            "| exact (flat) | bulk load s | p50 ms | p99 ms | 1,000 allowed p50 / p99 ms | 10 % allowed p50 / p99 ms |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {n:,} | {s:.1f} | {p50:.1f} | {p99:.1f} | {a50:.1f} / {a99:.1f} | {b50:.1f} / {b99:.1f} |"
+            for n, s, p50, p99, a50, a99, b50, b99 in exact_rows
+        ]
+        lines.append("")
+    if approx_rows:
+        lines += [
+            "| approximate | kind | settings | build s | recall@10 | p50 ms | p99 ms |",
+            "|---:|---|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {n:,} | {kind} | {desc} | {s:.0f} | {r:.3f} | {p50:.1f} | {p99:.1f} |"
+            for n, kind, desc, s, r, p50, p99 in approx_rows
+        ]
+    table = "\n".join(lines)
+    print(table)
+    if args.record:
+        section = (
+            f"\n## Vector index (service/index.py) — {dt.date.today().isoformat()}\n\n"
+            f"Machine: {machine}  \nCommand: `{command_line()}`  \n{table}\n"
+        )
+        with (ROOT / "BENCHMARKS.md").open("a", encoding="utf-8") as handle:
+            handle.write(section)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,393 @@
+"""Footfall from re-ID: grouping sightings into visitors, and counting sightings / visitors per time bucket.
+
+Pure functions over numpy arrays (no database, no faiss), tested on hand-worked cases.
+
+- ``assign_visitor``: the online rule used at ingest. A new sighting joins the visitor whose sightings
+  within the time horizon match it best (a visitor's score is its best-matching sighting, or the mean
+  of them with ``link="mean"``), if that score reaches the threshold; otherwise it starts a new visitor.
+- ``cluster_visitors``: the offline regrouping behind ``reid recluster``. Average-linkage agglomerative
+  clustering on cosine similarity, stopped at the threshold, where two sightings further apart in time
+  than the horizon may never share a cluster. Nearest-neighbour chain, O(n^2) time and memory per
+  block; independent blocks are cut at time gaps longer than the horizon (exact), and a block still
+  larger than ``max_block`` items is cut into consecutive time slices (logged: links across a cut are lost).
+- ``footfall_series``: sightings and unique visitors for every bucket x camera (zeros included), per
+  camera, per bucket and over the whole window, a visitor counted once in each.
+- ``pairwise_precision_recall`` and ``count_error``: how a grouping compares with known identities.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+BUCKET_UNITS = {"m": 60, "h": 3600, "d": 86400}
+MAX_BUCKET_S = 366 * 86400
+DEFAULT_MAX_BUCKETS = 10_000
+DEFAULT_MAX_BLOCK = 6000
+_BUCKET_RE = re.compile(r"^([1-9][0-9]{0,5})([mhd])$")
+
+
+# --------------------------------------------------------------------------- buckets
+def parse_bucket(text: str) -> int:
+    """``"15m"`` / ``"1h"`` / ``"1d"`` (any ``N`` followed by m, h or d) -> seconds. ValueError otherwise."""
+    if not isinstance(text, str):
+        raise ValueError(f"bucket must be a string like 15m, 1h or 1d, got {text!r}")
+    match = _BUCKET_RE.match(text.strip().lower())
+    if not match:
+        raise ValueError(
+            f"bucket must be a whole number followed by m, h or d (e.g. 15m, 1h, 1d), got {text!r}"
+        )
+    seconds = int(match.group(1)) * BUCKET_UNITS[match.group(2)]
+    if seconds > MAX_BUCKET_S:
+        raise ValueError(f"bucket {text!r} is longer than 366 days")
+    return seconds
+
+
+def bucket_edges(
+    start: datetime, end: datetime, bucket_s: int, *, max_buckets: int = DEFAULT_MAX_BUCKETS
+) -> list[datetime]:
+    """Edges ``[start, start + b, ..., end]`` of the buckets covering [start, end); the last may be shorter.
+
+    Buckets are aligned to ``start``. ValueError for naive datetimes, end <= start, a non-positive
+    bucket, or more than ``max_buckets`` buckets.
+    """
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("start and end must be timezone-aware")
+    if end <= start:
+        raise ValueError(f"end ({end.isoformat()}) must be after start ({start.isoformat()})")
+    if int(bucket_s) <= 0:
+        raise ValueError(f"bucket must be positive, got {bucket_s} s")
+    span = (end - start).total_seconds()
+    count = int(np.ceil(span / bucket_s))
+    if count > max_buckets:
+        raise ValueError(f"{count} buckets of {bucket_s} s between start and end; at most {max_buckets}")
+    edges = [start + timedelta(seconds=i * int(bucket_s)) for i in range(count)]
+    edges.append(end)
+    return edges
+
+
+# --------------------------------------------------------------------------- online assignment
+def assign_visitor(
+    vector: np.ndarray,
+    captured_at: float,
+    candidates_vectors: np.ndarray,
+    candidates_visitor_ids: np.ndarray,
+    candidates_times: np.ndarray,
+    threshold: float,
+    horizon_s: float,
+    *,
+    link: str = "max",
+) -> int | None:
+    """The visitor a new sighting belongs to, or None for a new visitor.
+
+    vector (d,) unit-norm; captured_at epoch seconds; candidates_vectors (n, d); candidates_visitor_ids
+    (n,) int; candidates_times (n,) epoch seconds. Candidates further than ``horizon_s`` from
+    ``captured_at`` (either side) are ignored. Each visitor scores the best similarity among its
+    sightings (``link="max"``) or their mean (``link="mean"``); the best-scoring visitor is returned if its
+    score >= threshold (ties: the smaller visitor id).
+    """
+    if link not in ("max", "mean"):
+        raise ValueError(f"link must be 'max' or 'mean', got {link!r}")
+    vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+    vectors = np.asarray(candidates_vectors, dtype=np.float32).reshape(-1, vector.size)
+    visitors = np.asarray(candidates_visitor_ids, dtype=np.int64).reshape(-1)
+    times = np.asarray(candidates_times, dtype=np.float64).reshape(-1)
+    if not (len(vectors) == len(visitors) == len(times)):
+        raise ValueError(
+            f"candidates disagree in length: {len(vectors)} vectors, {len(visitors)} visitor ids, {len(times)} times"
+        )
+    near = np.abs(times - float(captured_at)) <= horizon_s
+    if not near.any():
+        return None
+    scores = vectors[near] @ vector
+    labels, inverse = np.unique(visitors[near], return_inverse=True)
+    if link == "max":
+        per_visitor = np.full(len(labels), -np.inf)
+        np.maximum.at(per_visitor, inverse, scores)
+    else:
+        per_visitor = np.bincount(inverse, weights=scores) / np.bincount(inverse)
+    best = int(np.argmax(per_visitor))  # labels are sorted: ties go to the smaller id
+    return int(labels[best]) if per_visitor[best] >= threshold else None
+
+
+def assign_online(
+    vectors: np.ndarray, times: np.ndarray, threshold: float, horizon_s: float, *, link: str = "max"
+) -> np.ndarray:
+    """Run ``assign_visitor`` over sightings in capture order, as the service does at ingest.
+
+    Returns labels (n,): each visitor is named after the index of its first sighting.
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    times = np.asarray(times, dtype=np.float64)
+    order = np.argsort(times, kind="stable")
+    labels = np.full(len(times), -1, dtype=np.int64)
+    first = 0  # sightings order[first:i] are within the horizon before sighting i
+    for position, i in enumerate(order):
+        while times[order[first]] < times[i] - horizon_s:
+            first += 1
+        window = order[first:position]
+        match = assign_visitor(
+            vectors[i],
+            times[i],
+            vectors[window],
+            labels[window],
+            times[window],
+            threshold,
+            horizon_s,
+            link=link,
+        )
+        labels[i] = i if match is None else match
+    return labels
+
+
+# --------------------------------------------------------------------------- offline clustering
+def cluster_visitors(
+    vectors: np.ndarray,
+    times: np.ndarray,
+    cameras: np.ndarray | None,
+    threshold: float,
+    horizon_s: float,
+    *,
+    max_block: int = DEFAULT_MAX_BLOCK,
+) -> np.ndarray:
+    """Group sightings into visitors. vectors (n, d) unit-norm, times (n,) epoch seconds -> labels (n,).
+
+    Average-linkage agglomerative clustering on cosine similarity: two clusters merge while the mean
+    similarity over all their cross pairs is >= threshold, and never when any cross pair is further
+    apart in time than ``horizon_s``. A label is the index of the cluster's earliest sighting (ties: the
+    smaller index), so labels are stable and comparable to ``assign_online``'s. ``cameras`` is accepted
+    for the service's interface and currently unused.
+    """
+    del cameras
+    vectors = np.asarray(vectors, dtype=np.float32)
+    times = np.asarray(times, dtype=np.float64).reshape(-1)
+    n = len(times)
+    if vectors.ndim != 2 or len(vectors) != n:
+        raise ValueError(f"vectors must be (n, d) with n = {n} times, got shape {vectors.shape}")
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    if max_block < 2:
+        raise ValueError(f"max_block must be >= 2, got {max_block}")
+    order = np.argsort(times, kind="stable")
+    labels = np.empty(n, dtype=np.int64)
+    gaps = np.flatnonzero(np.diff(times[order]) > horizon_s) + 1
+    for block in np.split(order, gaps):
+        if len(block) > max_block:
+            logger.warning(
+                "clustering %d sightings within one horizon-connected span in slices of %d; "
+                "visitors crossing a slice boundary are split",
+                len(block),
+                max_block,
+            )
+        for start in range(0, len(block), max_block):
+            part = block[start : start + max_block]
+            groups = _average_linkage(vectors[part], times[part], threshold, horizon_s)
+            for group in groups:
+                members = part[group]
+                labels[members] = members[np.lexsort((members, times[members]))[0]]
+    return labels
+
+
+def _average_linkage(vectors: np.ndarray, times: np.ndarray, threshold: float, horizon_s: float) -> list:
+    """Nearest-neighbour-chain average linkage stopped at ``threshold``; returns lists of row indices.
+
+    Similarities are kept as sums over cross pairs (``total``) with pair counts from cluster sizes;
+    pairs beyond the horizon make the whole cross sum -inf (cannot link). Reducible linkage, so stopping
+    a chain whose best neighbour is below the threshold gives the same groups as the full dendrogram cut.
+    """
+    m = len(vectors)
+    if m == 1:
+        return [np.array([0])]
+    total = vectors @ vectors.T  # float32: a few thousand squared stays in memory
+    for row in range(0, m, 1024):
+        far = np.abs(times[row : row + 1024, None] - times[None, :]) > horizon_s
+        total[row : row + 1024][far] = -np.inf
+    np.fill_diagonal(total, -np.inf)
+    size = np.ones(m, dtype=np.float32)
+    members: list[list[int] | None] = [[i] for i in range(m)]
+    active = np.ones(m, dtype=bool)
+    done: list[np.ndarray] = []
+    chain: list[int] = []
+    while active.any():
+        if not chain:
+            chain.append(int(np.flatnonzero(active)[0]))
+        top = chain[-1]
+        with np.errstate(invalid="ignore"):
+            similarity = total[top] / (size[top] * size)
+        similarity[~active] = -np.inf
+        similarity[top] = -np.inf
+        previous = chain[-2] if len(chain) > 1 else -1
+        best = int(np.argmax(similarity))
+        if previous >= 0 and similarity[previous] >= similarity[best]:
+            best = previous  # prefer the chain's previous element on ties (guarantees termination)
+        if similarity[best] < threshold:
+            # nothing will ever merge with `top` at >= threshold: average of values < threshold stays below
+            done.append(np.array(members[top]))
+            active[top] = False
+            chain.pop()
+            continue
+        if best == previous:
+            chain.pop()
+            chain.pop()
+            a, b = sorted((top, best))
+            total[a] += total[b]
+            total[:, a] = total[a]
+            total[a, a] = -np.inf
+            size[a] += size[b]
+            members[a] += members[b]
+            members[b] = None
+            active[b] = False
+            total[b] = -np.inf
+            total[:, b] = -np.inf
+        else:
+            chain.append(best)
+    return done
+
+
+# --------------------------------------------------------------------------- aggregation
+def footfall_series(
+    times: np.ndarray,
+    cameras: np.ndarray,
+    visitor_ids: np.ndarray,
+    start: datetime,
+    end: datetime,
+    bucket_s: int,
+    cameras_filter: list[str] | None = None,
+    *,
+    max_buckets: int = DEFAULT_MAX_BUCKETS,
+) -> dict:
+    """Sightings and unique visitors per bucket x camera over [start, end).
+
+    times (n,) epoch seconds, cameras (n,) str, visitor_ids (n,) int (a negative id is an unknown
+    visitor: counted as one per sighting). ``cameras_filter``: the cameras to report (every one gets
+    rows, zeros included); None = the cameras present in the data. Returns
+    ``{"series": [{"bucket_start", "bucket_end", "camera_id", "sightings", "unique_visitors"}, ...],
+    "totals": {"sightings", "unique_visitors", "by_camera": {cam: {...}}, "by_bucket": [...]}}``,
+    buckets in time order and cameras sorted within a bucket; times as ISO 8601 UTC (+00:00).
+    """
+    edges = bucket_edges(start, end, bucket_s, max_buckets=max_buckets)
+    times = np.asarray(times, dtype=np.float64).reshape(-1)
+    cameras = np.asarray(cameras, dtype=object).reshape(-1)
+    visitor_ids = np.asarray(visitor_ids, dtype=np.int64).reshape(-1)
+    if not (len(times) == len(cameras) == len(visitor_ids)):
+        raise ValueError(
+            f"times ({len(times)}), cameras ({len(cameras)}) and visitor_ids ({len(visitor_ids)}) differ in length"
+        )
+    camera_list = sorted(set(cameras.tolist())) if cameras_filter is None else sorted(set(cameras_filter))
+    camera_index = {camera: i for i, camera in enumerate(camera_list)}
+    t0, t1 = start.timestamp(), end.timestamp()
+    cam = np.array([camera_index.get(c, -1) for c in cameras.tolist()], dtype=np.int64)
+    keep = (times >= t0) & (times < t1) & (cam >= 0)
+    times, cam, visitors = times[keep], cam[keep], visitor_ids[keep]
+    if (visitors < 0).any():  # unknown visitors: one each, with ids that cannot collide
+        unknown = visitors < 0
+        visitors = visitors.copy()
+        visitors[unknown] = visitors.max(initial=0) + 1 + np.arange(int(unknown.sum()))
+    edge_seconds = np.array([e.timestamp() for e in edges])
+    bucket = np.searchsorted(edge_seconds, times, side="right") - 1
+    n_buckets, n_cameras = len(edges) - 1, len(camera_list)
+
+    sightings = np.zeros((n_buckets, n_cameras), dtype=np.int64)
+    np.add.at(sightings, (bucket, cam), 1)
+    unique_cell = _unique_counts(bucket * n_cameras + cam, visitors, n_buckets * n_cameras).reshape(
+        n_buckets, n_cameras
+    )
+    unique_bucket = _unique_counts(bucket, visitors, n_buckets)
+    unique_camera = _unique_counts(cam, visitors, n_cameras)
+
+    iso = [_iso(e) for e in edges]
+    series = [
+        {
+            "bucket_start": iso[b],
+            "bucket_end": iso[b + 1],
+            "camera_id": camera_list[c],
+            "sightings": int(sightings[b, c]),
+            "unique_visitors": int(unique_cell[b, c]),
+        }
+        for b in range(n_buckets)
+        for c in range(n_cameras)
+    ]
+    totals = {
+        "sightings": int(len(times)),
+        "unique_visitors": int(np.unique(visitors).size),
+        "by_camera": {
+            camera_list[c]: {
+                "sightings": int(sightings[:, c].sum()),
+                "unique_visitors": int(unique_camera[c]),
+            }
+            for c in range(n_cameras)
+        },
+        "by_bucket": [
+            {
+                "bucket_start": iso[b],
+                "bucket_end": iso[b + 1],
+                "sightings": int(sightings[b].sum()),
+                "unique_visitors": int(unique_bucket[b]),
+            }
+            for b in range(n_buckets)
+        ],
+    }
+    return {"series": series, "totals": totals}
+
+
+def _unique_counts(group: np.ndarray, visitors: np.ndarray, n_groups: int) -> np.ndarray:
+    """Number of distinct visitors in each group 0..n_groups-1."""
+    counts = np.zeros(n_groups, dtype=np.int64)
+    if group.size:
+        pairs = np.unique(np.stack([group, visitors], axis=1), axis=0)
+        np.add.at(counts, pairs[:, 0], 1)
+    return counts
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+# --------------------------------------------------------------------------- evaluation
+def pairwise_precision_recall(pred_labels: np.ndarray, true_labels: np.ndarray) -> tuple[float, float]:
+    """Pairwise precision and recall of a grouping.
+
+    Over all pairs of items: precision = pairs grouped together that truly belong together / pairs
+    grouped together; recall = the same / pairs that truly belong together. 1.0 when the denominator is 0.
+    """
+    pred = np.asarray(pred_labels).reshape(-1)
+    true = np.asarray(true_labels).reshape(-1)
+    if len(pred) != len(true):
+        raise ValueError(f"{len(pred)} predicted labels for {len(true)} true labels")
+    _, pred_codes = np.unique(pred, return_inverse=True)
+    _, true_codes = np.unique(true, return_inverse=True)
+    _, joint = np.unique(np.stack([pred_codes, true_codes], axis=1), axis=0, return_counts=True)
+
+    def pairs(counts: np.ndarray) -> float:
+        counts = counts.astype(np.float64)
+        return float((counts * (counts - 1) / 2).sum())
+
+    together = pairs(joint)
+    predicted = pairs(np.bincount(pred_codes))
+    actual = pairs(np.bincount(true_codes))
+    precision = together / predicted if predicted else 1.0
+    recall = together / actual if actual else 1.0
+    return precision, recall
+
+
+def count_error(pred, true) -> float:
+    """Signed relative error of the visitor count: (predicted - true) / true.
+
+    ``pred`` / ``true`` are label arrays (their number of distinct labels is counted) or counts.
+    """
+    predicted = _count(pred)
+    actual = _count(true)
+    if actual == 0:
+        raise ValueError("the true visitor count is 0: relative error undefined")
+    return (predicted - actual) / actual
+
+
+def _count(value) -> int:
+    if np.ndim(value) == 0:
+        return int(value)
+    return int(np.unique(np.asarray(value)).size)

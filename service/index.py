@@ -1,0 +1,589 @@
+"""The gallery's vector index: faiss inner product over L2-normalised float32 vectors, keyed by item id.
+
+The database is the source of truth; this index is rebuildable. Three kinds:
+
+- ``flat``: exact search (``IndexIDMap2(IndexFlatIP)``), the default.
+- ``ivf``: ``IndexIVFFlat`` with the item ids stored in the inverted lists. Until enough vectors exist to
+  train the coarse quantiser (``train_if_needed`` or ``add`` past 39 vectors per list) it stays exact.
+- ``hnsw``: ``IndexIDMap2(IndexHNSWFlat)``. HNSW cannot delete, so removed ids become tombstones that
+  searches skip; the graph is rebuilt when they exceed a tenth of the vectors.
+
+Filtered search (``allowed_ids``) returns the top k among the allowed ids, filled whenever k allowed
+ids exist: small allowed sets are scored exactly from the stored vectors (faster and exact), larger
+ones go through faiss ``IDSelectorBatch``; an approximate kind that comes back short falls back to exact.
+
+The file written by ``save`` is a small container: magic, JSON settings (kind, tombstones), the
+``faiss.write_index`` stream and a SHA-256 of everything before it, written to a temporary file and
+moved into place with ``os.replace``. Anything unreadable raises ``IndexFileError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import struct
+import tempfile
+import threading
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from model.errors import ReidError
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("flat", "ivf", "hnsw")
+MAGIC = b"REIDVIX1"
+TRAIN_POINTS_PER_LIST = 39  # faiss warns below this many training points per centroid
+EXACT_SUBSET_FLAT = 4096  # allowed sets up to this size are scored by gathering their vectors (flat)
+EXACT_SUBSET_APPROX = 20_000  # the same for ivf / hnsw, where filtered approximate search may come back short
+HNSW_COMPACT_FRACTION = 0.1
+
+
+# faiss parallelises over queries: below its BLAS threshold a search runs on one thread anyway, and the
+# OpenMP team it would start costs more than the search on a busy machine (12 ms vs 0.07 ms measured).
+FEW_QUERIES = 20
+
+
+@contextlib.contextmanager
+def _omp_threads(count: int | None):
+    """Run faiss with `count` OpenMP threads in this thread (the setting is per calling thread)."""
+    if count is None:
+        yield
+        return
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
+
+
+class IndexFileError(ReidError):
+    """A saved index file is missing, truncated or corrupt (rebuild it from the database)."""
+
+
+def gpu_available() -> bool:
+    """True when this faiss build has GPU support and sees at least one GPU."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def default_nlist(n: int) -> int:
+    """A coarse-quantiser size for n vectors: about 4 sqrt(n), a power of two, at least 1."""
+    if n <= 0:
+        return 1
+    return max(1, 2 ** round(math.log2(max(1.0, 4 * math.sqrt(n)))))
+
+
+class VectorIndex:
+    """Inner-product index over L2-normalised float32 vectors with int64 ids (gallery item ids).
+
+    Thread-safe: one lock serialises calls (faiss parallelises each search internally).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        kind: str = "flat",
+        *,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        hnsw_m: int = 32,
+        ef_search: int = 128,
+        ef_construction: int = 80,
+        use_gpu: bool | None = None,
+    ) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"index kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        if int(dim) <= 0:
+            raise ValueError(f"index dim must be positive, got {dim}")
+        self.dim = int(dim)
+        self.kind = kind
+        self.nlist = nlist
+        self.nprobe = nprobe
+        self.hnsw_m = int(hnsw_m)
+        self.ef_search = int(ef_search)
+        self.ef_construction = int(ef_construction)
+        if use_gpu and not gpu_available():
+            raise ValueError("use_gpu=True but this faiss build has no GPU support or no GPU is visible")
+        self.use_gpu = gpu_available() if use_gpu is None else bool(use_gpu)
+        self._lock = threading.RLock()
+        self._index = self._new_base()
+        self._sorted_ids = np.empty(0, dtype=np.int64)  # live ids, sorted
+        self._tombstones = np.empty(0, dtype=np.int64)  # hnsw: removed ids still in the graph, sorted
+        self._positions: tuple[np.ndarray, np.ndarray] | None = None  # (sorted id_map ids, their rows)
+        self._gpu_res = None
+        self._gpu_index = None
+
+    # ----------------------------------------------------------------- construction
+    def _new_base(self):
+        if self.kind == "hnsw":
+            hnsw = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            hnsw.hnsw.efConstruction = self.ef_construction
+            return faiss.IndexIDMap2(hnsw)
+        # flat, and ivf until trained
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+
+    @property
+    def is_ivf_trained(self) -> bool:
+        return isinstance(self._index, faiss.IndexIVFFlat)
+
+    def _build_ivf(self, sample: np.ndarray) -> faiss.IndexIVFFlat:
+        nlist = self.nlist or default_nlist(len(sample))
+        nlist = max(1, min(nlist, len(sample) // TRAIN_POINTS_PER_LIST))
+        quantizer = faiss.IndexFlatIP(self.dim)
+        ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.train(sample)
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct / remove by item id
+        ivf.nprobe = self._nprobe_for(nlist)
+        self.nlist = nlist
+        logger.info("trained an IVF index with %d lists on %d vectors", nlist, len(sample))
+        return ivf
+
+    def _nprobe_for(self, nlist: int) -> int:
+        return max(1, min(nlist, self.nprobe or max(16, nlist // 16)))
+
+    def train_if_needed(self, sample_vectors: np.ndarray) -> bool:
+        """Train an ``ivf`` index's coarse quantiser on a sample (and move existing vectors into it).
+
+        Returns True if it trained. No-op for other kinds, an already trained index, or a sample (plus
+        the vectors already held) too small to train on.
+        """
+        if self.kind != "ivf":
+            return False
+        sample = self._check_vectors(sample_vectors)
+        with self._lock:
+            if self.is_ivf_trained:
+                return False
+            held = self._all_vectors()
+            if len(held[0]):
+                sample = np.concatenate([sample, held[1]])
+            if len(sample) < TRAIN_POINTS_PER_LIST * 2:
+                return False
+            self._convert_to_ivf(sample, held)
+            return True
+
+    def _convert_to_ivf(self, sample: np.ndarray, held: tuple[np.ndarray, np.ndarray]) -> None:
+        ivf = self._build_ivf(sample)
+        ids, vectors = held
+        if len(ids):
+            ivf.add_with_ids(vectors, ids)
+        self._index = ivf
+        self._changed()
+
+    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Trade speed for recall: IVF lists probed per query, HNSW candidate list size."""
+        with self._lock:
+            if nprobe is not None:
+                if nprobe < 1:
+                    raise ValueError(f"nprobe must be >= 1, got {nprobe}")
+                self.nprobe = int(nprobe)
+                if self.is_ivf_trained:
+                    self._index.nprobe = self._nprobe_for(self._index.nlist)
+                    self._gpu_index = None
+            if ef_search is not None:
+                if ef_search < 1:
+                    raise ValueError(f"ef_search must be >= 1, got {ef_search}")
+                self.ef_search = int(ef_search)
+
+    # ----------------------------------------------------------------- input checks
+    def _check_vectors(self, vectors: np.ndarray, name: str = "vectors") -> np.ndarray:
+        array = np.asarray(vectors)
+        if array.ndim == 1:
+            array = array[None, :]
+        if array.ndim != 2 or array.shape[1] != self.dim:
+            raise ValueError(f"{name} must have shape (n, {self.dim}), got {np.shape(vectors)}")
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name} contain NaN or infinite values")
+        return array
+
+    @staticmethod
+    def _check_ids(ids, name: str = "ids") -> np.ndarray:
+        array = np.asarray(ids)
+        if array.ndim == 0:
+            array = array[None]
+        if array.ndim != 1:
+            raise ValueError(f"{name} must be a 1-d array of integers, got shape {array.shape}")
+        if array.size and not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"{name} must be integers, got {array.dtype}")
+        return np.ascontiguousarray(array, dtype=np.int64)
+
+    # ----------------------------------------------------------------- bookkeeping
+    def __len__(self) -> int:
+        return int(self._sorted_ids.size)
+
+    def ids(self) -> np.ndarray:
+        """The ids held, sorted ascending (a copy)."""
+        with self._lock:
+            return self._sorted_ids.copy()
+
+    def __contains__(self, item_id: int) -> bool:
+        position = np.searchsorted(self._sorted_ids, item_id)
+        return bool(position < self._sorted_ids.size and self._sorted_ids[position] == item_id)
+
+    def fingerprint(self) -> str:
+        """``"<count>:<sha256 of the sorted ids>"``: equal iff the two indexes hold the same id set."""
+        with self._lock:
+            digest = hashlib.sha256(self._sorted_ids.astype("<i8").tobytes()).hexdigest()[:32]
+            return f"{self._sorted_ids.size}:{digest}"
+
+    def _changed(self) -> None:
+        self._positions = None
+        self._gpu_index = None
+
+    def _member_mask(self, ids: np.ndarray) -> np.ndarray:
+        if self._sorted_ids.size == 0:
+            return np.zeros(ids.shape, dtype=bool)
+        positions = np.minimum(np.searchsorted(self._sorted_ids, ids), self._sorted_ids.size - 1)
+        return self._sorted_ids[positions] == ids
+
+    def _storage_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """For IndexIDMap2 kinds: (id_map ids sorted, their row in the flat storage)."""
+        if self._positions is None:
+            id_map = faiss.vector_to_array(self._index.id_map).astype(np.int64, copy=False)
+            order = np.argsort(id_map, kind="stable")
+            self._positions = (id_map[order], order)
+        return self._positions
+
+    def _flat_storage(self) -> faiss.IndexFlat:
+        inner = faiss.downcast_index(self._index.index)
+        return faiss.downcast_index(inner.storage) if isinstance(inner, faiss.IndexHNSW) else inner
+
+    def _vectors_of(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors for ids that are in the index (caller checks membership)."""
+        if len(ids) == 0:
+            return np.empty((0, self.dim), dtype=np.float32)
+        if self.is_ivf_trained:
+            return self._index.reconstruct_batch(ids)
+        sorted_ids, rows = self._storage_rows()
+        storage = self._flat_storage()
+        xb = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * self.dim).reshape(storage.ntotal, self.dim)
+        return xb[rows[np.searchsorted(sorted_ids, ids)]]
+
+    def _all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._sorted_ids.copy(), self._vectors_of(self._sorted_ids)
+
+    # ----------------------------------------------------------------- mutation
+    def add(self, ids, vectors) -> None:
+        """Add vectors under item ids. A duplicate id (already held, or twice in ``ids``) -> ValueError."""
+        ids = self._check_ids(ids)
+        vectors = self._check_vectors(vectors)
+        if len(ids) != len(vectors):
+            raise ValueError(f"got {len(ids)} ids for {len(vectors)} vectors")
+        if len(ids) == 0:
+            return
+        unique = np.unique(ids)
+        if unique.size != ids.size:
+            raise ValueError("ids repeat within one add call")
+        with self._lock:
+            present = self._member_mask(ids)
+            if present.any():
+                raise ValueError(f"ids already in the index: {ids[present][:10].tolist()}")
+            if self.kind == "hnsw" and self._tombstones.size and np.isin(ids, self._tombstones).any():
+                self._compact()  # a removed id comes back: drop the tombstones first
+            if self.kind == "ivf" and not self.is_ivf_trained:
+                total = len(self) + len(ids)
+                wanted = self.nlist or default_nlist(total)
+                if total >= max(TRAIN_POINTS_PER_LIST * wanted, TRAIN_POINTS_PER_LIST * 2):
+                    held = self._all_vectors()
+                    all_ids = np.concatenate([held[0], ids])
+                    all_vectors = np.concatenate([held[1], vectors])
+                    self._convert_to_ivf(all_vectors, (all_ids, all_vectors))
+                    self._sorted_ids = np.sort(all_ids)
+                    return
+            self._index.add_with_ids(vectors, ids)
+            self._positions = None
+            if self._gpu_index is not None:
+                try:
+                    self._gpu_index.add_with_ids(vectors, ids)
+                except Exception as exc:
+                    logger.warning("could not add to the GPU copy of the index (%s); it will be rebuilt", exc)
+                    self._gpu_index = None
+            self._sorted_ids = np.union1d(self._sorted_ids, unique)
+
+    def remove(self, ids) -> int:
+        """Remove item ids; ids not held are ignored. Returns how many were removed."""
+        ids = np.unique(self._check_ids(ids))
+        with self._lock:
+            ids = ids[self._member_mask(ids)]
+            if ids.size == 0:
+                return 0
+            if self.kind == "hnsw":
+                self._tombstones = np.union1d(self._tombstones, ids)
+            else:
+                selector = faiss.IDSelectorArray(ids) if self.is_ivf_trained else faiss.IDSelectorBatch(ids)
+                removed = self._index.remove_ids(selector)
+                if removed != ids.size:
+                    raise RuntimeError(f"faiss removed {removed} of {ids.size} ids")
+            self._sorted_ids = np.setdiff1d(self._sorted_ids, ids, assume_unique=True)
+            self._changed()
+            if self.kind == "hnsw" and self._tombstones.size > HNSW_COMPACT_FRACTION * max(
+                1, self._index.ntotal
+            ):
+                self._compact()
+            return int(ids.size)
+
+    def _compact(self) -> None:
+        """hnsw: rebuild the graph without the tombstoned vectors."""
+        ids, vectors = self._all_vectors()
+        logger.info("rebuilding the HNSW index without %d removed vectors", self._tombstones.size)
+        self._index = self._new_base()
+        if len(ids):
+            self._index.add_with_ids(vectors, ids)
+        self._tombstones = np.empty(0, dtype=np.int64)
+        self._changed()
+
+    # ----------------------------------------------------------------- search
+    def search(self, queries, k: int, allowed_ids=None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product. queries (q, dim) or (dim,) -> (scores (q, k) float32, ids (q, k) int64).
+
+        Where fewer than k items qualify the rest is id -1, score -inf. With ``allowed_ids`` only those
+        ids are candidates, and the top k among them are returned (filled when k of them are held).
+        """
+        queries = self._check_vectors(queries, "queries")
+        k = int(k)
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        with self._lock, _omp_threads(1 if len(queries) < FEW_QUERIES else None):
+            if allowed_ids is not None:
+                allowed = np.unique(self._check_ids(allowed_ids, "allowed_ids"))
+                allowed = allowed[self._member_mask(allowed)]
+                return self._search_allowed(queries, k, allowed)
+            if len(self) == 0:
+                return _empty(len(queries), k)
+            return self._search_all(queries, k)
+
+    def _search_all(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        kk = min(k, len(self))
+        if self.kind == "hnsw":
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = max(self.ef_search, kk)
+            removed = exclude = None  # locals keep the selectors alive during the search
+            if self._tombstones.size:
+                removed = faiss.IDSelectorBatch(self._tombstones)
+                exclude = faiss.IDSelectorNot(removed)
+                params.sel = exclude
+            scores, ids = self._index.search(queries, kk, params=params)
+            del removed, exclude
+        elif self.use_gpu and self._gpu() is not None:
+            scores, ids = self._gpu_index.search(queries, kk)
+        else:
+            scores, ids = self._index.search(queries, kk)
+        if self.kind == "hnsw" and (ids < 0).any() and len(self) >= kk:
+            # the graph search came back short (heavily tombstoned neighbourhood): answer exactly
+            return self._exact(queries, k, self._sorted_ids)
+        return _pad(scores, ids, k)
+
+    def _search_allowed(self, queries: np.ndarray, k: int, allowed: np.ndarray):
+        if allowed.size == 0:
+            return _empty(len(queries), k)
+        exact_limit = (
+            EXACT_SUBSET_FLAT if self.kind == "flat" or not self._approximate() else EXACT_SUBSET_APPROX
+        )
+        if allowed.size <= max(exact_limit, k):
+            return self._exact(queries, k, allowed)
+        kk = min(k, allowed.size)
+        selector = faiss.IDSelectorBatch(allowed)
+        if self.kind == "hnsw":
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = max(self.ef_search, kk)
+        elif self.is_ivf_trained:
+            params = faiss.SearchParametersIVF()
+            params.nprobe = self._index.nprobe
+        else:
+            params = faiss.SearchParameters()
+        params.sel = selector
+        scores, ids = self._index.search(queries, kk, params=params)
+        if (ids < 0).any():  # an approximate index missed allowed items: fall back to exact
+            return self._exact(queries, k, allowed)
+        return _pad(scores, ids, k)
+
+    def _approximate(self) -> bool:
+        return self.kind == "hnsw" or self.is_ivf_trained
+
+    def _exact(self, queries: np.ndarray, k: int, candidate_ids: np.ndarray):
+        """Exact top-k over candidate ids (all held), chunked to bound memory."""
+        q = len(queries)
+        best_scores = np.full((q, 0), -np.inf, dtype=np.float32)
+        best_ids = np.empty((q, 0), dtype=np.int64)
+        for start in range(0, candidate_ids.size, 65_536):
+            chunk = candidate_ids[start : start + 65_536]
+            scores = queries @ self._vectors_of(chunk).T
+            scores = np.concatenate([best_scores, scores], axis=1)
+            ids = np.concatenate([best_ids, np.broadcast_to(chunk, (q, chunk.size))], axis=1)
+            kk = min(k, scores.shape[1])
+            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < scores.shape[1] else None
+            if top is not None:
+                scores = np.take_along_axis(scores, top, axis=1)
+                ids = np.take_along_axis(ids, top, axis=1)
+            best_scores, best_ids = scores, ids
+        order = np.lexsort((best_ids, -best_scores), axis=1) if best_scores.size else None
+        if order is not None:
+            best_scores = np.take_along_axis(best_scores, order, axis=1)
+            best_ids = np.take_along_axis(best_ids, order, axis=1)
+        return _pad(best_scores.astype(np.float32), best_ids, k)
+
+    def _gpu(self):
+        """A GPU copy for unfiltered flat / ivf searches, made lazily and dropped on removal."""
+        if self.kind == "hnsw":
+            return None
+        if self._gpu_index is None:
+            try:
+                if self._gpu_res is None:
+                    self._gpu_res = faiss.StandardGpuResources()
+                self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_res, 0, self._index)
+            except Exception as exc:  # a GPU build that cannot take this index: stay on the CPU
+                logger.warning("faiss GPU index unavailable (%s); searching on the CPU", exc)
+                self.use_gpu = False
+                return None
+        return self._gpu_index
+
+    # ----------------------------------------------------------------- persistence
+    def _settings(self) -> dict:
+        return {
+            "dim": self.dim,
+            "kind": self.kind,
+            "nlist": self.nlist,
+            "nprobe": self.nprobe,
+            "hnsw_m": self.hnsw_m,
+            "ef_search": self.ef_search,
+            "ef_construction": self.ef_construction,
+            "tombstones": self._tombstones.tolist(),
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the index atomically: a temporary file next to ``path``, fsync, then os.replace."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            header = json.dumps(self._settings()).encode()
+            handle = tempfile.NamedTemporaryFile(
+                dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+            )
+            try:
+                with handle:
+                    digest = hashlib.sha256()
+
+                    def write(data: bytes) -> int:
+                        digest.update(data)
+                        handle.write(data)
+                        return len(data)
+
+                    write(MAGIC + struct.pack("<Q", len(header)) + header)
+                    faiss.write_index(self._index, faiss.PyCallbackIOWriter(write))
+                    handle.write(digest.digest())
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(handle.name, path)
+            except BaseException:
+                Path(handle.name).unlink(missing_ok=True)
+                raise
+        logger.info("saved %s index of %d vectors to %s", self.kind, len(self), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, use_gpu: bool | None = None) -> VectorIndex:
+        """Read a file written by ``save``. Missing, truncated or corrupt -> IndexFileError."""
+        path = Path(path)
+        try:
+            size = path.stat().st_size
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                remaining = size - 32
+                if remaining < len(MAGIC) + 8:
+                    raise IndexFileError(f"index file {path} is truncated ({size} bytes)")
+                while remaining > 0:
+                    block = handle.read(min(remaining, 1 << 24))
+                    if not block:
+                        raise IndexFileError(f"index file {path} is truncated")
+                    digest.update(block)
+                    remaining -= len(block)
+                if handle.read(32) != digest.digest():
+                    raise IndexFileError(f"index file {path} is corrupt (checksum mismatch)")
+                handle.seek(0)
+                if handle.read(len(MAGIC)) != MAGIC:
+                    raise IndexFileError(f"{path} is not a saved vector index")
+                (header_len,) = struct.unpack("<Q", handle.read(8))
+                settings = json.loads(handle.read(header_len))
+                limit = size - 32 - handle.tell()
+
+                def read(n: int) -> bytes:
+                    nonlocal limit
+                    data = handle.read(min(n, limit))
+                    limit -= len(data)
+                    return data
+
+                index = faiss.read_index(faiss.PyCallbackIOReader(read))
+        except IndexFileError:
+            raise
+        except FileNotFoundError:
+            raise IndexFileError(f"index file {path} does not exist") from None
+        except Exception as exc:  # faiss raises RuntimeError on malformed streams, json ValueError, ...
+            raise IndexFileError(f"index file {path} cannot be read: {exc}") from exc
+        return cls._from_parts(settings, index, use_gpu, path)
+
+    @classmethod
+    def _from_parts(cls, settings: dict, index, use_gpu: bool | None, path: Path) -> VectorIndex:
+        try:
+            self = cls(
+                settings["dim"],
+                settings["kind"],
+                nlist=settings["nlist"],
+                nprobe=settings["nprobe"],
+                hnsw_m=settings["hnsw_m"],
+                ef_search=settings["ef_search"],
+                ef_construction=settings["ef_construction"],
+                use_gpu=use_gpu,
+            )
+            if index.d != self.dim:
+                raise ValueError(f"faiss index has dim {index.d}, header says {self.dim}")
+            if isinstance(index, faiss.IndexIVFFlat):
+                index.set_direct_map_type(faiss.DirectMap.Hashtable)
+                index.nprobe = self._nprobe_for(index.nlist)
+                all_ids = _ivf_ids(index)
+            elif isinstance(index, faiss.IndexIDMap2):
+                all_ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+            else:
+                raise ValueError(f"unexpected faiss index type {type(index).__name__}")
+            self._index = index
+            self._tombstones = np.asarray(settings.get("tombstones", []), dtype=np.int64)
+            self._sorted_ids = np.setdiff1d(np.unique(all_ids), self._tombstones)
+            if np.unique(all_ids).size != all_ids.size:
+                raise ValueError("the index holds duplicate ids")
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise IndexFileError(f"index file {path} is inconsistent: {exc}") from exc
+        logger.info("loaded %s index of %d vectors from %s", self.kind, len(self), path)
+        return self
+
+
+def _ivf_ids(index: faiss.IndexIVFFlat) -> np.ndarray:
+    invlists = index.invlists
+    parts = []
+    for list_no in range(index.nlist):
+        size = invlists.list_size(list_no)
+        if size:
+            ptr = invlists.get_ids(list_no)
+            parts.append(faiss.rev_swig_ptr(ptr, size).astype(np.int64).copy())
+            invlists.release_ids(list_no, ptr)
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+def _empty(q: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((q, k), -np.inf, dtype=np.float32), np.full((q, k), -1, dtype=np.int64)
+
+
+def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad to k columns; missing entries are id -1 with score -inf."""
+    scores = np.asarray(scores, dtype=np.float32)
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.shape[1] < k:
+        extra = k - ids.shape[1]
+        scores = np.pad(scores, ((0, 0), (0, extra)), constant_values=-np.inf)
+        ids = np.pad(ids, ((0, 0), (0, extra)), constant_values=-1)
+    scores = np.where(ids < 0, np.float32(-np.inf), scores)
+    return scores, ids

@@ -1,0 +1,236 @@
+"""service.index.VectorIndex: exactness against numpy, filtered top-k, removal, persistence, approximate recall."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.errors import ReidError
+from service.index import IndexFileError, VectorIndex
+
+DIM = 32
+
+
+def unit(rng, n, dim=DIM):
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def clustered(rng, n, clusters, dim=DIM, spread=0.06):
+    centres = unit(rng, clusters, dim)
+    x = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, dim)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def brute(queries, ids, vectors, k, allowed=None):
+    mask = np.ones(len(ids), bool) if allowed is None else np.isin(ids, allowed)
+    ids, vectors = ids[mask], vectors[mask]
+    scores = queries @ vectors.T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, 1), ids[order]
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    ids = rng.permutation(10_000)[:500].astype(np.int64) + 1000  # sparse, unordered ids
+    return ids, unit(rng, 500), unit(rng, 7)
+
+
+def test_add_len_ids_and_duplicates(data):
+    ids, vectors, _ = data
+    index = VectorIndex(DIM)
+    index.add(ids[:300], vectors[:300])
+    assert len(index) == 300
+    assert np.array_equal(index.ids(), np.sort(ids[:300]))
+    with pytest.raises(ValueError, match="already in the index"):
+        index.add(ids[299:301], vectors[299:301])
+    assert len(index) == 300  # nothing of the failed call was added
+    with pytest.raises(ValueError, match="repeat"):
+        index.add(np.array([1, 1]), vectors[:2])
+    with pytest.raises(ValueError, match="shape"):
+        index.add(np.array([5]), np.zeros((1, DIM + 1), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        index.add(np.array([5]), np.full((1, DIM), np.nan, np.float32))
+
+
+@pytest.mark.parametrize("k", [1, 10, 500])
+def test_flat_search_matches_numpy(data, k):
+    ids, vectors, queries = data
+    index = VectorIndex(DIM)
+    index.add(ids, vectors)
+    scores, found = index.search(queries, k)
+    want_scores, want_ids = brute(queries, ids, vectors, k)
+    assert found.shape == (7, k) and found.dtype == np.int64 and scores.dtype == np.float32
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+    assert np.array_equal(found, want_ids)
+    one_scores, one_ids = index.search(queries[0], k)  # a single (dim,) query
+    assert one_ids.shape == (1, k) and np.array_equal(one_ids[0], want_ids[0])
+
+
+def test_fewer_than_k_pads_with_minus_one(data):
+    ids, vectors, queries = data
+    index = VectorIndex(DIM)
+    assert index.search(queries, 3)[1].tolist() == [[-1, -1, -1]] * 7  # empty index
+    index.add(ids[:2], vectors[:2])
+    scores, found = index.search(queries[:1], 5)
+    assert set(found[0, :2]) == set(ids[:2]) and found[0, 2:].tolist() == [-1, -1, -1]
+    assert np.isneginf(scores[0, 2:]).all() and np.isfinite(scores[0, :2]).all()
+
+
+@pytest.mark.parametrize("n_allowed", [3, 40, 5000])
+def test_allowed_ids_fill_top_k(n_allowed):
+    rng = np.random.default_rng(1)
+    n = 8000
+    ids = np.arange(n, dtype=np.int64) * 3
+    vectors = unit(rng, n)
+    queries = unit(rng, 4)
+    index = VectorIndex(DIM)
+    index.add(ids, vectors)
+    allowed = rng.choice(ids, n_allowed, replace=False)
+    allowed_with_unknown = np.concatenate([allowed, [1, 2, 10**9]])  # ids never added are ignored
+    k = 20
+    scores, found = index.search(queries, k, allowed_ids=allowed_with_unknown)
+    want_scores, want_ids = brute(queries, ids, vectors, k, allowed)
+    filled = min(k, n_allowed)
+    assert np.isin(found[:, :filled], allowed).all()
+    assert np.array_equal(found[:, :filled], want_ids)
+    np.testing.assert_allclose(scores[:, :filled], want_scores, atol=1e-5)
+    assert (found[:, filled:] == -1).all()
+
+
+def test_allowed_ids_empty_or_all_unknown(data):
+    ids, vectors, queries = data
+    index = VectorIndex(DIM)
+    index.add(ids, vectors)
+    for allowed in (np.array([], np.int64), np.array([-5, 7])):
+        scores, found = index.search(queries, 4, allowed_ids=allowed)
+        assert (found == -1).all() and np.isneginf(scores).all()
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_remove(kind, data):
+    ids, vectors, queries = data
+    index = VectorIndex(DIM, kind)
+    index.train_if_needed(vectors)
+    index.add(ids, vectors)
+    gone = ids[:100]
+    assert index.remove(np.concatenate([gone, [-3]])) == 100
+    assert index.remove(gone[:5]) == 0  # already gone
+    assert len(index) == 400 and not np.isin(gone, index.ids()).any()
+    _, found = index.search(queries, 50)
+    assert not np.isin(found, gone).any()
+    _, found = index.search(queries, 10, allowed_ids=ids[90:110])
+    assert set(found[0]) == set(ids[100:110])
+    # a removed id may come back
+    index.add(gone[:1], vectors[:1])
+    assert gone[0] in index and len(index) == 401
+    assert index.search(vectors[:1], 1)[1][0, 0] == gone[0]
+
+
+def test_fingerprint_equal_iff_same_ids(data):
+    ids, vectors, _ = data
+    a, b = VectorIndex(DIM), VectorIndex(DIM, "hnsw")
+    a.add(ids[:50], vectors[:50])
+    b.add(ids[:50][::-1], vectors[:50][::-1])
+    assert a.fingerprint() == b.fingerprint()
+    b.remove(ids[:1])
+    assert a.fingerprint() != b.fingerprint()
+    assert a.fingerprint().startswith("50:") and b.fingerprint().startswith("49:")
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_save_load_round_trip(kind, data, tmp_path):
+    ids, vectors, queries = data
+    index = VectorIndex(DIM, kind)
+    index.train_if_needed(vectors)
+    index.add(ids, vectors)
+    index.remove(ids[:3])
+    path = tmp_path / "sub" / "gallery.index"
+    index.save(path)
+    assert [p.name for p in path.parent.iterdir()] == ["gallery.index"]  # no temporary file left
+    loaded = VectorIndex.load(path)
+    assert loaded.kind == kind and loaded.dim == DIM
+    assert loaded.fingerprint() == index.fingerprint()
+    for allowed in (None, ids[:60]):
+        want = index.search(queries, 10, allowed_ids=allowed)
+        got = loaded.search(queries, 10, allowed_ids=allowed)
+        assert np.array_equal(got[1], want[1])
+    loaded.add(np.array([10**8]), vectors[:1])  # still usable
+    assert len(loaded) == len(index) + 1
+
+
+def test_corrupt_or_missing_file(data, tmp_path):
+    ids, vectors, _ = data
+    index = VectorIndex(DIM)
+    index.add(ids, vectors)
+    path = tmp_path / "gallery.index"
+    with pytest.raises(IndexFileError, match="does not exist"):
+        VectorIndex.load(path)
+    index.save(path)
+    raw = path.read_bytes()
+    cases = {
+        "truncated": raw[: len(raw) // 2],
+        "flipped": raw[:200] + bytes([raw[200] ^ 0xFF]) + raw[201:],
+        "empty": b"",
+        "garbage": b"not an index at all" * 10,
+    }
+    for name, content in cases.items():
+        bad = tmp_path / f"{name}.index"
+        bad.write_bytes(content)
+        with pytest.raises(IndexFileError) as info:
+            VectorIndex.load(bad)
+        assert isinstance(info.value, ReidError), name
+    index.save(path)  # overwriting an existing file works and stays loadable
+    assert VectorIndex.load(path).fingerprint() == index.fingerprint()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="kind"):
+        VectorIndex(DIM, "lsh")
+    index = VectorIndex(DIM)
+    with pytest.raises(ValueError, match="k must be positive"):
+        index.search(np.zeros(DIM, np.float32), 0)
+    with pytest.raises(ValueError, match="integers"):
+        index.add(np.array([1.5]), np.zeros((1, DIM), np.float32))
+    with pytest.raises(ValueError, match="ids for"):
+        index.add(np.array([1, 2]), np.zeros((1, DIM), np.float32))
+
+
+def recall_at(index, ids, vectors, queries, k=10):
+    _, want = brute(queries, ids, vectors, k)
+    _, got = index.search(queries, k)
+    return np.mean([len(set(g) & set(w)) / k for g, w in zip(got, want, strict=True)])
+
+
+def test_ivf_recall_and_lazy_training():
+    rng = np.random.default_rng(2)
+    n, dim = 6000, 48
+    ids = np.arange(n, dtype=np.int64) + 7
+    vectors = clustered(rng, n, 60, dim)
+    queries = clustered(rng, 50, 60, dim)
+    index = VectorIndex(dim, "ivf", nlist=32)
+    index.add(ids[:100], vectors[:100])  # too few to train: stays exact
+    assert not index.is_ivf_trained
+    index.add(ids[100:], vectors[100:])  # past 39 per list: trains, keeps what it held
+    assert index.is_ivf_trained and len(index) == n
+    assert recall_at(index, ids, vectors, queries) >= 0.9
+    index.set_search_params(nprobe=32)  # every list probed: exact
+    assert recall_at(index, ids, vectors, queries) == 1.0
+    with pytest.raises(ValueError, match="nprobe"):
+        index.set_search_params(nprobe=0)
+
+
+def test_hnsw_recall():
+    rng = np.random.default_rng(3)
+    n, dim = 4000, 48
+    ids = rng.permutation(100_000)[:n].astype(np.int64)
+    vectors = clustered(rng, n, 40, dim)
+    queries = clustered(rng, 50, 40, dim)
+    index = VectorIndex(dim, "hnsw", hnsw_m=16)
+    index.add(ids, vectors)
+    assert recall_at(index, ids, vectors, queries) >= 0.9
+    # filtered hnsw search over a large allowed set goes through the graph, and still fills top k
+    allowed = ids[: n * 3 // 4]
+    _, found = index.search(queries, 10, allowed_ids=allowed)
+    assert np.isin(found, allowed).all()
