@@ -550,22 +550,44 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
     stopped = False
     while position.epoch < cfg.train.epochs:
         batches.set_epoch(position.epoch, start=position.iteration, stop=iterations_per_epoch)
-        epoch_result = train_one_epoch(
-            model,
-            criterion,
-            optimizer,
-            loader,
-            position,
-            num_iterations=iterations_per_epoch,
-            device=device,
-            autocast=autocast,
-            channels_last=channels_last,
-            deadline=deadline,
-            distributed=distributed,
-            log=log,
-            log_every=cfg.train.log_every,
-            progress=cfg.train.progress,
-        )
+        try:
+            epoch_result = train_one_epoch(
+                model,
+                criterion,
+                optimizer,
+                loader,
+                position,
+                num_iterations=iterations_per_epoch,
+                device=device,
+                autocast=autocast,
+                channels_last=channels_last,
+                deadline=deadline,
+                distributed=distributed,
+                log=log,
+                log_every=cfg.train.log_every,
+                progress=cfg.train.progress,
+            )
+        except KeyboardInterrupt:
+            # keep the work: resume.pt at the last completed iteration, then stop as asked
+            if distributed.is_main:
+                save_resume(
+                    run_dir / "resume.pt",
+                    cfg,
+                    model_without_ddp,
+                    optimizer,
+                    scheduler,
+                    batches.sampler.state_dict(),
+                    position,
+                    num_classes,
+                )
+                logger.warning(
+                    "interrupted at epoch %d, iteration %d; continue with --resume %s",
+                    position.epoch,
+                    position.iteration,
+                    run_dir / "resume.pt",
+                )
+            log.close()
+            raise
         run_images += epoch_result.images
         run_seconds += epoch_result.seconds
         if epoch_result.iterations:

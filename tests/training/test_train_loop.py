@@ -198,3 +198,31 @@ def test_reid_train_and_resume_from_the_command_line(small_synthetic, tmp_path, 
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["epochs_done"] == 2 and summary["iterations"] == 2
+
+
+def test_ctrl_c_keeps_a_resume_file_that_continues_exactly(small_synthetic, tmp_path, monkeypatch):
+    import training.train as train_module
+
+    straight = train(tiny_config(small_synthetic, tmp_path, "straight"))
+
+    calls = {"n": 0}
+    real_check = train_module.check_batch
+
+    def interrupt_second_batch(batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_check(batch)
+
+    monkeypatch.setattr(train_module, "check_batch", interrupt_second_batch)
+    cfg = tiny_config(small_synthetic, tmp_path, "interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.setattr(train_module, "check_batch", real_check)
+    resume_file = tmp_path / "interrupted" / "resume.pt"
+    assert not (tmp_path / "interrupted" / "final.pt").exists()
+    assert torch.load(resume_file, weights_only=True)["position"] == {"epoch": 0, "iteration": 1, "step": 1}
+
+    resumed = train(cfg, resume=resume_file)
+    assert resumed["iterations"] == 4
+    assert_same_weights(straight["checkpoint"], resumed["checkpoint"])
