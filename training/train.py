@@ -550,22 +550,44 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
     stopped = False
     while position.epoch < cfg.train.epochs:
         batches.set_epoch(position.epoch, start=position.iteration, stop=iterations_per_epoch)
-        epoch_result = train_one_epoch(
-            model,
-            criterion,
-            optimizer,
-            loader,
-            position,
-            num_iterations=iterations_per_epoch,
-            device=device,
-            autocast=autocast,
-            channels_last=channels_last,
-            deadline=deadline,
-            distributed=distributed,
-            log=log,
-            log_every=cfg.train.log_every,
-            progress=cfg.train.progress,
-        )
+        try:
+            epoch_result = train_one_epoch(
+                model,
+                criterion,
+                optimizer,
+                loader,
+                position,
+                num_iterations=iterations_per_epoch,
+                device=device,
+                autocast=autocast,
+                channels_last=channels_last,
+                deadline=deadline,
+                distributed=distributed,
+                log=log,
+                log_every=cfg.train.log_every,
+                progress=cfg.train.progress,
+            )
+        except KeyboardInterrupt:
+            # keep the work: resume.pt at the last completed iteration, then stop as asked
+            if distributed.is_main:
+                save_resume(
+                    run_dir / "resume.pt",
+                    cfg,
+                    model_without_ddp,
+                    optimizer,
+                    scheduler,
+                    batches.sampler.state_dict(),
+                    position,
+                    num_classes,
+                )
+                logger.warning(
+                    "interrupted at epoch %d, iteration %d; continue with --resume %s",
+                    position.epoch,
+                    position.iteration,
+                    run_dir / "resume.pt",
+                )
+            log.close()
+            raise
         run_images += epoch_result.images
         run_seconds += epoch_result.seconds
         if epoch_result.iterations:
@@ -649,6 +671,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
     log.close()
     if distributed.enabled:
         dist.barrier()
+        dist.destroy_process_group()
     images_per_s = run_images / run_seconds if run_seconds > 0 else 0.0
     return {
         "checkpoint": final_path,
@@ -699,6 +722,13 @@ def _evaluate_during_training(
             name = "eval" if final else f"eval_epoch_{position.epoch:04d}"
             write_report(result, run_dir, name=name, ranked_lists=cfg.eval.ranked_lists if final else 0)
             model.train(was_training)
+            # the embedder moves the network to channels_last; give training back its own layout
+            layout = (
+                torch.channels_last
+                if device.type == "cuda" and cfg.train.channels_last
+                else torch.contiguous_format
+            )
+            model.to(memory_format=layout)
             metrics = result.report
             log.write(
                 "eval",

@@ -11,7 +11,7 @@ import torch
 from model.checkpoint import load_checkpoint, read_checkpoint_file
 from model.errors import ReidError
 from tests.training.train_fixtures import tiny_config
-from training.config import ConfigError
+from training.config import ConfigError, load_config
 from training.data import DataError, build_train_loader, check_train_records
 from training.datasets import load_dataset
 from training.train import train
@@ -29,7 +29,17 @@ def assert_same_weights(a, b):
 
 
 def test_loss_goes_down_and_the_run_folder_is_complete(small_synthetic, tmp_path):
-    cfg = tiny_config(small_synthetic, tmp_path, overrides=["train.epochs=3", "train.max_iters_per_epoch=3"])
+    cfg = tiny_config(
+        small_synthetic,
+        tmp_path,
+        overrides=[
+            "train.epochs=3",
+            "train.max_iters_per_epoch=3",
+            "train.eval_every=2",
+            "train.evaluate_at_end=true",
+            "train.checkpoint_every=2",
+        ],
+    )
     result = train(cfg)
 
     run = tmp_path / "tiny"
@@ -47,8 +57,16 @@ def test_loss_goes_down_and_the_run_folder_is_complete(small_synthetic, tmp_path
     assert (meta.variant, meta.input_size, meta.dataset, meta.epoch) == ("rgasc", (64, 32), "synthetic", 3)
     assert net.cls is None  # loaded for inference
     assert read_checkpoint_file(result["checkpoint"])["meta"]["num_classes"] == 12
-    saved = (run / "config.yaml").read_text()
-    assert "input_size:\n  - 64\n  - 32" in saved or "- 64" in saved
+    assert load_config(run / "config.yaml") == cfg  # the resolved configuration is saved with the run
+    assert load_checkpoint(run / "checkpoints" / "epoch_0002.pt")[1].epoch == 2
+
+    # evaluation during training (epoch 2) and at the end: JSON reports, one picture, logged
+    final_report = json.loads((run / "eval.json").read_text())
+    assert final_report["model"]["epoch"] == 3 and final_report["num_query"] == 25
+    assert result["metrics"]["mAP"] == pytest.approx(final_report["mAP"])
+    assert json.loads((run / "eval_epoch_0002.json").read_text())["model"]["epoch"] == 2
+    assert (run / "ranked_lists.png").is_file()
+    assert [line["epoch"] for line in lines if line["kind"] == "eval"] == [2, 3]
 
 
 def test_resume_gives_the_same_weights_as_not_stopping(small_synthetic, tmp_path):
@@ -180,3 +198,31 @@ def test_reid_train_and_resume_from_the_command_line(small_synthetic, tmp_path, 
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["epochs_done"] == 2 and summary["iterations"] == 2
+
+
+def test_ctrl_c_keeps_a_resume_file_that_continues_exactly(small_synthetic, tmp_path, monkeypatch):
+    import training.train as train_module
+
+    straight = train(tiny_config(small_synthetic, tmp_path, "straight"))
+
+    calls = {"n": 0}
+    real_check = train_module.check_batch
+
+    def interrupt_second_batch(batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_check(batch)
+
+    monkeypatch.setattr(train_module, "check_batch", interrupt_second_batch)
+    cfg = tiny_config(small_synthetic, tmp_path, "interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.setattr(train_module, "check_batch", real_check)
+    resume_file = tmp_path / "interrupted" / "resume.pt"
+    assert not (tmp_path / "interrupted" / "final.pt").exists()
+    assert torch.load(resume_file, weights_only=True)["position"] == {"epoch": 0, "iteration": 1, "step": 1}
+
+    resumed = train(cfg, resume=resume_file)
+    assert resumed["iterations"] == 4
+    assert_same_weights(straight["checkpoint"], resumed["checkpoint"])
