@@ -15,7 +15,7 @@ each threshold:
 
 Reported per threshold: predicted vs true unique visitors (count error %, target <= 5 %), pairwise
 precision / recall, and seconds. `--synthetic-vectors` replaces the network by identity-centred
-vectors (a unit centre per person + a per-camera bias + noise) to validate the grouping independently
+vectors (a unit centre per person + a per-camera bias + a direction shared by everyone + noise) to validate the grouping independently
 of any model. A random-init network's numbers say nothing about a trained model's.
 """
 
@@ -117,10 +117,12 @@ def synthetic_vectors(truth: np.ndarray, cameras: np.ndarray, args) -> tuple[np.
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     bias = rng.standard_normal((camera.max() + 1, dim))
     bias *= args.camera_bias / np.linalg.norm(bias, axis=1, keepdims=True)
+    common = rng.standard_normal(dim)
+    common *= args.common / np.linalg.norm(common)
     noise = rng.standard_normal((len(truth), dim)) * (args.noise / np.sqrt(dim))
-    x = centres[identity] + bias[camera] + noise
+    x = centres[identity] + bias[camera] + common + noise
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    tag = f"synthetic vectors dim={dim} noise={args.noise} camera_bias={args.camera_bias} seed={args.seed}"
+    tag = f"synthetic vectors dim={dim} noise={args.noise} camera_bias={args.camera_bias} common={args.common} seed={args.seed}"
     return x.astype(np.float32), tag
 
 
@@ -154,6 +156,12 @@ def main() -> int:
     parser.add_argument("--noise", type=float, default=0.6, help="--synthetic-vectors: noise norm")
     parser.add_argument(
         "--camera-bias", type=float, default=0.3, help="--synthetic-vectors: camera bias norm"
+    )
+    parser.add_argument(
+        "--common",
+        type=float,
+        default=0.0,
+        help="--synthetic-vectors: norm of a direction shared by everyone",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--record", action="store_true", help="append the table to BENCHMARKS.md")
