@@ -43,7 +43,8 @@ def test_restart_gives_the_same_results(settings, embedder):
         before = _search(client)
     assert settings.index_path.exists()  # saved at shutdown
     with TestClient(create_app(settings, embedder=embedder)) as client:
-        assert client.get("/readyz").json()["index_size"] == 12
+        ready = client.get("/readyz").json()
+        assert ready["index_size"] == ready["gallery_items"] == 12
         assert _search(client) == before
 
 
