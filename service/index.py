@@ -138,6 +138,7 @@ class VectorIndex:
         nlist = max(1, min(nlist, len(sample) // TRAIN_POINTS_PER_LIST))
         quantizer = faiss.IndexFlatIP(self.dim)
         ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.cp.niter = 10  # k-means iterations: 25 (faiss default) costs 2.5x for little recall
         ivf.train(sample)
         ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct / remove by item id
         ivf.nprobe = self._nprobe_for(nlist)
