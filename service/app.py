@@ -27,6 +27,7 @@ from service.batcher import MicroBatcher
 from service.context import ServiceContext
 from service.db import make_engine, make_sessionmaker, upgrade_database, write_session
 from service.errors import install_error_handlers
+from service.headers import SecurityHeaders
 from service.limits import BodySizeLimit
 from service.models import GalleryItem, ServiceState
 from service.retention import purge_periodically
@@ -202,6 +203,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     # Every file at its limit, plus room for the form fields and multipart framing.
     body_limit = settings.max_files_per_request * (settings.max_upload_bytes + 4096) + 1024 * 1024
     app.add_middleware(BodySizeLimit, limit=body_limit)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.state.metrics = metrics
 

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 # Candidates for visitor matching: all recent items when few, else the nearest among them via the index.
 DIRECT_CANDIDATES = 256
-INDEX_CANDIDATES = 128
+INDEX_CANDIDATES = 32
 
 
 @dataclass
@@ -94,48 +94,73 @@ def _ensure_files(ctx, staged: Staged) -> None:
         store.write(staged.prepared.content_hash, staged.data, staged.ext, thumbnail)
 
 
-def assign_visitor(
-    ctx,
-    session: Session,
-    vector: np.ndarray,
-    captured_at: datetime,
-    pending_ids: frozenset[int] = frozenset(),
-) -> int | None:
-    """The visitor id of the best matching item within the horizon, or None for a new visitor.
+class VisitorMatcher:
+    """Visitor assignment for one request's images, with one candidate lookup for all of them.
 
-    Candidates: the items captured within the horizon. When there are many, only the nearest
-    INDEX_CANDIDATES of the committed ones (found with the index, restricted to those ids) are
-    compared, plus the rows this transaction added (`pending_ids`, not in the index yet).
+    Candidates of an image are the items captured within the horizon of it. When the request's time
+    span holds few items, all of them are compared; when it holds many, only each image's
+    INDEX_CANDIDATES nearest (one batched index search restricted to those ids). Rows this request
+    adds are candidates of the images after them (they are not in the index yet).
     """
-    settings = ctx.settings
-    horizon = settings.visitor_horizon_s
-    lo, hi = captured_at - timedelta(seconds=horizon), captured_at + timedelta(seconds=horizon)
-    rows = session.execute(
-        select(GalleryItem.id).where(
-            GalleryItem.captured_at >= lo, GalleryItem.captured_at <= hi, GalleryItem.visitor_id.is_not(None)
+
+    def __init__(self, ctx, session: Session, staged: list[Staged]) -> None:
+        self.threshold = ctx.settings.visitor_threshold
+        self.horizon = ctx.settings.visitor_horizon_s
+        self.per_image: list[np.ndarray] | None = None
+        self.rows: dict[int, tuple[np.ndarray, int, float]] = {}  # id -> (vector, visitor id, time)
+        self.added: list[tuple[np.ndarray, int, float]] = []
+        if not staged:
+            return
+        span = timedelta(seconds=self.horizon)
+        lo = min(s.captured_at for s in staged) - span
+        hi = max(s.captured_at for s in staged) + span
+        window = np.fromiter(
+            session.execute(
+                select(GalleryItem.id).where(
+                    GalleryItem.captured_at >= lo,
+                    GalleryItem.captured_at <= hi,
+                    GalleryItem.visitor_id.is_not(None),
+                )
+            ).scalars(),
+            dtype=np.int64,
         )
-    ).scalars()
-    ids = np.fromiter(rows, dtype=np.int64)
-    if not len(ids):
-        return None
-    if len(ids) > DIRECT_CANDIDATES:
-        pending = np.isin(ids, np.fromiter(pending_ids, dtype=np.int64, count=len(pending_ids)))
-        _, found = ctx.index.search(vector[None, :], INDEX_CANDIDATES, allowed_ids=ids[~pending])
-        ids = np.concatenate([found[0][found[0] >= 0], ids[pending]])
-    candidates = session.execute(
-        select(GalleryItem.id, GalleryItem.embedding, GalleryItem.visitor_id, GalleryItem.captured_at).where(
-            GalleryItem.id.in_([int(i) for i in ids])
+        if not len(window):
+            return
+        wanted = window
+        if len(window) > DIRECT_CANDIDATES:
+            queries = np.stack([s.vector for s in staged])
+            _, found = ctx.index.search(queries, INDEX_CANDIDATES, allowed_ids=window)
+            self.per_image = [row[row >= 0] for row in found]
+            wanted = np.unique(np.concatenate(self.per_image))
+        for start in range(0, len(wanted), 900):
+            chunk = [int(i) for i in wanted[start : start + 900]]
+            for row in session.execute(
+                select(
+                    GalleryItem.id, GalleryItem.embedding, GalleryItem.visitor_id, GalleryItem.captured_at
+                ).where(GalleryItem.id.in_(chunk))
+            ):
+                vector = np.frombuffer(row.embedding, dtype=np.float32)
+                self.rows[row.id] = (vector, row.visitor_id, row.captured_at.timestamp())
+
+    def assign(self, position: int, vector: np.ndarray, captured_at: datetime) -> int | None:
+        """The visitor of the best match among this image's candidates, or None for a new visitor."""
+        ids = self.rows.keys() if self.per_image is None else self.per_image[position]
+        candidates = [self.rows[int(i)] for i in ids if int(i) in self.rows] + self.added
+        if not candidates:
+            return None
+        match = footfall.assign_visitor(
+            vector,
+            captured_at.timestamp(),
+            np.stack([c[0] for c in candidates]),
+            np.array([c[1] for c in candidates], dtype=np.int64),
+            np.array([c[2] for c in candidates], dtype=np.float64),
+            self.threshold,
+            self.horizon,
         )
-    ).all()
-    if not candidates:
-        return None
-    vectors = np.stack([np.frombuffer(c.embedding, dtype=np.float32) for c in candidates])
-    visitors = np.array([c.visitor_id for c in candidates], dtype=np.int64)
-    times = np.array([c.captured_at.timestamp() for c in candidates], dtype=np.float64)
-    match = footfall.assign_visitor(
-        vector, captured_at.timestamp(), vectors, visitors, times, settings.visitor_threshold, horizon
-    )
-    return None if match is None else int(match)
+        return None if match is None else int(match)
+
+    def added_row(self, vector: np.ndarray, visitor_id: int, captured_at: datetime) -> None:
+        self.added.append((vector, visitor_id, captured_at.timestamp()))
 
 
 def _referenced_hashes(ctx, hashes: list[str]) -> set[str]:
@@ -160,14 +185,20 @@ def commit(ctx, staged: list[Staged]) -> list[Stored | Exception]:
     with ctx.ingest_lock:
         try:
             with write_session(ctx.sessions) as session:
-                for pos, item_in in enumerate(staged):
-                    existing = session.execute(
-                        select(GalleryItem.id, GalleryItem.visitor_id).where(
-                            GalleryItem.content_hash == item_in.prepared.content_hash
+                hashes = sorted({s.prepared.content_hash for s in staged})
+                known: dict[str, tuple[int, int | None]] = {}
+                for start in range(0, len(hashes), 900):
+                    for row in session.execute(
+                        select(GalleryItem.content_hash, GalleryItem.id, GalleryItem.visitor_id).where(
+                            GalleryItem.content_hash.in_(hashes[start : start + 900])
                         )
-                    ).first()
-                    if existing is not None:
-                        results[pos] = Stored("exists", existing.id, existing.visitor_id)
+                    ):
+                        known[row.content_hash] = (row.id, row.visitor_id)
+                matcher = VisitorMatcher(ctx, session, staged)
+                for pos, item_in in enumerate(staged):
+                    existing = known.get(item_in.prepared.content_hash)
+                    if existing is not None:  # stored before, or earlier in this request
+                        results[pos] = Stored("exists", *existing)
                         continue
                     try:
                         with session.begin_nested():
@@ -184,13 +215,7 @@ def commit(ctx, staged: list[Staged]) -> list[Stored | Exception]:
                                 height=item_in.prepared.height,
                                 embedding=item_in.vector.tobytes(),
                                 embedding_dim=int(item_in.vector.shape[0]),
-                                visitor_id=assign_visitor(
-                                    ctx,
-                                    session,
-                                    item_in.vector,
-                                    item_in.captured_at,
-                                    frozenset(c[1] for c in created),
-                                ),
+                                visitor_id=matcher.assign(pos, item_in.vector, item_in.captured_at),
                             )
                             session.add(item)
                             session.flush()
@@ -201,6 +226,8 @@ def commit(ctx, staged: list[Staged]) -> list[Stored | Exception]:
                     except Exception as exc:  # this image only; the others go on
                         results[pos] = exc
                         continue
+                    matcher.added_row(item_in.vector, item.visitor_id, item_in.captured_at)
+                    known[item_in.prepared.content_hash] = (item.id, item.visitor_id)
                     results[pos] = Stored("created", item.id, item.visitor_id)
                     created.append((pos, item.id, item_in.vector))
         except BaseException:

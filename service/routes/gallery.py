@@ -236,7 +236,7 @@ def get_image(
     path = ctx.store.path(relative)
     if not path.is_file():
         raise not_found(f"the image file of item {item_id} is missing", "item_id")
-    return FileResponse(path, media_type=media, headers={"Cache-Control": "private, max-age=86400"})
+    return FileResponse(path, media_type=media, headers={"Cache-Control": "private, max-age=300"})
 
 
 @router.delete("/gallery/{item_id}", response_model=Deleted, responses={**ERRORS, 404: {"model": ErrorBody}})

@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import func, select
 
+from service.models import GalleryItem
 from service.security import require_search
 
 router = APIRouter(tags=["health"])
@@ -17,14 +19,16 @@ async def healthz() -> dict:
 
 
 @router.get("/readyz")
-async def readyz(request: Request):
+def readyz(request: Request):
     ctx = getattr(request.app.state, "ctx", None)
     if ctx is None or not ctx.ready:
         return JSONResponse(
             {"error": {"code": "unavailable", "message": "not ready", "field": None}, "status": "starting"},
             status_code=503,
         )
-    return {"status": "ready", "model": ctx.model_name, "index_size": len(ctx.index)}
+    with ctx.sessions() as session:
+        items = session.execute(select(func.count(GalleryItem.id))).scalar_one()
+    return {"status": "ready", "model": ctx.model_name, "index_size": len(ctx.index), "gallery_items": items}
 
 
 @router.get("/metrics/service", response_class=Response, dependencies=[Depends(require_search)])

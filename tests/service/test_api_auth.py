@@ -84,6 +84,8 @@ def test_public_routes_need_no_key(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json()["status"] == "ready"
     assert client.get("/openapi.json").status_code == 200
+    headers = client.get("/healthz").headers
+    assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY"
     assert client.get("/docs").status_code == 200
 
 

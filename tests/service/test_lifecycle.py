@@ -43,7 +43,8 @@ def test_restart_gives_the_same_results(settings, embedder):
         before = _search(client)
     assert settings.index_path.exists()  # saved at shutdown
     with TestClient(create_app(settings, embedder=embedder)) as client:
-        assert client.get("/readyz").json()["index_size"] == 12
+        ready = client.get("/readyz").json()
+        assert ready["index_size"] == ready["gallery_items"] == 12
         assert _search(client) == before
 
 
@@ -148,6 +149,12 @@ def test_erasing_a_visitor_removes_rows_vectors_files(client, settings):
     assert client.delete(f"/visitors/{visitor}", headers=ADMIN).status_code == 404
 
 
+def _eventually(condition, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_retention_purges_old_items_periodically(tmp_path, embedder):
     settings = make_settings(tmp_path, retention_days=2, purge_interval_s=0.2)
     now = datetime.now(UTC)
@@ -155,9 +162,10 @@ def test_retention_purges_old_items_periodically(tmp_path, embedder):
         old = ingest(client, [identity_image(0, 0)], captured_at=(now - timedelta(days=3)).isoformat()).json()
         new = ingest(client, [identity_image(1, 0)], captured_at=(now - timedelta(days=1)).isoformat()).json()
     with TestClient(create_app(settings, embedder=embedder)) as client:
-        deadline = time.monotonic() + 10
-        while client.get("/gallery", headers=SEARCH).json()["total"] != 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # The purge deletes rows, then vectors, then files: wait for all three.
+        _eventually(
+            lambda: (client.get("/gallery", headers=SEARCH).json()["total"], len(_files(settings))) == (1, 2)
+        )
         items = client.get("/gallery", headers=SEARCH).json()["items"]
         assert [i["id"] for i in items] == [new["items"][0]["id"]]
         assert client.get("/readyz").json()["index_size"] == 1
@@ -175,9 +183,9 @@ def test_retention_purges_old_items_periodically(tmp_path, embedder):
                 text("update gallery_items set captured_at = :t where id = :id"),
                 {"t": (now - timedelta(days=3)).replace(tzinfo=None), "id": late["items"][0]["id"]},
             )
-        deadline = time.monotonic() + 10
-        while client.get("/gallery", headers=SEARCH).json()["total"] != 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _eventually(
+            lambda: (client.get("/gallery", headers=SEARCH).json()["total"], len(_files(settings))) == (1, 2)
+        )
         assert client.get("/gallery", headers=SEARCH).json()["total"] == 1
         purges = client.get("/audit", params={"action": "retention_purge"}, headers=ADMIN).json()
         assert sum(e["hits"] for e in purges["items"]) == 2
