@@ -169,6 +169,22 @@ def _referenced_hashes(ctx, hashes: list[str]) -> set[str]:
         return set(rows.scalars())
 
 
+def known_items(ctx, hashes: list[str]) -> dict[str, Stored]:
+    """Items already stored under these content hashes (read-only; `commit` re-checks under the lock)."""
+    known: dict[str, Stored] = {}
+    unique = sorted(set(hashes))
+    with ctx.sessions() as session:
+        for start in range(0, len(unique), 900):  # SQLite's bound-parameter limit
+            rows = session.execute(
+                select(GalleryItem.content_hash, GalleryItem.id, GalleryItem.visitor_id).where(
+                    GalleryItem.content_hash.in_(unique[start : start + 900])
+                )
+            )
+            for row in rows:
+                known[row.content_hash] = Stored("exists", row.id, row.visitor_id)
+    return known
+
+
 def _remove_unreferenced(ctx, staged: list[Staged]) -> None:
     if not staged:
         return

@@ -94,10 +94,14 @@ async def add_images(
 
     prepared = await asyncio.gather(*(prepare(i) for i in range(n)))
     good = [i for i, p in enumerate(prepared) if not isinstance(p, Exception)]
+    outcome: dict[int, object] = {i: prepared[i] for i in range(n) if i not in good}
+    # The same bytes again (a camera retrying, a re-run import) are answered without embedding them.
+    known = await run_in_threadpool(ingest.known_items, ctx, [prepared[i].content_hash for i in good])
+    outcome.update({i: known[prepared[i].content_hash] for i in good if prepared[i].content_hash in known})
+    good = [i for i in good if i not in outcome]
     vectors = await asyncio.gather(
         *(ctx.batcher.submit([prepared[i].image]) for i in good), return_exceptions=True
     )
-    outcome: dict[int, object] = {i: prepared[i] for i in range(n) if i not in good}
     embedded = []
     for i, vector in zip(good, vectors, strict=True):
         if isinstance(vector, BaseException):

@@ -35,6 +35,23 @@ def test_ingest_returns_per_image_results_and_dedupes(client):
     assert client.get("/gallery", headers=SEARCH).json()["total"] == 3
 
 
+def test_known_bytes_are_not_embedded_again(client, embedder, monkeypatch):
+    images = [identity_image(1, s) for s in range(2)]
+    first = ingest(client, images[:1], external_ref=None).json()["items"][0]
+    embedded: list[int] = []
+    original = type(embedder).embed_tensor
+
+    def counting(self, x):
+        embedded.append(x.shape[0])
+        return original(self, x)
+
+    monkeypatch.setattr(type(embedder), "embed_tensor", counting)
+    body = ingest(client, images, external_ref=None).json()
+    assert [item["status"] for item in body["items"]] == ["exists", "created"]
+    assert body["items"][0]["id"] == first["id"]
+    assert sum(embedded) == 1  # only the new image went through the network
+
+
 def test_mixed_batch_stores_good_files_and_reports_bad_ones(client):
     files = upload(
         [identity_image(1, 0), b"not an image at all", identity_image(1, 1)], ["a.png", "b.txt", "c.png"]
