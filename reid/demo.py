@@ -104,6 +104,13 @@ def ensure_model(args: argparse.Namespace, dataset_root: Path) -> Path | None:
         "; continuing the interrupted run" if resume.is_file() else "",
     )
     result = train(cfg, resume=resume if resume.is_file() else None)
+    if not on_gpu:
+        logger.warning(
+            "  %d training iterations in %.1f min on the CPU: far from converged (a GPU run trains for real);"
+            " expect few right hits below. --train-minutes N trains longer, --weights CKPT uses your own model.",
+            result["iterations"],
+            result["seconds"] / 60,
+        )
     shutil.copyfile(result["checkpoint"], target)
     logger.info("  model saved to %s", target)
     return target
