@@ -75,7 +75,8 @@ def evaluate_embedder(
     gallery = extract_features(embedder, dataset.gallery, workers, "gallery")
     embed_seconds = time.perf_counter() - start
     if rerank:
-        distmat = k_reciprocal_rerank(query, gallery, k1=20, k2=6, lambda_value=0.3)
+        # on the embedder's device: the GPU when there is one (chunked, so the CPU copes with large galleries)
+        distmat = k_reciprocal_rerank(query, gallery, k1=20, k2=6, lambda_value=0.3, device=embedder.device)
     else:
         distmat = cosine_distance(query, gallery)
     scores = evaluate_rank(
