@@ -169,20 +169,24 @@ def _referenced_hashes(ctx, hashes: list[str]) -> set[str]:
         return set(rows.scalars())
 
 
+def _stored_by_hash(session: Session, hashes) -> dict[str, tuple[int, int | None]]:
+    """content hash -> (id, visitor_id) of the items already stored under these hashes."""
+    unique = sorted(set(hashes))
+    known: dict[str, tuple[int, int | None]] = {}
+    for start in range(0, len(unique), 900):  # SQLite's bound-parameter limit
+        rows = session.execute(
+            select(GalleryItem.content_hash, GalleryItem.id, GalleryItem.visitor_id).where(
+                GalleryItem.content_hash.in_(unique[start : start + 900])
+            )
+        )
+        known.update({row.content_hash: (row.id, row.visitor_id) for row in rows})
+    return known
+
+
 def known_items(ctx, hashes: list[str]) -> dict[str, Stored]:
     """Items already stored under these content hashes (read-only; `commit` re-checks under the lock)."""
-    known: dict[str, Stored] = {}
-    unique = sorted(set(hashes))
     with ctx.sessions() as session:
-        for start in range(0, len(unique), 900):  # SQLite's bound-parameter limit
-            rows = session.execute(
-                select(GalleryItem.content_hash, GalleryItem.id, GalleryItem.visitor_id).where(
-                    GalleryItem.content_hash.in_(unique[start : start + 900])
-                )
-            )
-            for row in rows:
-                known[row.content_hash] = Stored("exists", row.id, row.visitor_id)
-    return known
+        return {h: Stored("exists", *found) for h, found in _stored_by_hash(session, hashes).items()}
 
 
 def _remove_unreferenced(ctx, staged: list[Staged]) -> None:
@@ -201,15 +205,7 @@ def commit(ctx, staged: list[Staged]) -> list[Stored | Exception]:
     with ctx.ingest_lock:
         try:
             with write_session(ctx.sessions) as session:
-                hashes = sorted({s.prepared.content_hash for s in staged})
-                known: dict[str, tuple[int, int | None]] = {}
-                for start in range(0, len(hashes), 900):
-                    for row in session.execute(
-                        select(GalleryItem.content_hash, GalleryItem.id, GalleryItem.visitor_id).where(
-                            GalleryItem.content_hash.in_(hashes[start : start + 900])
-                        )
-                    ):
-                        known[row.content_hash] = (row.id, row.visitor_id)
+                known = _stored_by_hash(session, [s.prepared.content_hash for s in staged])
                 matcher = VisitorMatcher(ctx, session, staged)
                 for pos, item_in in enumerate(staged):
                     existing = known.get(item_in.prepared.content_hash)
