@@ -25,6 +25,8 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
+from model.errors import ReidError
+
 logger = logging.getLogger("reid.demo")
 
 DEV_ADMIN_KEY = "dev-admin-key"  # built-in dev key; the demo runs the service in dev mode on loopback
@@ -127,6 +129,7 @@ class ServiceThread:
         self.server = uvicorn.Server(
             uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning")
         )
+        self.host, self.port_asked = host, port
         self.thread = threading.Thread(target=self.server.run, name="reid-service", daemon=True)
 
     def start(self, timeout: float = 600.0) -> None:
@@ -134,9 +137,12 @@ class ServiceThread:
         deadline = time.monotonic() + timeout
         while not self.server.started:
             if not self.thread.is_alive():
-                raise RuntimeError("the service stopped while starting; see the log above")
+                raise ReidError(
+                    f"the service could not start on {self.host}:{self.port_asked} (see the log above; "
+                    "if the port is taken, pick another with --port N, or --port 0 for any free one)"
+                )
             if time.monotonic() > deadline:
-                raise RuntimeError("the service did not start in time")
+                raise ReidError("the service did not start in time; see the log above")
             time.sleep(0.1)
 
     @property
@@ -254,12 +260,7 @@ def run_demo(args: argparse.Namespace) -> int:
     weights = ensure_model(args, dataset_root)
     dataset = load_dataset("synthetic", dataset_root)
 
-    logger.info(
-        "step 3/6: starting the service on http://%s:%d (SQLite in %s)",
-        args.host,
-        args.port,
-        args.data / "service",
-    )
+    logger.info("step 3/6: starting the service (SQLite and files in %s)", args.data / "service")
     settings = Settings(
         dev_mode=True,
         data_dir=args.data / "service",
@@ -268,6 +269,7 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     service = ServiceThread(settings, args.host, args.port)
     service.start()
+    logger.info("  listening on http://%s:%d", args.host, service.port)
     try:
         base = f"http://{args.host}:{service.port}"
         with httpx.Client(base_url=base, headers={"X-API-Key": DEV_ADMIN_KEY}, timeout=600) as client:

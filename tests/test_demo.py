@@ -47,3 +47,16 @@ def test_demo_runs_every_step_and_a_second_run_reuses_them(tmp_path, capsys):
     out2, _ = run_demo(tmp_path, capsys)
     sightings = re.search(r"(\d+) sightings", out).group(1)
     assert re.search(r"(\d+) sightings", out2).group(1) == sightings
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["demo", "--data", str(tmp_path), "--preset", "small", "--random-init", "--no-serve",
+                     "--port", str(port)])  # fmt: skip
+    assert code == 2
+    assert f"could not start on 127.0.0.1:{port}" in capsys.readouterr().err
