@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test lint demo clean-venv
+.PHONY: venv browser test lint demo clean-venv
 
 venv: $(STAMP)
 
@@ -16,8 +16,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' $(TORCH)
 	touch $(STAMP)
 
-test: venv
+# The browser tests drive Debian's chromium; install it when missing (needs root or sudo).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
+	  || echo "could not install chromium: the browser tests will be skipped (they fail under CI=1)"; }
+
+test: venv browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The main job: synthetic store -> short training run -> service -> ingest -> search -> footfall; keeps serving.
+demo: venv
+	$(BIN)/reid demo $(DEMO_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

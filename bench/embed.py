@@ -24,10 +24,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from model import build_model
 
-from model import build_model  # noqa: E402
+BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
 
 def machine_description(device: torch.device) -> str:
@@ -41,9 +40,17 @@ def machine_description(device: torch.device) -> str:
     return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
+def _gib(value: float) -> str:
+    return "–" if value != value else f"{value:.2f}"  # NaN on the CPU: not tracked
+
+
 def time_config(net, device, batch, precision, compiled, iters, warmup) -> dict:
     x = torch.randn(batch, 3, *net.input_size, device=device).contiguous(memory_format=torch.channels_last)
-    forward = torch.compile(net, mode="reduce-overhead" if device.type == "cuda" else "default") if compiled else net
+    forward = (
+        torch.compile(net, mode="reduce-overhead" if device.type == "cuda" else "default")
+        if compiled
+        else net
+    )
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     )
@@ -68,7 +75,9 @@ def time_config(net, device, batch, precision, compiled, iters, warmup) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--variant", default="rgasc")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=None)
@@ -116,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         lines.append(
             f"| {r['form']} | {r['precision']} | {r['mode']} | {r['batch']} | {r['images_per_s']:.1f} "
-            f"| {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['peak_gib']:.2f} |"
+            f"| {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {_gib(r['peak_gib'])} |"
         )
     table = "\n".join(lines)
     print(table)
@@ -127,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{dt.date.today().isoformat()}\n\nMachine: {machine_description(device)}  \n"
             f"Command: `{command.strip()}`  \nIterations: {iters} timed after {warmup} warm-up.\n\n{table}\n"
         )
-        with open(ROOT / "BENCHMARKS.md", "a") as fh:
+        with open(BENCHMARKS, "a") as fh:
             fh.write(section)
     return 0
 

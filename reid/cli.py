@@ -13,7 +13,7 @@ import logging
 import sys
 
 # Modules that contribute subcommands, in the order they appear in --help.
-COMMAND_MODULES = ("model.cli", "training.cli", "service.cli")
+COMMAND_MODULES = ("model.cli", "training.cli", "service.cli", "reid.demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:  # one line per HTTP request drowns the progress of `reid demo`
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -1,9 +1,205 @@
-"""`reid` subcommands contributed by the service package."""
+"""`reid` subcommands of the service: serve, db upgrade, keys, purge, recluster."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
+
+from model.errors import ReidError
+
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this package's subcommands (each sets `func`, which returns an exit code)."""
+    p = subparsers.add_parser("serve", help="run the re-ID web service (settings: REID_* environment, .env)")
+    p.add_argument("--host", help="bind address (REID_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (REID_PORT, default 8000)")
+    p.add_argument("--data-dir", type=Path, help="database, images and index (REID_DATA_DIR)")
+    p.add_argument("--weights", type=Path, help="model checkpoint (REID_WEIGHTS)")
+    p.add_argument(
+        "--dev", action="store_true", help="dev mode: dev keys, random weights allowed (REID_DEV_MODE)"
+    )
+    p.set_defaults(func=run_serve)
+
+    db = subparsers.add_parser("db", help="service database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
+    up = db_sub.add_parser("upgrade", help="apply the database migrations")
+    _data_args(up)
+    up.set_defaults(func=run_db_upgrade)
+
+    keys = subparsers.add_parser("keys", help="manage the service's API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print it (shown once)")
+    create.add_argument("name")
+    create.add_argument("--role", required=True, choices=("ingest", "search", "admin"))
+    _data_args(create)
+    create.set_defaults(func=run_keys_create)
+    listing = keys_sub.add_parser("list", help="list keys (names and roles, never secrets)")
+    _data_args(listing)
+    listing.set_defaults(func=run_keys_list)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by name")
+    revoke.add_argument("name")
+    _data_args(revoke)
+    revoke.set_defaults(func=run_keys_revoke)
+
+    purge = subparsers.add_parser("purge", help="delete gallery items older than the retention period")
+    purge.add_argument("--older-than-days", type=float, help="default: REID_RETENTION_DAYS")
+    _data_args(purge)
+    purge.set_defaults(func=run_purge)
+
+    rc = subparsers.add_parser("recluster", help="recompute visitor ids for items captured in a window")
+    rc.add_argument("--start", required=True, help="ISO 8601 (no offset = UTC)")
+    rc.add_argument("--end", required=True, help="ISO 8601 (no offset = UTC)")
+    _data_args(rc)
+    rc.set_defaults(func=run_recluster)
+
+
+def _data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, help="data directory (REID_DATA_DIR)")
+    parser.add_argument("--database-url", help="SQLAlchemy URL (REID_DATABASE_URL)")
+
+
+def _settings(args: argparse.Namespace, **extra):
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    overrides = {k: v for k, v in extra.items() if v is not None}
+    if getattr(args, "data_dir", None) is not None:
+        overrides["data_dir"] = args.data_dir
+    if getattr(args, "database_url", None):
+        overrides["database_url"] = args.database_url
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ReidError(f"bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def _sessions(settings):
+    from service.db import make_engine, make_sessionmaker, upgrade_database
+
+    engine = make_engine(settings.resolved_database_url)
+    upgrade_database(engine)
+    return engine, make_sessionmaker(engine)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = _settings(
+        args, host=args.host, port=args.port, weights=args.weights, dev_mode=True if args.dev else None
+    )
+    settings.check_safe()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def run_db_upgrade(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    engine, _ = _sessions(settings)
+    engine.dispose()
+    print(f"database {settings.resolved_database_url} is up to date")
+    return 0
+
+
+def run_keys_create(args: argparse.Namespace) -> int:
+    from service.security import create_key
+
+    engine, sessions = _sessions(_settings(args))
+    with sessions() as session:
+        try:
+            secret = create_key(session, args.name, args.role)
+        except ValueError as exc:
+            raise ReidError(str(exc)) from None
+    engine.dispose()
+    print(secret)
+    logger.info("created %s key %r; the secret above is shown only once", args.role, args.name)
+    return 0
+
+
+def run_keys_list(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from service.models import ApiKey
+
+    engine, sessions = _sessions(_settings(args))
+    with sessions() as session:
+        rows = session.execute(select(ApiKey).order_by(ApiKey.name)).scalars().all()
+    engine.dispose()
+    print(f"{'NAME':<24} {'ROLE':<8} {'STATUS':<8} CREATED")
+    for row in rows:
+        print(
+            f"{row.name:<24} {row.role:<8} {'revoked' if row.revoked else 'active':<8} {row.created_at.isoformat()}"
+        )
+    return 0
+
+
+def run_keys_revoke(args: argparse.Namespace) -> int:
+    from service.security import revoke_key
+
+    engine, sessions = _sessions(_settings(args))
+    with sessions() as session:
+        found = revoke_key(session, args.name)
+    engine.dispose()
+    if not found:
+        raise ReidError(f"no key named {args.name!r}")
+    print(f"revoked {args.name}")
+    return 0
+
+
+def _open_index(settings, sessions):
+    """The saved index, for commands that change the gallery while the server may be down."""
+    from service.vectors import GalleryIndex
+
+    if not settings.index_path.exists():
+        return None
+    from service.index import VectorIndex
+
+    try:
+        index = VectorIndex.load(settings.index_path)
+    except Exception:  # unreadable: the server rebuilds it at start
+        return None
+    return GalleryIndex(index, settings.index_path)
+
+
+def run_purge(args: argparse.Namespace) -> int:
+    from service.retention import purge
+    from service.storage import ImageStore
+
+    settings = _settings(args)
+    days = settings.retention_days if args.older_than_days is None else args.older_than_days
+    if days <= 0:
+        print("retention is 0 (keep forever): nothing purged")
+        return 0
+    engine, sessions = _sessions(settings)
+    index = _open_index(settings, sessions)
+    deleted = purge(sessions, ImageStore(settings.images_dir, settings.thumbnail_size), index, days)
+    if index is not None and deleted:
+        index.save()
+    engine.dispose()
+    print(f"purged {len(deleted)} item(s) captured more than {days:g} days ago")
+    return 0
+
+
+def run_recluster(args: argparse.Namespace) -> int:
+    from service import validation
+    from service.errors import ApiError
+    from service.visitors import recluster
+
+    settings = _settings(args)
+    try:
+        start = validation.timestamp(args.start, "start")
+        end = validation.timestamp(args.end, "end")
+        validation.window(start, end)
+    except ApiError as exc:
+        raise ReidError(exc.message) from None
+    engine, sessions = _sessions(settings)
+    result = recluster(sessions, start, end, settings.visitor_threshold, settings.visitor_horizon_s)
+    engine.dispose()
+    print(f"reclustered {result['items']} item(s) into {result['visitors']} visitor(s)")
+    return 0

@@ -1,0 +1,221 @@
+"""The FastAPI application: `create_app(settings)` and a lifespan that owns every resource.
+
+Start-up order: settings checked -> database migrated -> model loaded -> stored embeddings
+checked against the model -> orphaned files swept -> index loaded and checked against the
+database (rebuilt when missing or inconsistent) -> micro-batcher and background tasks started.
+Shut-down stops them in reverse and saves the index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import weakref
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import select
+
+from model.embedder import Embedder
+from model.errors import ReidError
+from service.batcher import MicroBatcher
+from service.context import ServiceContext
+from service.db import make_engine, make_sessionmaker, upgrade_database, write_session
+from service.errors import install_error_handlers
+from service.headers import SecurityHeaders
+from service.limits import BodySizeLimit
+from service.models import GalleryItem, ServiceState
+from service.retention import purge_periodically
+from service.security import KeyRing
+from service.settings import Settings
+from service.storage import ImageStore
+from service.telemetry import MetricsMiddleware, ServiceMetrics
+from service.vectors import GalleryIndex
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+INDEX_SAVE_INTERVAL_S = 300.0
+INDEX_MAINTENANCE_S = 60.0
+
+
+def load_embedder(settings: Settings) -> Embedder:
+    """The checkpoint in REID_WEIGHTS, or (dev mode only) a randomly initialised network."""
+    if settings.weights is not None:
+        return Embedder.from_checkpoint(
+            settings.weights, device=settings.device, flip=settings.flip, batch_size=settings.batch_size
+        )
+    if not settings.dev_mode:
+        raise ReidError("REID_WEIGHTS is not set; random weights are only allowed with REID_DEV_MODE=1")
+    logger.warning("=" * 72)
+    logger.warning("NO WEIGHTS: using a RANDOMLY INITIALISED network. Search results are meaningless.")
+    logger.warning("=" * 72)
+    return Embedder.random_init(device=settings.device, flip=settings.flip, batch_size=settings.batch_size)
+
+
+_FINGERPRINTS: weakref.WeakKeyDictionary[Embedder, str] = weakref.WeakKeyDictionary()
+
+
+def model_fingerprint(embedder: Embedder) -> str:
+    """What decides the vectors: preprocessing, the embedded feature and every weight (hashed; cached
+    per embedder object, whose weights do not change while it serves)."""
+    if embedder in _FINGERPRINTS:
+        return _FINGERPRINTS[embedder]
+    meta = embedder.meta
+    digest = hashlib.sha256()
+    digest.update(repr((meta.variant, meta.input_size, meta.mean, meta.std, embedder.feature)).encode())
+    for name, tensor in embedder.net.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    fingerprint = f"{meta.variant} {meta.input_size[0]}x{meta.input_size[1]} {embedder.feature} {digest.hexdigest()[:16]}"
+    _FINGERPRINTS[embedder] = fingerprint
+    return fingerprint
+
+
+def check_model_matches_data(sessions, embedder: Embedder, allow_change: bool = False) -> None:
+    """Vectors from one model only: refuse to start when the gallery's embeddings came from another model
+    (other dimension, or other weights unless REID_ALLOW_MODEL_CHANGE is set)."""
+    fingerprint = model_fingerprint(embedder)
+    with write_session(sessions) as session:
+        dims = set(session.execute(select(GalleryItem.embedding_dim).distinct()).scalars())
+        if dims and dims != {embedder.dim}:
+            raise ReidError(
+                f"the gallery holds {sorted(dims)}-dimensional embeddings but the model gives {embedder.dim}; "
+                "use the weights the gallery was built with"
+            )
+        state = session.get(ServiceState, "embedding_model")
+        if state is not None and state.value != fingerprint and dims:
+            if not allow_change:
+                raise ReidError(
+                    f"the gallery's embeddings came from model [{state.value}] but this is [{fingerprint}]; "
+                    "searching would compare vectors of different models. Use the original weights, or set "
+                    "REID_ALLOW_MODEL_CHANGE=1 to accept mixed vectors"
+                )
+            logger.warning(
+                "model changed from [%s] to [%s]; old and new vectors are mixed", state.value, fingerprint
+            )
+        if state is None:
+            session.add(ServiceState(key="embedding_model", value=fingerprint))
+        else:
+            state.value = fingerprint
+
+
+def sweep_files(sessions, store: ImageStore) -> int:
+    with sessions() as session:
+        rows = session.execute(select(GalleryItem.image_path, GalleryItem.thumbnail_path)).all()
+    referenced = {p for row in rows for p in row}
+    return store.sweep(referenced)
+
+
+def reconcile_index(ctx: ServiceContext) -> tuple[int, int]:
+    with ctx.ingest_lock:  # no commit is between its database write and its index add
+        changed = ctx.index.reconcile(ctx.sessions)
+    ctx.metrics.index_size.set(len(ctx.index))
+    return changed
+
+
+async def _maintain_index(ctx: ServiceContext) -> None:
+    """Every INDEX_MAINTENANCE_S: reconcile the index with the database; every INDEX_SAVE_INTERVAL_S: save it."""
+    last_save = asyncio.get_running_loop().time()
+    while True:
+        await asyncio.sleep(INDEX_MAINTENANCE_S)
+        try:
+            await asyncio.to_thread(reconcile_index, ctx)
+            now = asyncio.get_running_loop().time()
+            if ctx.index.dirty and now - last_save >= INDEX_SAVE_INTERVAL_S:
+                await asyncio.to_thread(ctx.index.save)
+                last_save = now
+        except Exception:
+            logger.exception("index maintenance failed; will retry")
+
+
+def create_app(settings: Settings | None = None, embedder: Embedder | None = None) -> FastAPI:
+    """Build the app. `embedder` overrides the weights in the settings (tests inject a small network)."""
+    settings = settings or Settings()
+    metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        settings.check_safe()
+        engine = make_engine(settings.resolved_database_url)
+        try:  # a failed start releases the database
+            await asyncio.to_thread(upgrade_database, engine)
+            sessions = make_sessionmaker(engine)
+            model = embedder or await asyncio.to_thread(load_embedder, settings)
+            await asyncio.to_thread(check_model_matches_data, sessions, model, settings.allow_model_change)
+            store = ImageStore(settings.images_dir, settings.thumbnail_size)
+            await asyncio.to_thread(sweep_files, sessions, store)
+            index = await asyncio.to_thread(
+                GalleryIndex.open, settings.index_path, model.dim, settings.index_kind, sessions
+            )
+            index.index.set_search_params(nprobe=settings.index_nprobe, ef_search=settings.index_ef_search)
+        except BaseException:
+            engine.dispose()
+            raise
+        batcher = MicroBatcher(
+            model.embed, settings.batch_size, settings.batch_wait_ms, metrics.observe_batch
+        )
+        await batcher.start()
+        ctx = ServiceContext(settings, engine, sessions, store, model, index, batcher, metrics)
+        metrics.index_size.set(len(index))
+        app.state.ctx = ctx
+        app.state.sessionmaker = sessions
+        app.state.keyring = KeyRing(settings.bootstrap_keys())
+        tasks = [asyncio.create_task(_maintain_index(ctx), name="index-maintenance")]
+        if settings.retention_days > 0:
+            tasks.append(
+                asyncio.create_task(purge_periodically(ctx, settings.purge_interval_s), name="retention")
+            )
+        ctx.ready = True
+        logger.info(
+            "service ready: model %s, %d indexed items, data in %s",
+            ctx.model_name,
+            len(index),
+            settings.data_dir,
+        )
+        try:
+            yield
+        finally:
+            ctx.ready = False
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await batcher.stop()
+            await asyncio.to_thread(index.save)
+            engine.dispose()
+            logger.info("service stopped")
+
+    app = FastAPI(
+        title="RGA re-ID service",
+        version="0.1.0",
+        description="Person re-identification: gallery, search, footfall. Send the API key in X-API-Key.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    # Every file at its limit, plus room for the form fields and multipart framing.
+    body_limit = settings.max_files_per_request * (settings.max_upload_bytes + 4096) + 1024 * 1024
+    app.add_middleware(BodySizeLimit, limit=body_limit)
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.state.metrics = metrics
+
+    from service.routes import audit, cameras, footfall_metrics, gallery, health, search, visitors
+
+    for module in (health, gallery, search, footfall_metrics, cameras, visitors, audit):
+        app.include_router(module.router)
+    if STATIC_DIR.is_dir():  # the operator console (no build step); absent in a bare API checkout
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+        @app.get("/", include_in_schema=False)
+        async def console() -> FileResponse:
+            return FileResponse(STATIC_DIR / "index.html")
+
+    return app

@@ -1,0 +1,101 @@
+"""Deleting items (rows, vectors, files) and the retention purge.
+
+Order: rows deleted and committed first (the database is the truth), then vectors removed from
+the index, then files removed. A crash between the steps leaves only things the start-up
+checks repair: an index that no longer matches is rebuilt, orphaned files are swept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db import write_session
+from service.models import GalleryItem
+from service.storage import ImageStore
+from service.vectors import GalleryIndex
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 900
+
+
+def delete_items(
+    sessions: sessionmaker[Session],
+    store: ImageStore,
+    index: GalleryIndex | None,
+    ids: Iterable[int],
+    audit: tuple[str | None, str, dict] | None = None,
+) -> list[int]:
+    """Delete these items everywhere; returns the ids that existed. `audit` = (key name, action, detail)."""
+    ids = sorted({int(i) for i in ids})
+    deleted: list[int] = []
+    files: list[str] = []
+    with write_session(sessions) as session:
+        for start in range(0, len(ids), CHUNK):
+            rows = session.execute(
+                select(GalleryItem.id, GalleryItem.image_path, GalleryItem.thumbnail_path).where(
+                    GalleryItem.id.in_(ids[start : start + CHUNK])
+                )
+            ).all()
+            deleted += [row.id for row in rows]
+            files += [p for row in rows for p in (row.image_path, row.thumbnail_path)]
+        for start in range(0, len(deleted), CHUNK):
+            session.execute(delete(GalleryItem).where(GalleryItem.id.in_(deleted[start : start + CHUNK])))
+        if audit is not None and deleted:
+            from service import audit as audit_log
+
+            key_name, action, detail = audit
+            audit_log.record(session, key_name, action, {**detail, "ids": deleted}, hits=len(deleted))
+    if index is not None and deleted:
+        index.remove(deleted)
+    store.delete(files)
+    return deleted
+
+
+def expired_ids(session: Session, cutoff: datetime) -> list[int]:
+    return list(session.execute(select(GalleryItem.id).where(GalleryItem.captured_at < cutoff)).scalars())
+
+
+def purge(
+    sessions: sessionmaker[Session],
+    store: ImageStore,
+    index: GalleryIndex | None,
+    older_than_days: float,
+    now: datetime | None = None,
+) -> list[int]:
+    """Delete items captured more than `older_than_days` ago (0 = keep forever: nothing is deleted)."""
+    if older_than_days <= 0:
+        return []
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=older_than_days)
+    with sessions() as session:
+        ids = expired_ids(session, cutoff)
+    if not ids:
+        return []
+    deleted = delete_items(
+        sessions, store, index, ids, audit=(None, "retention_purge", {"cutoff": cutoff.isoformat()})
+    )
+    logger.info("retention: purged %d item(s) captured before %s", len(deleted), cutoff.isoformat())
+    return deleted
+
+
+async def purge_periodically(ctx, interval_s: float) -> None:
+    """Background task: purge now and then every `interval_s` seconds, saving the index after a purge."""
+    while True:
+        try:
+            deleted = await asyncio.to_thread(
+                purge, ctx.sessions, ctx.store, ctx.index, ctx.settings.retention_days
+            )
+            if deleted:
+                await asyncio.to_thread(ctx.index.save)
+                ctx.metrics.index_size.set(len(ctx.index))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("retention purge failed; will retry")
+        await asyncio.sleep(interval_s)

@@ -1,0 +1,48 @@
+"""GET /audit: the audit log, newest first (admin)."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.db import get_session
+from service.models import AuditLog
+from service.schemas import AuditPage, ErrorBody, iso
+from service.security import Principal, require_admin
+
+router = APIRouter(tags=["audit"])
+
+
+@router.get(
+    "/audit", response_model=AuditPage, responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}}
+)
+def audit_log(
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=10_000_000),
+    action: str | None = Query(None, max_length=32),
+    _: Principal = Depends(require_admin),
+    session: Session = Depends(get_session),
+):
+    query = select(AuditLog)
+    count = select(func.count(AuditLog.id))
+    if action:
+        query, count = query.where(AuditLog.action == action), count.where(AuditLog.action == action)
+    total = session.execute(count).scalar_one()
+    rows = session.execute(query.order_by(AuditLog.id.desc()).limit(limit).offset(offset)).scalars()
+    return {
+        "items": [
+            {
+                "id": r.id,
+                "at": iso(r.at),
+                "key_name": r.key_name,
+                "action": r.action,
+                "detail": json.loads(r.detail) if r.detail else None,
+                "hits": r.hits,
+            }
+            for r in rows
+        ],
+        "total": total,
+    }

@@ -1,0 +1,95 @@
+"""Visitors: erase one person everywhere; regroup a window's items into visitors."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Path
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+
+from service import validation
+from service.context import ServiceContext, get_ctx
+from service.db import write_session
+from service.errors import not_found
+from service.models import MAX_ID, GalleryItem
+from service.retention import delete_items
+from service.schemas import ErrorBody, ReclusterRequest, ReclusterResponse, VisitorDeleted
+from service.security import Principal, require_admin
+from service.visitors import recluster
+
+router = APIRouter(tags=["visitors"])
+ERRORS = {
+    401: {"model": ErrorBody},
+    403: {"model": ErrorBody},
+    404: {"model": ErrorBody},
+    422: {"model": ErrorBody},
+}
+
+
+@router.delete(
+    "/visitors/{visitor_id}",
+    response_model=VisitorDeleted,
+    responses=ERRORS,
+    summary="Erase everything of one visitor (rows, vectors, files)",
+)
+def erase_visitor(
+    visitor_id: int = Path(ge=1, le=MAX_ID),
+    principal: Principal = Depends(require_admin),
+    ctx: ServiceContext = Depends(get_ctx),
+):
+    with ctx.ingest_lock:  # no new item joins this visitor while it is being erased
+        with ctx.sessions() as session:
+            ids = list(
+                session.execute(select(GalleryItem.id).where(GalleryItem.visitor_id == visitor_id)).scalars()
+            )
+        if not ids:
+            raise not_found(f"no items of visitor {visitor_id}", "visitor_id")
+        deleted = delete_items(
+            ctx.sessions,
+            ctx.store,
+            ctx.index,
+            ids,
+            audit=(principal.name, "erase_visitor", {"visitor_id": visitor_id}),
+        )
+    ctx.metrics.index_size.set(len(ctx.index))
+    return {"visitor_id": visitor_id, "deleted": deleted}
+
+
+@router.post(
+    "/visitors/recluster",
+    response_model=ReclusterResponse,
+    responses=ERRORS,
+    summary="Recompute the visitor grouping of the items captured in [start, end)",
+)
+async def recluster_window(
+    body: ReclusterRequest,
+    principal: Principal = Depends(require_admin),
+    ctx: ServiceContext = Depends(get_ctx),
+):
+    t0 = validation.timestamp(body.start, "start")
+    t1 = validation.timestamp(body.end, "end")
+    validation.window(t0, t1, ctx.settings.metrics_max_window_days)
+    settings = ctx.settings
+    result = await run_in_threadpool(
+        recluster,
+        ctx.sessions,
+        t0,
+        t1,
+        settings.visitor_threshold,
+        settings.visitor_horizon_s,
+        ctx.ingest_lock,
+    )
+
+    def record():
+        from service import audit
+
+        with write_session(ctx.sessions) as session:
+            audit.record(
+                session,
+                principal.name,
+                "recluster",
+                {"start": t0.isoformat(), "end": t1.isoformat()},
+                hits=result["items"],
+            )
+
+    await run_in_threadpool(record)
+    return result

@@ -1,0 +1,128 @@
+"""Typed service settings: environment variables with the REID_ prefix, or a .env file.
+
+Insecure values (no weights, the well-known dev keys, short keys) are refused unless
+REID_DEV_MODE is on; dev mode says so loudly in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model.errors import ReidError
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("ingest", "search", "admin")
+DEV_KEYS = {"dev-admin-key": "admin", "dev-search-key": "search", "dev-ingest-key": "ingest"}
+MIN_KEY_LENGTH = 16
+
+
+class SettingsError(ReidError):
+    """The service configuration is unsafe or inconsistent."""
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment (see docs/service.md for the table)."""
+
+    model_config = SettingsConfigDict(env_prefix="REID_", env_file=".env", extra="ignore")
+
+    dev_mode: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    data_dir: Path = Path("data/service")
+    database_url: str | None = None
+    # Bootstrap keys, comma separated, each "name:role:secret" or "role:secret" (name = role).
+    api_keys: str = ""
+    weights: Path | None = None
+    allow_model_change: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    flip: bool = False
+    batch_size: int = Field(32, ge=1, le=1024)
+    batch_wait_ms: float = Field(5.0, ge=0, le=1000)
+    index_kind: Literal["flat", "ivf", "hnsw"] = "flat"
+    index_nprobe: int | None = Field(
+        None, ge=1, le=65536
+    )  # IVF lists probed per query (None: the index's default)
+    index_ef_search: int | None = Field(None, ge=1, le=65536)  # HNSW candidate list size
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(40_000_000, ge=64)
+    max_files_per_request: int = Field(64, ge=1, le=1024)
+    max_query_files: int = Field(8, ge=1, le=64)
+    visitor_threshold: float = Field(0.75, ge=-1.0, le=1.0)
+    visitor_horizon_s: float = Field(2 * 3600.0, gt=0)
+    retention_days: float = Field(30.0, ge=0)
+    purge_interval_s: float = Field(3600.0, gt=0)
+    metrics_max_buckets: int = Field(10_000, ge=1)
+    metrics_max_window_days: float = Field(366.0, gt=0)
+    thumbnail_size: int = Field(128, ge=16, le=1024)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_key_format(cls, value: str) -> str:
+        parse_api_keys(value)
+        return value
+
+    # -- derived ----------------------------------------------------------------------
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'reid.db'}"
+
+    @property
+    def index_path(self) -> Path:
+        return self.data_dir / "index" / "gallery.faiss"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    def bootstrap_keys(self) -> list[tuple[str, str, str]]:
+        """(name, role, secret) for the keys given in the environment, plus the dev keys in dev mode."""
+        keys = parse_api_keys(self.api_keys)
+        if self.dev_mode:
+            keys += [(secret, role, secret) for secret, role in DEV_KEYS.items()]
+        return keys
+
+    def check_safe(self) -> None:
+        """Refuse insecure settings outside dev mode; warn loudly inside it."""
+        if self.dev_mode:
+            logger.warning(
+                "DEV MODE: well-known API keys (%s) are accepted%s. Never expose this instance.",
+                ", ".join(DEV_KEYS),
+                ""
+                if self.weights
+                else " and the network has RANDOM weights (search results are meaningless)",
+            )
+            return
+        problems = []
+        if self.weights is None:
+            problems.append("REID_WEIGHTS is not set (random weights are only allowed with REID_DEV_MODE=1)")
+        for name, _role, secret in parse_api_keys(self.api_keys):
+            if secret in DEV_KEYS:
+                problems.append(f"API key {name!r} uses a well-known dev key")
+            elif len(secret) < MIN_KEY_LENGTH:
+                problems.append(f"API key {name!r} is shorter than {MIN_KEY_LENGTH} characters")
+        if problems:
+            raise SettingsError("refusing to start with insecure settings: " + "; ".join(problems))
+
+
+def parse_api_keys(text: str) -> list[tuple[str, str, str]]:
+    """ "name:role:secret,role:secret" -> [(name, role, secret)]; ValueError naming a bad entry."""
+    keys = []
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        parts = entry.split(":", 2)
+        if len(parts) == 2:
+            parts = [parts[0], *parts]
+        if len(parts) != 3 or not all(parts):
+            raise ValueError("each API key must be 'name:role:secret' or 'role:secret'")
+        name, role, secret = parts
+        if role not in ROLES:
+            raise ValueError(f"API key {name!r} has unknown role {role!r}; roles: {', '.join(ROLES)}")
+        keys.append((name, role, secret))
+    return keys

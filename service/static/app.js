@@ -1,0 +1,638 @@
+/* Re-ID operator console: plain JavaScript, no build step, no network access beyond this service.
+ *
+ * Every API call sends the key from localStorage in the X-API-Key header. Images are fetched with that header
+ * and shown through blob: URLs. Times are shown and entered in UTC (the API takes a time without offset as UTC).
+ */
+"use strict";
+
+const KEY_STORAGE = "reid.apiKey";
+const SVG_NS = "http://www.w3.org/2000/svg";
+const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
+                 "#7f7f7f", "#bcbd22"];
+
+const $ = (selector, root = document) => root.querySelector(selector);
+const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selector));
+
+/* ------------------------------------------------------------------------------------------------ API */
+
+class ApiError extends Error {
+  constructor(status, code, message, field, body) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.field = field;
+    this.body = body;
+  }
+}
+
+function getKey() {
+  try {
+    return localStorage.getItem(KEY_STORAGE) || "";
+  } catch (_) {
+    return "";
+  }
+}
+
+function setKey(key) {
+  try {
+    if (key) localStorage.setItem(KEY_STORAGE, key);
+    else localStorage.removeItem(KEY_STORAGE);
+  } catch (_) {
+    /* storage disabled: the key lives only in the input field */
+  }
+}
+
+function currentKey() {
+  return getKey() || $("#api-key").value.trim();
+}
+
+/** fetch with the key; JSON body on success, ApiError with the service's plain-words message otherwise. */
+async function api(path, options = {}) {
+  const key = currentKey();
+  if (!key) throw new ApiError(0, "no_key", "Enter an API key first (top right).", null, null);
+  const headers = Object.assign({ "X-API-Key": key }, options.headers || {});
+  let response;
+  try {
+    response = await fetch(path, Object.assign({}, options, { headers }));
+  } catch (err) {
+    throw new ApiError(0, "network", "Could not reach the service. Is it running? (" + err.message + ")", null, null);
+  }
+  if (response.ok) {
+    if (options.raw) return response;
+    return response.json();
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (_) {
+    /* not JSON */
+  }
+  const error = body && body.error ? body.error : null;
+  let message = error && error.message ? error.message : "The service answered " + response.status + " " +
+    (response.statusText || "") + ".";
+  if (response.status === 401) message = "The API key was refused: " + message;
+  else if (response.status === 403) message = "This key is not allowed to do that: " + message;
+  throw new ApiError(response.status, error ? error.code : "http_" + response.status, message,
+                     error ? error.field : null, body);
+}
+
+function onAuthFailure(err) {
+  if (err.status === 401) {
+    showKeyStatus("Key refused", "bad");
+  }
+}
+
+/* ------------------------------------------------------------------------------------------------ helpers */
+
+function showError(testid, err) {
+  const box = $(`[data-testid="${testid}"]`);
+  if (!err) {
+    box.hidden = true;
+    box.textContent = "";
+    return;
+  }
+  box.textContent = err.message || String(err);
+  box.dataset.code = err.code || "";
+  box.dataset.field = err.field || "";
+  box.hidden = false;
+  if (err instanceof ApiError) onAuthFailure(err);
+}
+
+function showKeyStatus(text, kind) {
+  const status = $("#key-status");
+  status.textContent = text;
+  status.dataset.state = kind || "";
+}
+
+/** "2026-11-23T10:00:00+00:00" -> "2026-11-23 10:00:00 UTC" */
+function formatTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  return d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "").replace(/Z$/, "") + " UTC";
+}
+
+/** Date -> value for <input type="datetime-local" step="1"> in UTC. */
+function toInputValue(date) {
+  return date.toISOString().slice(0, 19);
+}
+
+/** <input type="datetime-local"> value (UTC by convention) -> ISO string with explicit UTC offset, or "". */
+function fromInputValue(value) {
+  if (!value) return "";
+  const withSeconds = value.length === 16 ? value + ":00" : value;
+  return withSeconds + "+00:00";
+}
+
+function selectedCameras(form) {
+  return $$('input[name="camera_id"]:checked', form).map((box) => box.value);
+}
+
+function clear(node) {
+  while (node.firstChild) node.removeChild(node.firstChild);
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === "text") node.textContent = value;
+    else if (name === "dataset") Object.assign(node.dataset, value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children) {
+    if (child !== null && child !== undefined) node.append(child);
+  }
+  return node;
+}
+
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, String(value));
+  return node;
+}
+
+function setBusy(button, busy) {
+  button.disabled = busy;
+  button.setAttribute("aria-busy", busy ? "true" : "false");
+}
+
+/* ------------------------------------------------------------------------------------------------ thumbnails */
+
+const blobUrls = { results: [], gallery: [] };
+
+function releaseBlobs(group) {
+  for (const url of blobUrls[group]) URL.revokeObjectURL(url);
+  blobUrls[group] = [];
+}
+
+/** Load an image through fetch (the key is a header, so <img src> cannot load it directly). */
+async function loadThumbnail(img, url, group) {
+  try {
+    const response = await api(url, { raw: true });
+    const objectUrl = URL.createObjectURL(await response.blob());
+    blobUrls[group].push(objectUrl);
+    img.src = objectUrl;
+    img.dataset.loaded = "true";
+  } catch (err) {
+    img.dataset.loaded = "false";
+    img.alt = img.alt + " (image unavailable: " + err.message + ")";
+  }
+}
+
+function itemCard(item, group, extra) {
+  const label = `Gallery item ${item.id}, camera ${item.camera_id}, ${formatTime(item.captured_at)}`;
+  const img = el("img", { alt: label, width: 64, height: 128, loading: "lazy" });
+  const button = el("button", { type: "button", class: "hit-button", title: "Search from this item",
+                                "aria-label": "Search from " + label }, img);
+  button.addEventListener("click", () => searchFromGalleryItem(item.id));
+  const meta = el("div", { class: "meta" });
+  if (extra) meta.append(extra);
+  meta.append(
+    el("span", { class: "camera", "data-testid": "hit-camera", text: item.camera_id }),
+    el("time", { datetime: item.captured_at, "data-testid": "hit-time", text: formatTime(item.captured_at) }),
+    el("span", { class: "small", text: `#${item.id}` + (item.visitor_id != null ? ` · visitor ${item.visitor_id}` : "") }),
+  );
+  loadThumbnail(img, item.thumbnail_url, group);
+  return [button, meta];
+}
+
+/* ------------------------------------------------------------------------------------------------ cameras */
+
+let knownCameras = [];
+
+async function refreshCameras() {
+  const data = await api("/cameras");
+  knownCameras = data.cameras || [];
+  for (const container of $$("[data-camera-list]")) {
+    const form = container.closest("form");
+    const ticked = new Set(selectedCameras(form));
+    clear(container);
+    if (!knownCameras.length) container.append(el("span", { class: "hint", text: "no cameras yet" }));
+    for (const camera of knownCameras) {
+      const box = el("input", { type: "checkbox", name: "camera_id", value: camera.camera_id,
+                                checked: ticked.has(camera.camera_id) });
+      container.append(el("label", { class: "check", title: `${camera.items} photos` }, box, " " + camera.camera_id));
+    }
+  }
+  const choices = $("#camera-choices");
+  clear(choices);
+  for (const camera of knownCameras) choices.append(el("option", { value: camera.camera_id }));
+  return knownCameras;
+}
+
+/* ------------------------------------------------------------------------------------------------ search */
+
+function searchFilters(form, body) {
+  for (const camera of selectedCameras(form)) body.append("camera_id", camera);
+  const start = fromInputValue($("#search-start").value);
+  const end = fromInputValue($("#search-end").value);
+  if (start) body.append("start", start);
+  if (end) body.append("end", end);
+}
+
+async function runSearch(event) {
+  if (event) event.preventDefault();
+  const form = $("#search-form");
+  const button = $("#search-submit");
+  showError("search-error", null);
+  const files = Array.from($("#search-files").files);
+  const galleryId = $("#search-gallery-id").value.trim();
+  const body = new FormData();
+  if (files.length) {
+    if (files.length > 8) {
+      showError("search-error", new Error("Choose at most 8 query photos of one person."));
+      return;
+    }
+    for (const file of files) body.append("files", file, file.name);
+  } else if (galleryId) {
+    body.append("gallery_id", galleryId);
+  } else {
+    showError("search-error", new Error("Choose a query photo, or give a gallery item number."));
+    return;
+  }
+  body.append("top_k", $("#search-top-k").value || "20");
+  const minScore = $("#search-min-score").value;
+  if (minScore !== "") body.append("min_score", minScore);
+  searchFilters(form, body);
+
+  setBusy(button, true);
+  $("#search-summary").textContent = "Searching…";
+  try {
+    const data = await api("/search", { method: "POST", body });
+    renderResults(data, files.length ? `${files.length} query photo${files.length > 1 ? "s" : ""}` :
+                  `gallery item ${galleryId}`);
+  } catch (err) {
+    releaseBlobs("results");
+    clear($("#results"));
+    $("#search-summary").textContent = "The search failed.";
+    showError("search-error", err);
+  } finally {
+    setBusy(button, false);
+  }
+}
+
+function renderResults(data, source) {
+  const list = $("#results");
+  releaseBlobs("results");
+  clear(list);
+  const hits = data.hits || [];
+  $("#search-summary").textContent = hits.length ?
+    `${hits.length} hit${hits.length > 1 ? "s" : ""} for ${source}, best first.` :
+    `No match for ${source} with these filters.`;
+  for (const hit of hits) {
+    const score = el("span", { class: "score", "data-testid": "hit-score", text: Number(hit.score).toFixed(3),
+                               title: "cosine similarity (1 = identical)" });
+    const rank = el("span", { class: "rank", text: `${hit.rank}.` });
+    const [button, meta] = itemCard(hit, "results", el("span", {}, rank, " ", score));
+    list.append(el("li", { class: "hit", "data-testid": "hit", dataset: { id: hit.id, score: hit.score,
+                                                                           camera: hit.camera_id } },
+                   button, meta));
+  }
+}
+
+function searchFromGalleryItem(id) {
+  $("#search-files").value = "";
+  $("#search-gallery-id").value = String(id);
+  selectTab("search");
+  runSearch();
+}
+
+async function browseGallery() {
+  const form = $("#search-form");
+  const section = $("#gallery-section");
+  showError("search-error", null);
+  const params = new URLSearchParams({ limit: "48" });
+  for (const camera of selectedCameras(form)) params.append("camera_id", camera);
+  const start = fromInputValue($("#search-start").value);
+  const end = fromInputValue($("#search-end").value);
+  if (start) params.set("start", start);
+  if (end) params.set("end", end);
+  try {
+    const data = await api("/gallery?" + params.toString());
+    const list = $("#gallery");
+    releaseBlobs("gallery");
+    clear(list);
+    section.hidden = false;
+    $("#gallery-summary").textContent = `${data.items.length} of ${data.total} photos shown.`;
+    for (const item of data.items) {
+      const [button, meta] = itemCard(item, "gallery", null);
+      list.append(el("li", { class: "hit", "data-testid": "gallery-item", dataset: { id: item.id } }, button, meta));
+    }
+  } catch (err) {
+    showError("search-error", err);
+  }
+}
+
+/* ------------------------------------------------------------------------------------------------ footfall */
+
+async function runFootfall(event) {
+  if (event) event.preventDefault();
+  const form = $("#footfall-form");
+  const button = $("#footfall-submit");
+  showError("footfall-error", null);
+  if (!form.reportValidity()) return;
+  const params = new URLSearchParams({
+    start: fromInputValue($("#footfall-start").value),
+    end: fromInputValue($("#footfall-end").value),
+    bucket: $("#footfall-bucket").value.trim(),
+  });
+  for (const camera of selectedCameras(form)) params.append("camera_id", camera);
+  setBusy(button, true);
+  try {
+    const data = await api("/metrics?" + params.toString());
+    renderFootfall(data);
+  } catch (err) {
+    showError("footfall-error", err);
+  } finally {
+    setBusy(button, false);
+  }
+}
+
+/** Set the footfall window to the recorded span; unless `force`, only when the operator left both fields empty. */
+function applyRecordedSpan(cameras, force) {
+  if (!cameras.length) return false;
+  const startInput = $("#footfall-start");
+  const endInput = $("#footfall-end");
+  if (!force && (startInput.value || endInput.value)) return true;
+  const first = Math.min(...cameras.map((c) => Date.parse(c.first_seen)));
+  const last = Math.max(...cameras.map((c) => Date.parse(c.last_seen)));
+  const hour = 3600 * 1000;
+  startInput.value = toInputValue(new Date(Math.floor(first / hour) * hour));
+  endInput.value = toInputValue(new Date(Math.floor(last / hour) * hour + hour));
+  return true;
+}
+
+async function fillWholeSpan() {
+  showError("footfall-error", null);
+  try {
+    if (applyRecordedSpan(await refreshCameras(), true)) return true;
+    showError("footfall-error", new Error("Nothing recorded yet: the gallery is empty."));
+  } catch (err) {
+    showError("footfall-error", err);
+  }
+  return false;
+}
+
+/** Group series rows as {buckets: [start...], cameras: [...], value(camera, bucketIndex)}. */
+function footfallMatrix(data) {
+  const buckets = [];
+  const index = new Map();
+  const cells = new Map();
+  for (const row of data.series || []) {
+    if (!index.has(row.bucket_start)) {
+      index.set(row.bucket_start, buckets.length);
+      buckets.push(row.bucket_start);
+    }
+    cells.set(row.camera_id + "\u0000" + row.bucket_start, row);
+  }
+  const cameras = data.cameras && data.cameras.length ? data.cameras :
+    Array.from(new Set((data.series || []).map((r) => r.camera_id)));
+  const value = (camera, i) => {
+    const row = cells.get(camera + "\u0000" + buckets[i]);
+    return row ? row.unique_visitors : 0;
+  };
+  return { buckets, cameras, value };
+}
+
+function bucketLabel(iso, bucketSeconds) {
+  const text = formatTime(iso).replace(" UTC", ""); // "YYYY-MM-DD HH:MM:SS"
+  return bucketSeconds >= 86400 ? text.slice(0, 10) : text.slice(5, 16);
+}
+
+function renderFootfall(data) {
+  const { buckets, cameras, value } = footfallMatrix(data);
+  const totals = data.totals || { sightings: 0, unique_visitors: 0, by_camera: {}, by_bucket: [] };
+  const colour = (i) => PALETTE[i % PALETTE.length];
+
+  // Totals
+  const dl = $("#footfall-totals");
+  clear(dl);
+  const addTotal = (label, val, testid) => {
+    dl.append(el("div", {}, el("dt", { text: label }), el("dd", { "data-testid": testid, text: String(val) })));
+  };
+  addTotal("Unique visitors", totals.unique_visitors, "total-unique");
+  addTotal("Sightings", totals.sightings, "total-sightings");
+  for (const camera of cameras) {
+    const c = (totals.by_camera || {})[camera] || { unique_visitors: 0 };
+    const row = el("div", { "data-testid": "camera-total", dataset: { camera } },
+                   el("dt", { text: "Camera " + camera }), el("dd", { text: String(c.unique_visitors) }));
+    dl.append(row);
+  }
+
+  // Chart: grouped bars, one group per bucket, one bar per camera (a bar of height 0 for no visitors).
+  const chart = $("#footfall-chart");
+  clear(chart);
+  const width = 760;
+  const height = 300;
+  const pad = { left: 44, right: 16, top: 14, bottom: 46 };
+  const plotW = width - pad.left - pad.right;
+  const plotH = height - pad.top - pad.bottom;
+  let maxValue = 0;
+  cameras.forEach((camera) => buckets.forEach((_, i) => { maxValue = Math.max(maxValue, value(camera, i)); }));
+  const yMax = Math.max(1, maxValue);
+  const slot = plotW / Math.max(1, buckets.length);
+  const barW = Math.max(1, (slot * 0.8) / Math.max(1, cameras.length));
+  const x = (i) => pad.left + i * slot + slot * 0.1;
+  const y = (v) => pad.top + plotH - (v / yMax) * plotH;
+  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "data-testid": "footfall-svg",
+                            "aria-label": `Unique visitors per ${data.bucket} bucket for ${cameras.length} cameras` });
+  // y axis ticks (integers)
+  const step = Math.max(1, Math.ceil(yMax / 5));
+  for (let v = 0; v <= yMax; v += step) {
+    root.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(v), y2: y(v), class: "grid" }));
+    const label = svg("text", { x: pad.left - 6, y: y(v) + 4, "text-anchor": "end", class: "tick" });
+    label.textContent = String(v);
+    root.append(label);
+  }
+  // x labels, at most ~8
+  const every = Math.max(1, Math.ceil(buckets.length / 8));
+  buckets.forEach((b, i) => {
+    if (i % every !== 0) return;
+    const label = svg("text", { x: pad.left + i * slot, y: height - pad.bottom + 18, "text-anchor": "start",
+                                class: "tick" });
+    label.textContent = bucketLabel(b, data.bucket_seconds);
+    root.append(label);
+  });
+  cameras.forEach((camera, c) => {
+    const group = svg("g", { "data-testid": "series", "data-camera": camera, fill: colour(c) });
+    buckets.forEach((b, i) => {
+      const v = value(camera, i);
+      const bar = svg("rect", { x: (x(i) + c * barW).toFixed(2), y: y(v).toFixed(2), width: barW.toFixed(2),
+                                height: (y(0) - y(v)).toFixed(2), "data-testid": "point", "data-camera": camera,
+                                "data-bucket": b, "data-value": v });
+      const title = svg("title");
+      title.textContent = `${camera}, ${formatTime(b)}: ${v} unique visitor${v === 1 ? "" : "s"}`;
+      bar.append(title);
+      group.append(bar);
+    });
+    root.append(group);
+  });
+  root.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(0), y2: y(0), class: "axis" }));
+  chart.append(root);
+  if (!buckets.length) chart.append(el("p", { class: "hint", text: "No buckets in this window." }));
+
+  const legend = $("#footfall-legend");
+  clear(legend);
+  cameras.forEach((camera, c) => {
+    legend.append(el("span", { class: "legend-item" },
+                     el("span", { class: "swatch", style: `background:${colour(c)}` }), " " + camera));
+  });
+
+  // Table: bucket rows x camera columns (unique visitors), plus the all-camera unique count.
+  const table = $("#footfall-table");
+  clear(table);
+  table.append(el("caption", { text: `Unique visitors per ${data.bucket} bucket (UTC)` }));
+  const headRow = el("tr", {}, el("th", { scope: "col", text: "Bucket start" }));
+  for (const camera of cameras) headRow.append(el("th", { scope: "col", text: camera }));
+  headRow.append(el("th", { scope: "col", text: "All cameras" }));
+  table.append(el("thead", {}, headRow));
+  const byBucket = new Map((totals.by_bucket || []).map((b) => [b.bucket_start, b]));
+  const tbody = el("tbody");
+  buckets.forEach((b, i) => {
+    const tr = el("tr", { "data-testid": "footfall-row", dataset: { bucket: b } },
+                  el("th", { scope: "row", text: formatTime(b) }));
+    for (const camera of cameras) {
+      tr.append(el("td", { "data-testid": "cell", dataset: { camera }, text: String(value(camera, i)) }));
+    }
+    const all = byBucket.get(b);
+    tr.append(el("td", { "data-testid": "cell-all", text: String(all ? all.unique_visitors : 0) }));
+    tbody.append(tr);
+  });
+  table.append(tbody);
+  const footRow = el("tr", {}, el("th", { scope: "row", text: "Whole window" }));
+  for (const camera of cameras) {
+    const c = (totals.by_camera || {})[camera] || { unique_visitors: 0 };
+    footRow.append(el("td", { "data-testid": "total-cell", dataset: { camera }, text: String(c.unique_visitors) }));
+  }
+  footRow.append(el("td", { "data-testid": "total-cell-all", text: String(totals.unique_visitors) }));
+  table.append(el("tfoot", {}, footRow));
+}
+
+/* ------------------------------------------------------------------------------------------------ ingest */
+
+async function runIngest(event) {
+  if (event) event.preventDefault();
+  const form = $("#ingest-form");
+  const button = $("#ingest-submit");
+  showError("ingest-error", null);
+  if (!form.reportValidity()) return;
+  const files = Array.from($("#ingest-files").files);
+  const body = new FormData();
+  for (const file of files) body.append("files", file, file.name);
+  body.append("camera_id", $("#ingest-camera").value.trim());
+  body.append("captured_at", fromInputValue($("#ingest-captured-at").value));
+  const ref = $("#ingest-ref").value.trim();
+  if (ref) for (let i = 0; i < files.length; i += 1) body.append("external_ref", ref);
+  setBusy(button, true);
+  $("#ingest-summary").textContent = `Uploading ${files.length} file${files.length === 1 ? "" : "s"}…`;
+  try {
+    const data = await api("/gallery", { method: "POST", body });
+    renderIngest(data, files);
+    $("#ingest-files").value = "";
+    refreshCameras().catch(() => {});
+  } catch (err) {
+    showError("ingest-error", err);
+    if (err.body && Array.isArray(err.body.items)) renderIngest(err.body, files);
+    else $("#ingest-summary").textContent = "Nothing was stored.";
+  } finally {
+    setBusy(button, false);
+  }
+}
+
+function renderIngest(data, files) {
+  const items = data.items || [];
+  const count = (status) => items.filter((item) => item.status === status).length;
+  const created = data.created != null ? data.created : count("created");
+  const existing = data.existing != null ? data.existing : count("exists");
+  const failed = data.failed != null ? data.failed : count("error");
+  $("#ingest-summary").textContent = `${created} added, ${existing} already in the gallery, ${failed} failed.`;
+  const table = $("#ingest-results");
+  clear(table);
+  table.append(el("thead", {}, el("tr", {}, ...["File", "Result", "Item", "Visitor", "Details"].map(
+    (h) => el("th", { scope: "col", text: h })))));
+  const tbody = el("tbody");
+  for (const item of items) {
+    const name = item.filename || (files[item.index] ? files[item.index].name : `#${item.index}`);
+    const words = { created: "added", exists: "already there", error: "failed" }[item.status] || item.status;
+    tbody.append(el("tr", { "data-testid": "ingest-row", dataset: { status: item.status } },
+      el("td", { text: name }),
+      el("td", { class: "status-" + item.status, text: words }),
+      el("td", { text: item.id != null ? String(item.id) : "" }),
+      el("td", { text: item.visitor_id != null ? String(item.visitor_id) : "" }),
+      el("td", { text: item.error ? item.error.message : "" })));
+  }
+  table.append(tbody);
+}
+
+/* ------------------------------------------------------------------------------------------------ tabs, key */
+
+function selectTab(name) {
+  for (const tab of $$('[role="tab"]')) {
+    const selected = tab.id === "tab-" + name;
+    tab.setAttribute("aria-selected", selected ? "true" : "false");
+    tab.tabIndex = selected ? 0 : -1;
+    $("#" + tab.getAttribute("aria-controls")).hidden = !selected;
+  }
+  if (location.hash !== "#" + name) history.replaceState(null, "", "#" + name);
+}
+
+async function checkKey() {
+  if (!currentKey()) {
+    showKeyStatus("No key yet", "");
+    return;
+  }
+  showKeyStatus("Checking key…", "");
+  try {
+    applyRecordedSpan(await refreshCameras(), false);
+    showKeyStatus("Key accepted", "ok");
+  } catch (err) {
+    if (err.status === 401) showKeyStatus("Key refused: " + err.message.replace(/^The API key was refused: /, ""), "bad");
+    else if (err.status === 403) showKeyStatus("Key accepted (upload only)", "ok");
+    else showKeyStatus(err.message, "bad");
+  }
+}
+
+function init() {
+  const keyInput = $("#api-key");
+  keyInput.value = getKey();
+  $("#key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    setKey(keyInput.value.trim());
+    checkKey();
+  });
+  $("#forget-key").addEventListener("click", () => {
+    setKey("");
+    keyInput.value = "";
+    showKeyStatus("No key yet", "");
+  });
+
+  const tabs = $$('[role="tab"]');
+  tabs.forEach((tab, i) => {
+    tab.addEventListener("click", () => selectTab(tab.id.replace("tab-", "")));
+    tab.addEventListener("keydown", (event) => {
+      const delta = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+      if (!delta) return;
+      const next = tabs[(i + delta + tabs.length) % tabs.length];
+      next.focus();
+      selectTab(next.id.replace("tab-", ""));
+    });
+  });
+  const initial = location.hash.replace("#", "");
+  selectTab(["search", "footfall", "ingest"].includes(initial) ? initial : "search");
+
+  $("#search-form").addEventListener("submit", runSearch);
+  $("#search-files").addEventListener("change", () => { $("#search-gallery-id").value = ""; });
+  $("#gallery-browse").addEventListener("click", browseGallery);
+  $("#footfall-form").addEventListener("submit", runFootfall);
+  $("#footfall-whole").addEventListener("click", async () => {
+    if (await fillWholeSpan()) runFootfall();
+  });
+  $("#ingest-form").addEventListener("submit", runIngest);
+  $("#ingest-now").addEventListener("click", () => { $("#ingest-captured-at").value = toInputValue(new Date()); });
+  if (!$("#ingest-captured-at").value) $("#ingest-captured-at").value = toInputValue(new Date());
+
+  checkKey();
+}
+
+document.addEventListener("DOMContentLoaded", init);

@@ -1,0 +1,200 @@
+"""Checks on client input. Each problem becomes an ApiError naming the field; nothing is written before
+every check on an item has passed."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from fastapi import UploadFile
+from PIL import Image, UnidentifiedImageError
+
+from model.errors import ImageDecodeError
+from model.images import load_image
+from service.errors import ApiError, invalid
+
+logger = logging.getLogger(__name__)
+
+CAMERA_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+SUPPORTED_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP"}
+MIN_SIDE = 8
+MAX_EXTERNAL_REF = 256
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)
+
+
+@dataclass
+class PreparedImage:
+    """An upload that passed every check: its bytes, hash and decoded RGB image."""
+
+    filename: str
+    data: bytes
+    content_hash: str
+    image: Image.Image
+    format: str
+    width: int
+    height: int
+
+
+def camera_id(value: str | None, field: str = "camera_id") -> str:
+    if value is None or not str(value).strip():
+        raise invalid("camera_id is required", field, code="missing")
+    value = str(value).strip()
+    if not CAMERA_ID.match(value):
+        shown = value if len(value) <= 80 else value[:80] + "..."
+        raise invalid(f"camera_id {shown!r} must be 1..64 characters of A-Z a-z 0-9 _ . : -", field)
+    return value
+
+
+MAX_CAMERA_FILTERS = 500
+
+
+def camera_ids(values: list[str] | None, field: str = "camera_id") -> list[str]:
+    """A filter's camera ids: each valid, at most MAX_CAMERA_FILTERS, duplicates dropped (sorted)."""
+    values = values or []
+    if len(values) > MAX_CAMERA_FILTERS:
+        raise invalid(f"{len(values)} camera_id filters; the limit is {MAX_CAMERA_FILTERS}", field)
+    return sorted({camera_id(v, field) for v in values})
+
+
+def timestamp(
+    value: str | None, field: str, *, required: bool = True, not_future: bool = False
+) -> datetime | None:
+    """ISO 8601 -> aware UTC datetime; no offset means UTC. Years outside 1970..now+1 day are refused."""
+    if value is None or not str(value).strip():
+        if required:
+            raise invalid(f"{field} is required (ISO 8601 time)", field, code="missing")
+        return None
+    text = str(value).strip()
+    if len(text) > 64:
+        raise invalid(f"{field} is not an ISO 8601 time", field)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        raise invalid(
+            f"{field} {text!r} is not an ISO 8601 time (e.g. 2026-11-23T10:15:00Z)", field
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        parsed = parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise invalid(f"{field} {text!r} is out of range", field) from None
+    if parsed < EARLIEST:
+        raise invalid(f"{field} {text!r} is before 1970", field)
+    if not_future and parsed > datetime.now(UTC) + FUTURE_SLACK:
+        raise invalid(f"{field} {text!r} is in the future", field)
+    return parsed
+
+
+def window(start: datetime | None, end: datetime | None, max_days: float | None = None) -> None:
+    if start is not None and end is not None and end <= start:
+        raise invalid("end must be after start", "end")
+    if (
+        max_days is not None
+        and start is not None
+        and end is not None
+        and end - start > timedelta(days=max_days)
+    ):
+        raise invalid(f"the time window is longer than the limit of {max_days:g} days", "end")
+
+
+def external_ref(value: str | None, field: str = "external_ref") -> str | None:
+    if value is None or value == "":
+        return None
+    if len(value) > MAX_EXTERNAL_REF:
+        raise invalid(f"external_ref is longer than {MAX_EXTERNAL_REF} characters", field)
+    if any(ord(ch) < 32 for ch in value):
+        raise invalid("external_ref contains control characters", field)
+    return value
+
+
+def read_upload_bytes(upload: UploadFile, max_bytes: int, field: str = "files") -> bytes:
+    """At most max_bytes from an upload; 413 when it is larger, 422 when it is empty."""
+    name = upload.filename or "upload"
+    upload.file.seek(0)
+    data = upload.file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ApiError(413, "too_large", f"{name} is larger than the limit of {max_bytes} bytes", field)
+    if not data:
+        raise invalid(f"{name} is empty (0 bytes)", field, code="empty_file")
+    return data
+
+
+def decode_image(data: bytes, name: str, max_pixels: int, field: str = "files") -> tuple[Image.Image, str]:
+    """Bytes -> (RGB image, format) or ApiError: not an image, unsupported format, bomb, truncated."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                fmt = probe.format or "unknown"
+                width, height = probe.size
+    except UnidentifiedImageError:
+        raise invalid(
+            f"{name} is not an image (or not in a supported format)", field, code="not_an_image"
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ApiError(
+            413, "too_many_pixels", f"{name} has too many pixels to decode safely", field
+        ) from None
+    except Exception as exc:  # PIL raises many kinds on malformed headers
+        raise invalid(f"{name} is corrupt: {exc}", field, code="bad_image") from None
+    if fmt not in SUPPORTED_FORMATS:
+        supported = ", ".join(SUPPORTED_FORMATS.values())
+        raise ApiError(415, "unsupported_format", f"{name} is {fmt}; supported formats: {supported}", field)
+    if width * height > max_pixels:
+        raise ApiError(
+            413,
+            "too_many_pixels",
+            f"{name} is {width}x{height} pixels, over the limit of {max_pixels}",
+            field,
+        )
+    if width < MIN_SIDE or height < MIN_SIDE:
+        raise invalid(f"{name} is {width}x{height} pixels; both sides must be at least {MIN_SIDE}", field)
+    try:
+        image = load_image(data, max_pixels=max_pixels)
+    except ImageDecodeError as exc:
+        message = str(exc).replace("image data", name)
+        raise invalid(message, field, code="bad_image") from None
+    except Exception as exc:  # decoder bugs on hostile files are still the file's problem, not a 500
+        logger.warning("decoding %s failed unexpectedly: %r", name, exc)
+        raise invalid(
+            f"{name} could not be decoded ({type(exc).__name__})", field, code="bad_image"
+        ) from None
+    return image, fmt
+
+
+def prepare_upload(
+    upload: UploadFile, max_bytes: int, max_pixels: int, field: str = "files"
+) -> PreparedImage:
+    name = upload.filename or "upload"
+    data = read_upload_bytes(upload, max_bytes, field)
+    image, fmt = decode_image(data, name, max_pixels, field)
+    return PreparedImage(
+        filename=name,
+        data=data,
+        content_hash=hashlib.sha256(data).hexdigest(),
+        image=image,
+        format=fmt,
+        width=image.width,
+        height=image.height,
+    )
+
+
+def per_file(values: list[str] | None, n: int, field: str, *, required: bool) -> list[str | None]:
+    """One value for all files or one per file -> a list of n values."""
+    values = [v for v in (values or [])]
+    if not values:
+        if required:
+            raise invalid(f"{field} is required (one for all files or one per file)", field, code="missing")
+        return [None] * n
+    if len(values) == 1:
+        return values * n
+    if len(values) != n:
+        raise invalid(f"{len(values)} {field} values for {n} files: give one for all or one per file", field)
+    return values

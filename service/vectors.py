@@ -1,0 +1,157 @@
+"""The gallery's vector index as the service uses it: loaded from disk, checked against the
+database (the source of truth) and rebuilt from the stored embeddings when missing or
+inconsistent; every access serialised by one lock."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.index import VectorIndex
+from service.models import GalleryItem
+
+logger = logging.getLogger(__name__)
+
+REBUILD_CHUNK = 4096
+
+
+def db_ids(session: Session) -> np.ndarray:
+    ids = session.execute(select(GalleryItem.id).order_by(GalleryItem.id)).scalars().all()
+    return np.asarray(ids, dtype=np.int64)
+
+
+def db_vectors(session: Session, ids: np.ndarray | list[int], dim: int) -> dict[int, np.ndarray]:
+    """id -> stored embedding, for the ids that exist."""
+    out: dict[int, np.ndarray] = {}
+    ids = [int(i) for i in ids]
+    for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+        rows = session.execute(
+            select(GalleryItem.id, GalleryItem.embedding).where(GalleryItem.id.in_(ids[start : start + 900]))
+        ).all()
+        for item_id, blob in rows:
+            out[item_id] = np.frombuffer(blob, dtype=np.float32).reshape(dim)
+    return out
+
+
+class GalleryIndex:
+    """A VectorIndex plus its file, its lock and a dirty flag."""
+
+    def __init__(self, index: VectorIndex, path: Path) -> None:
+        self.index = index
+        self.path = Path(path)
+        self.lock = threading.RLock()
+        self.dirty = False
+        self.rebuilt = False
+
+    @classmethod
+    def open(cls, path: Path, dim: int, kind: str, sessions: sessionmaker[Session]) -> GalleryIndex:
+        """Load the saved index if it holds exactly the database's ids, else rebuild it from the database."""
+        path = Path(path)
+        with sessions() as session:
+            ids = db_ids(session)
+        if path.exists():
+            try:
+                index = VectorIndex.load(path)
+            except Exception as exc:  # corrupt or unreadable: never served, rebuilt
+                logger.warning("index file %s cannot be loaded (%s); rebuilding from the database", path, exc)
+            else:
+                if getattr(index, "kind", kind) != kind:
+                    logger.warning(
+                        "index file %s is %s, the settings ask for %s; rebuilding", path, index.kind, kind
+                    )
+                elif getattr(index, "dim", dim) == dim and np.array_equal(np.sort(index.ids()), ids):
+                    logger.info(
+                        "loaded index %s with %d vectors (consistent with the database)", path, len(index)
+                    )
+                    return cls(index, path)
+                else:
+                    logger.warning(
+                        "index file %s holds %d vectors that do not match the database's %d items; rebuilding",
+                        path,
+                        len(index),
+                        len(ids),
+                    )
+        else:
+            logger.info("no index file at %s; building it from the database (%d items)", path, len(ids))
+        gallery = cls(cls._build(dim, kind, ids, sessions), path)
+        gallery.rebuilt = True
+        gallery.dirty = True
+        gallery.save()
+        return gallery
+
+    @staticmethod
+    def _build(dim: int, kind: str, ids: np.ndarray, sessions: sessionmaker[Session]) -> VectorIndex:
+        index = VectorIndex(dim, kind)
+        with sessions() as session:
+            if kind != "flat" and len(ids):
+                sample = ids[np.linspace(0, len(ids) - 1, min(len(ids), 50_000)).astype(np.int64)]
+                vectors = db_vectors(session, sample, dim)
+                index.train_if_needed(np.stack([vectors[int(i)] for i in sample]))
+            for start in range(0, len(ids), REBUILD_CHUNK):
+                chunk = ids[start : start + REBUILD_CHUNK]
+                vectors = db_vectors(session, chunk, dim)
+                index.add(chunk, np.stack([vectors[int(i)] for i in chunk]).astype(np.float32))
+        return index
+
+    def __len__(self) -> int:
+        with self.lock:
+            return len(self.index)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        with self.lock:
+            self.index.add(np.asarray(ids, dtype=np.int64), np.asarray(vectors, dtype=np.float32))
+            self.dirty = True
+
+    def remove(self, ids) -> int:
+        ids = np.asarray(list(ids), dtype=np.int64)
+        if not len(ids):
+            return 0
+        with self.lock:
+            removed = self.index.remove(ids)
+            self.dirty = True
+            return removed
+
+    def search(self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None):
+        with self.lock:
+            return self.index.search(query, k, allowed_ids=allowed_ids)
+
+    def ids(self) -> np.ndarray:
+        with self.lock:
+            return self.index.ids()
+
+    def reconcile(self, sessions: sessionmaker[Session]) -> tuple[int, int]:
+        """Bring the index in step with the database (rows deleted or added by another process, e.g.
+        `reid purge` while the service runs). Call with the ingest lock held. Returns (removed, added)."""
+        with sessions() as session:
+            truth = db_ids(session)
+        with self.lock:
+            have = np.sort(self.index.ids())
+            extra = np.setdiff1d(have, truth, assume_unique=True)
+            missing = np.setdiff1d(truth, have, assume_unique=True)
+            if len(extra):
+                self.remove(extra)
+        if len(missing):
+            with sessions() as session:
+                vectors = db_vectors(session, missing, self.index.dim)
+            present = np.array([i for i in missing.tolist() if i in vectors], dtype=np.int64)
+            if len(present):
+                self.add(present, np.stack([vectors[int(i)] for i in present]))
+        if len(extra) or len(missing):
+            logger.warning(
+                "index reconciled with the database: %d removed, %d added", len(extra), len(missing)
+            )
+        return len(extra), len(missing)
+
+    def save(self) -> None:
+        with self.lock:
+            if not self.dirty and self.path.exists():
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.index.save(self.path)
+            self.dirty = False
+        logger.debug("saved index (%d vectors) to %s", len(self), self.path)

@@ -1,0 +1,256 @@
+"""The operator console (service/static) in a real browser against a live service."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pytest
+
+try:
+    from playwright.sync_api import expect
+except ImportError:  # pragma: no cover - depends on the environment
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("playwright is not installed (pip install -e '.[dev]')", allow_module_level=True)
+
+from .conftest import ADMIN_KEY, DAY, INGEST_KEY, SCREENSHOTS, person_image
+
+pytestmark = pytest.mark.slow
+
+
+def use_key(console, key: str) -> None:
+    console.get_by_test_id("api-key").fill(key)
+    console.get_by_test_id("save-key").click()
+
+
+def test_upload_shows_results_and_a_hit_searches_from_itself(console, live_service, tmp_path):
+    use_key(console, ADMIN_KEY)
+    expect(console.get_by_test_id("key-status")).to_have_text("Key accepted")
+    query = tmp_path / "query.png"
+    query.write_bytes(person_image(2, 99))
+    console.get_by_test_id("search-top-k").fill("5")
+    console.get_by_test_id("search-files").set_input_files(str(query))
+    console.get_by_test_id("search-submit").click()
+
+    hits = console.get_by_test_id("hit")
+    expect(hits).to_have_count(5)
+    with live_service.client() as client:
+        expected = client.post(
+            "/search", files=[("files", ("query.png", query.read_bytes(), "image/png"))], data={"top_k": "5"}
+        ).json()["hits"]
+    shown_ids = [int(x) for x in hits.evaluate_all("els => els.map(e => e.dataset.id)")]
+    assert shown_ids == [hit["id"] for hit in expected]
+    shown_scores = [float(s) for s in console.get_by_test_id("hit-score").all_inner_texts()]
+    assert shown_scores == pytest.approx([hit["score"] for hit in expected], abs=1e-3)
+    assert console.get_by_test_id("hit-camera").all_inner_texts() == [hit["camera_id"] for hit in expected]
+    # thumbnails come through fetch + blob: URLs (the key is a header)
+    console.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=hit] img')]"
+        ".every(img => img.complete && img.naturalWidth > 0 && img.src.startsWith('blob:'))"
+    )
+
+    # clicking the third hit searches from that gallery item (same hits as the API gives for gallery_id)
+    third = shown_ids[2]
+    hits.nth(2).get_by_role("button").click()
+    expect(console.get_by_test_id("search-gallery-id")).to_have_value(str(third))
+    expect(console.get_by_test_id("search-summary")).to_contain_text(f"gallery item {third}")
+    with live_service.client() as client:
+        expected = client.post("/search", data={"gallery_id": str(third), "top_k": "5"}).json()["hits"]
+    expect(hits.first).to_have_attribute("data-id", str(expected[0]["id"]))
+    shown_ids = [int(x) for x in hits.evaluate_all("els => els.map(e => e.dataset.id)")]
+    assert shown_ids == [hit["id"] for hit in expected]
+    shown_scores = [float(s) for s in console.get_by_test_id("hit-score").all_inner_texts()]
+    assert shown_scores == pytest.approx([hit["score"] for hit in expected], abs=1e-3)
+
+
+def test_camera_filter_limits_results(console, live_service):
+    use_key(console, ADMIN_KEY)
+    expect(console.get_by_test_id("key-status")).to_have_text("Key accepted")
+    start_id = live_service.items[0]["id"]
+    console.get_by_test_id("search-cameras").get_by_label("checkout").check()
+    console.get_by_test_id("search-gallery-id").fill(str(start_id))
+    console.get_by_test_id("search-submit").click()
+    expect(console.get_by_test_id("search-summary")).to_contain_text("hit")
+    cameras = set(console.get_by_test_id("hit-camera").all_inner_texts())
+    assert cameras == {"checkout"}
+
+
+def test_footfall_chart_shows_the_metrics(console, live_service):
+    use_key(console, ADMIN_KEY)
+    expect(console.get_by_test_id("key-status")).to_have_text("Key accepted")
+    console.get_by_test_id("tab-footfall").click()
+    start, end = DAY + timedelta(hours=8), DAY + timedelta(hours=13)
+    console.get_by_test_id("footfall-start").fill(start.strftime("%Y-%m-%dT%H:%M:%S"))
+    console.get_by_test_id("footfall-end").fill(end.strftime("%Y-%m-%dT%H:%M:%S"))
+    console.get_by_test_id("footfall-bucket").fill("30m")
+    console.get_by_test_id("footfall-submit").click()
+    expect(console.get_by_test_id("footfall-svg")).to_be_visible()
+
+    with live_service.client() as client:
+        metrics = client.get(
+            "/metrics", params={"start": start.isoformat(), "end": end.isoformat(), "bucket": "30m"}
+        ).json()
+    series = metrics["series"]
+    assert len(series) == 10 * len(metrics["cameras"])  # 5 h of 30 min buckets x cameras
+    assert metrics["totals"]["unique_visitors"] > 1
+
+    # one chart point per bucket and camera, carrying the same number
+    points = console.get_by_test_id("point").evaluate_all(
+        "els => els.map(e => [e.dataset.camera, e.dataset.bucket, Number(e.dataset.value)])"
+    )
+    assert sorted(points) == sorted([r["camera_id"], r["bucket_start"], r["unique_visitors"]] for r in series)
+    assert console.get_by_test_id("series").count() == len(metrics["cameras"])
+
+    # the table: a row per bucket, a cell per camera, and the all-camera unique count
+    rows = console.get_by_test_id("footfall-row")
+    expect(rows).to_have_count(10)
+    table = {}
+    for i in range(rows.count()):
+        row = rows.nth(i)
+        bucket = row.get_attribute("data-bucket")
+        for cell in row.get_by_test_id("cell").all():
+            table[(cell.get_attribute("data-camera"), bucket)] = int(cell.inner_text())
+        table[("*", bucket)] = int(row.get_by_test_id("cell-all").inner_text())
+    expected = {(r["camera_id"], r["bucket_start"]): r["unique_visitors"] for r in series}
+    expected.update({("*", b["bucket_start"]): b["unique_visitors"] for b in metrics["totals"]["by_bucket"]})
+    assert table == expected
+
+    totals = metrics["totals"]
+    expect(console.get_by_test_id("total-unique")).to_have_text(str(totals["unique_visitors"]))
+    expect(console.get_by_test_id("total-sightings")).to_have_text(str(totals["sightings"]))
+    for camera, numbers in totals["by_camera"].items():
+        cell = console.locator(f'[data-testid="total-cell"][data-camera="{camera}"]')
+        expect(cell).to_have_text(str(numbers["unique_visitors"]))
+
+
+def test_bad_footfall_window_shows_the_api_message(console, live_service):
+    use_key(console, ADMIN_KEY)
+    expect(console.get_by_test_id("key-status")).to_have_text("Key accepted")
+    console.get_by_test_id("tab-footfall").click()
+    console.get_by_test_id("footfall-start").fill("2026-11-02T08:00:00")
+    console.get_by_test_id("footfall-end").fill("2026-11-02T07:00:00")  # end before start
+    console.get_by_test_id("footfall-submit").click()
+    with live_service.client() as client:
+        response = client.get(
+            "/metrics", params={"start": "2026-11-02T08:00:00", "end": "2026-11-02T07:00:00", "bucket": "1h"}
+        )
+    assert response.status_code == 422
+    expect(console.get_by_test_id("footfall-error")).to_contain_text(response.json()["error"]["message"])
+
+
+def test_bad_upload_shows_an_error(console, live_service, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo\n")
+    use_key(console, INGEST_KEY)
+    expect(console.get_by_test_id("key-status")).to_contain_text("Key accepted")
+    with live_service.client() as client:
+        before = client.get("/gallery", params={"limit": 1}).json()["total"]
+
+    console.get_by_test_id("tab-ingest").click()
+    console.get_by_test_id("ingest-files").set_input_files(str(notes))
+    console.get_by_test_id("ingest-camera").fill("entrance")
+    console.get_by_test_id("ingest-captured-at").fill("2026-11-02T10:00:00")
+    console.get_by_test_id("ingest-submit").click()
+
+    error = console.get_by_test_id("ingest-error")
+    expect(error).to_be_visible()
+    row = console.get_by_test_id("ingest-row")
+    expect(row).to_have_count(1)
+    expect(row).to_have_attribute("data-status", "error")
+    expect(row).to_contain_text("notes.txt")
+    with live_service.client() as client:
+        response = client.post(
+            "/gallery",
+            files=[("files", ("notes.txt", b"not a photo\n", "text/plain"))],
+            data={"camera_id": "entrance", "captured_at": "2026-11-02T10:00:00"},
+        )
+        assert response.status_code in (413, 422)
+        expect(error).to_contain_text(response.json()["error"]["message"])
+        assert client.get("/gallery", params={"limit": 1}).json()["total"] == before  # nothing stored
+
+    # the same file as a search query
+    use_key(console, ADMIN_KEY)
+    console.get_by_test_id("tab-search").click()
+    console.get_by_test_id("search-files").set_input_files(str(notes))
+    console.get_by_test_id("search-submit").click()
+    with live_service.client() as client:
+        response = client.post("/search", files=[("files", ("notes.txt", b"not a photo\n", "text/plain"))])
+    assert response.status_code == 422
+    expect(console.get_by_test_id("search-error")).to_have_text(response.json()["error"]["message"])
+    expect(console.get_by_test_id("hit")).to_have_count(0)
+
+
+def test_upload_through_the_console_adds_photos(console, live_service, tmp_path):
+    paths = []
+    for variant in range(2):
+        path = tmp_path / f"visitor_{variant}.png"
+        path.write_bytes(person_image(40, 500 + variant))
+        paths.append(str(path))
+    use_key(console, ADMIN_KEY)
+    console.get_by_test_id("tab-ingest").click()
+    console.get_by_test_id("ingest-files").set_input_files(paths)
+    console.get_by_test_id("ingest-camera").fill("side-door")
+    console.get_by_test_id("ingest-captured-at").fill("2026-11-02T15:30:00")
+    console.get_by_test_id("ingest-submit").click()
+    rows = console.get_by_test_id("ingest-row")
+    expect(rows).to_have_count(2)
+    expect(console.get_by_test_id("ingest-summary")).to_contain_text("2 added")
+    ids = [int(t) for t in rows.locator("td:nth-child(3)").all_inner_texts()]
+    with live_service.client() as client:
+        for item_id in ids:
+            item = client.get(f"/gallery/{item_id}").json()
+            assert item["camera_id"] == "side-door"
+            assert item["captured_at"].startswith("2026-11-02T15:30:00")
+    # uploading the same photos again reports them as already there
+    console.get_by_test_id("ingest-files").set_input_files(paths)
+    console.get_by_test_id("ingest-submit").click()
+    expect(console.get_by_test_id("ingest-summary")).to_contain_text("2 already in the gallery")
+
+
+def test_wrong_key_is_refused(console, live_service, tmp_path):
+    use_key(console, "not-a-real-key-0123456789")
+    expect(console.get_by_test_id("key-status")).to_contain_text("Key refused")
+    query = tmp_path / "query.png"
+    query.write_bytes(person_image(1, 7))
+    console.get_by_test_id("search-files").set_input_files(str(query))
+    console.get_by_test_id("search-submit").click()
+    error = console.get_by_test_id("search-error")
+    expect(error).to_contain_text("The API key was refused")
+    expect(console.get_by_test_id("hit")).to_have_count(0)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    console.screenshot(path=str(SCREENSHOTS / "wrong_key_refused.png"), full_page=True)
+    # the key is remembered across reloads, and replacing it with a good one works
+    console.reload()
+    expect(console.get_by_test_id("api-key")).to_have_value("not-a-real-key-0123456789")
+    use_key(console, ADMIN_KEY)
+    expect(console.get_by_test_id("key-status")).to_have_text("Key accepted")
+
+
+def test_browse_gallery_and_search_from_an_item(console, live_service):
+    use_key(console, ADMIN_KEY)
+    expect(console.get_by_test_id("key-status")).to_have_text("Key accepted")
+    console.get_by_test_id("search-cameras").get_by_label("aisle-3").check()
+    console.get_by_test_id("gallery-browse").click()
+    with live_service.client() as client:
+        listing = client.get("/gallery", params={"camera_id": "aisle-3", "limit": 48}).json()
+    items = console.get_by_test_id("gallery-item")
+    expect(items).to_have_count(len(listing["items"]))
+    assert [int(x) for x in items.evaluate_all("els => els.map(e => e.dataset.id)")] == [
+        item["id"] for item in listing["items"]
+    ]
+    expect(console.get_by_test_id("gallery-summary")).to_contain_text(f"of {listing['total']} photos")
+    chosen = listing["items"][0]["id"]
+    items.first.get_by_role("button").click()
+    expect(console.get_by_test_id("search-gallery-id")).to_have_value(str(chosen))
+    expect(console.get_by_test_id("search-summary")).to_contain_text(f"gallery item {chosen}")
+    hits = console.get_by_test_id("results").get_by_test_id("hit")
+    expect(hits.first).to_be_visible()
+    with live_service.client() as client:
+        expected = client.post(
+            "/search", data={"gallery_id": str(chosen), "camera_id": "aisle-3", "top_k": "20"}
+        ).json()["hits"]
+    assert [int(x) for x in hits.evaluate_all("els => els.map(e => e.dataset.id)")] == [
+        h["id"] for h in expected
+    ]
+    assert {h["camera_id"] for h in expected} == {"aisle-3"}

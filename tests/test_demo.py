@@ -1,0 +1,49 @@
+"""`reid demo` end to end on the small synthetic preset: dataset -> service -> ingest -> search -> footfall.
+
+Random weights keep it fast; what is checked is that every step runs over real HTTP, that the printed
+summary carries the search and footfall results, and that a second run reuses what the first made.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from reid.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def run_demo(tmp_path, capsys) -> tuple[str, float]:
+    start = time.monotonic()
+    code = main(
+        ["demo", "--data", str(tmp_path), "--preset", "small", "--random-init", "--no-serve", "--port", "0"]
+    )
+    elapsed = time.monotonic() - start
+    assert code == 0
+    return capsys.readouterr().out, elapsed
+
+
+def test_demo_runs_every_step_and_a_second_run_reuses_them(tmp_path, capsys):
+    out, _ = run_demo(tmp_path, capsys)
+
+    match = re.search(r"(\d+) of the top (\d+) are the right person", out)
+    assert match, out
+    assert int(match.group(2)) == 10
+    rows = re.findall(r"^\s+\d+\s+-?\d\.\d{3}\s+cam\d\s+\S+\s+(yes|no)$", out, flags=re.M)
+    assert len(rows) == 10
+    assert rows.count("yes") == int(match.group(1))
+
+    visitors = re.search(r"Unique visitors over the day: (\d+) counted by re-ID, (\d+) in truth", out)
+    assert visitors, out
+    assert int(visitors.group(1)) > 0 and int(visitors.group(2)) > 0
+    assert "Console: http://127.0.0.1:" in out
+    assert (tmp_path / "small" / "bounding_box_test").is_dir()
+    assert any((tmp_path / "service").iterdir())
+
+    # Second run: the dataset is not regenerated and the gallery is not stored twice.
+    out2, _ = run_demo(tmp_path, capsys)
+    sightings = re.search(r"(\d+) sightings", out).group(1)
+    assert re.search(r"(\d+) sightings", out2).group(1) == sightings

