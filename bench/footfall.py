@@ -195,7 +195,7 @@ def main() -> int:
             precision, recall = pairwise_precision_recall(labels, truth)
             error = count_error(labels, truth)
             lines.append(
-                f"| {threshold:.2f} | {method} | {np.unique(labels).size} ({true_count}) | {100 * error:+.1f} % "
+                f"| {threshold:g} | {method} | {np.unique(labels).size} ({true_count}) | {100 * error:+.1f} % "
                 f"| {precision:.3f} | {recall:.3f} | {seconds:.2f} |"
             )
     table = "\n".join(lines)

@@ -3,8 +3,8 @@
     python -m bench.index                                            # 10k and 100k exact, 100k IVF + HNSW
     python -m bench.index --sizes 10000 100000 --approx-sizes 1000000 --approx ivf --record
 
-Gallery vectors are random clustered unit vectors (a centre per "identity", ~20 sightings each, plus
-noise), generated in chunks from a seed and bulk-loaded through `VectorIndex.add`. Queries come from
+Gallery vectors are random clustered unit vectors (sightings around identity centres, identities
+around shared "looks"; see Gallery), generated in chunks from a seed and bulk-loaded through `VectorIndex.add`. Queries come from
 the same identities with fresh noise. Latency is per single-query `search(q, k=10)` call (what one
 POST /search does), p50 / p99 over `--queries` calls, after a warm-up; also with a camera/time-style
 filter (`allowed_ids`: 1,000 ids -> exact gather path; 10 % of the ids -> faiss IDSelectorBatch).
@@ -30,22 +30,32 @@ from service.index import VectorIndex, default_nlist
 logger = logging.getLogger("bench.index")
 ROOT = Path(__file__).resolve().parents[1]
 CHUNK = 50_000
-PER_IDENTITY = 20
 
 
 class Gallery:
-    """Deterministic clustered unit vectors, produced chunk by chunk."""
+    """Deterministic clustered unit vectors, produced chunk by chunk.
 
-    def __init__(self, n: int, dim: int, seed: int, noise: float) -> None:
+    Two levels, so that neighbours are not trivially one tight cluster: identity centres scatter
+    (``group_spread``) around one of n / 1000 "look" centres (people dressed alike), and each sighting
+    scatters (``noise``) around its identity's centre.
+    """
+
+    def __init__(
+        self, n: int, dim: int, seed: int, noise: float, per_identity: int = 5, group_spread: float = 1.0
+    ) -> None:
         self.n, self.dim, self.seed, self.noise = n, dim, seed, noise
-        self.identities = max(1, n // PER_IDENTITY)
+        self.identities = max(1, n // per_identity)
+        self.groups = max(1, n // 1000)
+        self.group_spread = group_spread
+
+    def _unit(self, *key: int) -> np.ndarray:
+        x = np.random.default_rng([self.seed, *key]).standard_normal(self.dim, dtype=np.float32)
+        return x / np.linalg.norm(x)
 
     def centres(self, which: np.ndarray) -> np.ndarray:
         out = np.empty((len(which), self.dim), dtype=np.float32)
         for row, identity in enumerate(which.tolist()):
-            out[row] = np.random.default_rng([self.seed, 1, identity]).standard_normal(
-                self.dim, dtype=np.float32
-            )
+            out[row] = self._unit(0, identity % self.groups) + self.group_spread * self._unit(1, identity)
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
     def _make(self, rng: np.random.Generator, identity: np.ndarray) -> np.ndarray:
@@ -124,6 +134,8 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--noise", type=float, default=0.8, help="noise norm around each identity's centre")
+    parser.add_argument("--per-identity", type=int, default=5, help="sightings per identity")
+    parser.add_argument("--group-spread", type=float, default=1.0, help="identity spread around its look")
     parser.add_argument("--nlist", type=int, help="IVF lists (default about 4 sqrt(n))")
     parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--hnsw-m", type=int, default=32)
@@ -137,7 +149,7 @@ def main() -> int:
     k = args.k
     exact_rows, approx_rows = [], []
     for n in args.sizes:
-        gallery = Gallery(n, args.dim, args.seed, args.noise)
+        gallery = Gallery(n, args.dim, args.seed, args.noise, args.per_identity, args.group_spread)
         queries = gallery.queries(args.queries)
         index, seconds = build("flat", gallery, args)
         rng = np.random.default_rng(args.seed)
@@ -149,7 +161,7 @@ def main() -> int:
         del index
         gc.collect()
     for n in args.approx_sizes:
-        gallery = Gallery(n, args.dim, args.seed, args.noise)
+        gallery = Gallery(n, args.dim, args.seed, args.noise, args.per_identity, args.group_spread)
         queries = gallery.queries(args.queries)
         start = time.perf_counter()
         truth = exact_topk(gallery, queries, k)
@@ -187,7 +199,8 @@ def main() -> int:
             gc.collect()
 
     lines = [
-        f"Vectors: {args.dim}-d clustered unit vectors (~{PER_IDENTITY} per identity, noise {args.noise}); "
+        f"Vectors: {args.dim}-d clustered unit vectors ({args.per_identity} per identity, noise {args.noise}, "
+        f"identities spread {args.group_spread} around n/1000 looks); "
         f"{args.queries} single-query searches, k={k}, after 5 warm-up calls.",
         "",
     ]

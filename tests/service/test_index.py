@@ -234,3 +234,29 @@ def test_hnsw_recall():
     allowed = ids[: n * 3 // 4]
     _, found = index.search(queries, 10, allowed_ids=allowed)
     assert np.isin(found, allowed).all()
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_filtered_search_through_faiss_selector(kind, monkeypatch):
+    """Allowed sets above the exact-gather size go through faiss IDSelectorBatch; results stay within them."""
+    import service.index as index_module
+
+    monkeypatch.setattr(index_module, "EXACT_SUBSET_FLAT", 0)
+    monkeypatch.setattr(index_module, "EXACT_SUBSET_APPROX", 0)
+    rng = np.random.default_rng(4)
+    n, dim = 3000, 32
+    ids = np.arange(n, dtype=np.int64) * 2 + 1
+    vectors = clustered(rng, n, 30, dim)
+    queries = clustered(rng, 20, 30, dim)
+    index = VectorIndex(dim, kind, nlist=16)
+    index.train_if_needed(vectors)
+    index.add(ids, vectors)
+    index.remove(ids[:50])
+    allowed = ids[::3]
+    scores, found = index.search(queries, 15, allowed_ids=allowed)
+    live_allowed = allowed[~np.isin(allowed, ids[:50])]
+    assert np.isin(found, live_allowed).all()  # filled, only allowed, never removed
+    _, want = brute(queries, ids[50:], vectors[50:], 15, live_allowed)
+    overlap = np.mean([len(set(f) & set(w)) / 15 for f, w in zip(found, want, strict=True)])
+    assert overlap >= (1.0 if kind == "flat" else 0.9)
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
