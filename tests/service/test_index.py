@@ -64,6 +64,10 @@ def test_flat_search_matches_numpy(data, k):
     assert found.shape == (7, k) and found.dtype == np.int64 and scores.dtype == np.float32
     np.testing.assert_allclose(scores, want_scores, atol=1e-5)
     assert np.array_equal(found, want_ids)
+    many = np.concatenate([queries] * 4)  # 28 queries: the faiss scan rather than the BLAS one
+    many_scores, many_ids = index.search(many, k)
+    assert np.array_equal(many_ids[:7], want_ids)
+    np.testing.assert_allclose(many_scores[:7], want_scores, atol=1e-5)
     one_scores, one_ids = index.search(queries[0], k)  # a single (dim,) query
     assert one_ids.shape == (1, k) and np.array_equal(one_ids[0], want_ids[0])
 
