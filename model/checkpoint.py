@@ -72,7 +72,9 @@ class ModelMeta:
         if self.variant not in VARIANTS:
             raise CheckpointError(f"unknown variant {self.variant!r} in model metadata")
         if self.embed_feature not in EMBED_FEATURES:
-            raise CheckpointError(f"embed_feature must be one of {EMBED_FEATURES}, got {self.embed_feature!r}")
+            raise CheckpointError(
+                f"embed_feature must be one of {EMBED_FEATURES}, got {self.embed_feature!r}"
+            )
         if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
             raise CheckpointError(f"bad normalisation mean/std {self.mean}/{self.std}")
 
@@ -114,6 +116,14 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in _unwrap(net).state_dict().items()},
         "extra": dict(extra or {}),
     }
+    atomic_torch_save(payload, path)
+    return path
+
+
+def atomic_torch_save(payload: Any, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file beside `path`, then rename: a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -122,7 +132,6 @@ def save_checkpoint(
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
 
 
 def read_checkpoint_file(path: str | os.PathLike) -> Any:
@@ -173,7 +182,9 @@ def load_state_dict_strict(net: nn.Module, state_dict: Mapping[str, torch.Tensor
     net.load_state_dict(full, strict=True)
 
 
-def _infer_official_meta(state_dict: Mapping[str, torch.Tensor], input_size: tuple[int, int] | None) -> ModelMeta:
+def _infer_official_meta(
+    state_dict: Mapping[str, torch.Tensor], input_size: tuple[int, int] | None
+) -> ModelMeta:
     """Variant, input size, ratios and class count from the shapes in an official RGA state dict."""
     spatial = "backbone.rga_att1.theta_spatial.0.weight" in state_dict
     channel = "backbone.rga_att1.theta_channel.0.weight" in state_dict
@@ -239,7 +250,9 @@ def load_checkpoint(
         meta = ModelMeta.from_dict(obj.get("meta") or {})
         state_dict = clean_state_dict(obj["state_dict"])
     elif isinstance(obj.get("format"), str):
-        raise CheckpointError(f"{path} has checkpoint format {obj['format']!r}; this code reads {CHECKPOINT_FORMAT!r}")
+        raise CheckpointError(
+            f"{path} has checkpoint format {obj['format']!r}; this code reads {CHECKPOINT_FORMAT!r}"
+        )
     else:
         raw = obj.get("state_dict", obj)
         if not isinstance(raw, Mapping):

@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from model.checkpoint import ModelMeta, save_checkpoint
+from model.checkpoint import ModelMeta, atomic_torch_save, save_checkpoint
 from model.errors import ReidError
 from model.resnet_rga import build_model
 from training.config import Config, ConfigError, config_from_dict
@@ -152,18 +151,6 @@ def check_resume_config(saved: dict[str, Any], cfg: Config) -> None:
     if differing:
         details = "; ".join(f"{k}: was {_get(saved, k)!r}, now {_get(current, k)!r}" for k in differing)
         raise ConfigError(f"cannot resume with a different configuration ({details})")
-
-
-def _atomic_save(payload: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def unused_run_dir(run_dir: Path) -> Path:
@@ -388,7 +375,7 @@ def save_resume(
     position: Position,
     num_classes: int,
 ) -> None:
-    _atomic_save(
+    atomic_torch_save(
         {
             "format": RESUME_FORMAT,
             "config": cfg.to_dict(),
