@@ -130,7 +130,13 @@ class ServiceThread:
             uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning")
         )
         self.host, self.port_asked = host, port
-        self.thread = threading.Thread(target=self.server.run, name="reid-service", daemon=True)
+        self.thread = threading.Thread(target=self._serve, name="reid-service", daemon=True)
+
+    def _serve(self) -> None:
+        try:
+            self.server.run()
+        except SystemExit:  # uvicorn exits when it cannot bind; start() reports it as a ReidError
+            logger.debug("the service thread exited during start-up")
 
     def start(self, timeout: float = 600.0) -> None:
         self.thread.start()
