@@ -500,9 +500,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
     )
     deadline = started + 60.0 * cfg.train.max_minutes if cfg.train.max_minutes is not None else None
 
-    def save_all(checkpoint_path: Path | None) -> None:
-        if not distributed.is_main:
-            return
+    def save_resume_file() -> None:
         save_resume(
             run_dir / "resume.pt",
             cfg,
@@ -513,6 +511,11 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
             position,
             num_classes,
         )
+
+    def save_all(checkpoint_path: Path | None) -> None:
+        if not distributed.is_main:
+            return
+        save_resume_file()
         if checkpoint_path is not None:
             extra = {"iteration": position.iteration, "step": position.step, "config": cfg.to_dict()}
             save_checkpoint(
@@ -557,16 +560,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
         except KeyboardInterrupt:
             # keep the work: resume.pt at the last completed iteration, then stop as asked
             if distributed.is_main:
-                save_resume(
-                    run_dir / "resume.pt",
-                    cfg,
-                    model_without_ddp,
-                    optimizer,
-                    scheduler,
-                    batches.sampler.state_dict(),
-                    position,
-                    num_classes,
-                )
+                save_resume_file()
                 logger.warning(
                     "interrupted at epoch %d, iteration %d; continue with --resume %s",
                     position.epoch,
