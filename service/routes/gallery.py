@@ -17,6 +17,7 @@ from service.context import ServiceContext, get_ctx
 from service.db import get_session
 from service.errors import ApiError, error_response, invalid, not_found
 from service.models import MAX_ID, GalleryItem
+from service.queries import filter_items
 from service.retention import delete_items
 from service.schemas import Deleted, ErrorBody, IngestResponse, Item, ItemPage, item_dict
 from service.security import Principal, require_admin, require_ingest, require_search
@@ -162,18 +163,6 @@ async def add_images(
     return body
 
 
-def _filtered(query, camera_id, start, end, visitor_id):
-    if camera_id:
-        query = query.where(GalleryItem.camera_id.in_(camera_id))
-    if start is not None:
-        query = query.where(GalleryItem.captured_at >= start)
-    if end is not None:
-        query = query.where(GalleryItem.captured_at < end)
-    if visitor_id is not None:
-        query = query.where(GalleryItem.visitor_id == visitor_id)
-    return query
-
-
 @router.get(
     "/gallery", response_model=ItemPage, responses=ERRORS, summary="List items (newest capture first)"
 )
@@ -192,10 +181,10 @@ def list_items(
     t1 = validation.timestamp(end, "end", required=False)
     validation.window(t0, t1)
     total = session.execute(
-        _filtered(select(func.count(GalleryItem.id)), cameras, t0, t1, visitor_id)
+        filter_items(select(func.count(GalleryItem.id)), cameras, t0, t1, visitor_id)
     ).scalar_one()
     rows = session.execute(
-        _filtered(select(GalleryItem), cameras, t0, t1, visitor_id)
+        filter_items(select(GalleryItem), cameras, t0, t1, visitor_id)
         .order_by(GalleryItem.captured_at.desc(), GalleryItem.id.desc())
         .limit(limit)
         .offset(offset)

@@ -14,6 +14,7 @@ from service.context import ServiceContext, get_ctx
 from service.db import write_session
 from service.errors import invalid, not_found
 from service.models import MAX_ID, GalleryItem
+from service.queries import filter_items
 from service.schemas import ErrorBody, SearchResponse, iso
 from service.security import Principal, require_search
 
@@ -25,13 +26,7 @@ OVERFETCH = 16
 def _allowed_ids(ctx: ServiceContext, cameras, start, end) -> np.ndarray | None:
     if not cameras and start is None and end is None:
         return None
-    query = select(GalleryItem.id)
-    if cameras:
-        query = query.where(GalleryItem.camera_id.in_(cameras))
-    if start is not None:
-        query = query.where(GalleryItem.captured_at >= start)
-    if end is not None:
-        query = query.where(GalleryItem.captured_at < end)
+    query = filter_items(select(GalleryItem.id), cameras, start, end)
     with ctx.sessions() as session:
         return np.fromiter(session.execute(query).scalars(), dtype=np.int64)
 
