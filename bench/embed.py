@@ -1,8 +1,8 @@
 """Embedding throughput and latency of the RGA-SC network: direct vs fast form, fp32 vs bf16, eager vs compiled.
 
-    python bench/embed.py                        # CPU defaults: batches 1 and 64, fp32, eager
-    python bench/embed.py --device cuda --batch-sizes 1 64 256 --precisions fp32 bf16 --modes eager compiled
-    python bench/embed.py ... --record           # also append the table to BENCHMARKS.md
+    python -m bench.embed                        # CPU defaults: batches 1 and 64, fp32, eager
+    python -m bench.embed --device cuda --batch-sizes 1 64 256 --precisions fp32 bf16 --modes eager compiled
+    python -m bench.embed ... --record           # also append the table to BENCHMARKS.md
 
 Times the network's forward on preprocessed batches (the embedder's `_run` path:
 channels_last, autocast on CUDA), synchronising the device around each call, and
@@ -15,29 +15,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import platform
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import torch
 
+from bench.report import append_section, command_line, machine_description
 from model import build_model
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
-
-
-def machine_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    cpu = platform.processor() or "cpu"
-    with contextlib.suppress(Exception):
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name"):
-                cpu = line.split(":", 1)[1].strip()
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def _gib(value: float) -> str:
@@ -130,14 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     if args.record:
-        command = "python bench/embed.py " + " ".join(argv if argv is not None else sys.argv[1:])
         section = (
             f"\n## Embedding ({args.variant}, {net.input_size[0]}x{net.input_size[1]}) — "
             f"{dt.date.today().isoformat()}\n\nMachine: {machine_description(device)}  \n"
-            f"Command: `{command.strip()}`  \nIterations: {iters} timed after {warmup} warm-up.\n\n{table}\n"
+            f"Command: `{command_line(argv)}`  \nIterations: {iters} timed after {warmup} warm-up.\n\n{table}\n"
         )
-        with open(BENCHMARKS, "a") as fh:
-            fh.write(section)
+        append_section(section)
     return 0
 
 

@@ -22,37 +22,18 @@ of any model. A random-init network's numbers say nothing about a trained model'
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import hashlib
 import logging
-import os
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.report import append_section, command_line, machine_description
 from service.footfall import assign_online, cluster_visitors, count_error, pairwise_precision_recall
 
 logger = logging.getLogger("bench.footfall")
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def machine_description() -> str:
-    cpu = platform.processor() or "cpu"
-    with contextlib.suppress(Exception):
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name"):
-                cpu = line.split(":", 1)[1].strip()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{cpu}, {os.cpu_count()} cores (shared; load average {load:.1f} at the start)"
-
-
-def command_line() -> str:
-    return "python -m bench." + Path(sys.argv[0]).stem + " " + " ".join(sys.argv[1:])
 
 
 def read_sightings(root: Path, limit: int | None):
@@ -210,8 +191,7 @@ def main() -> int:
             f"\n## Footfall grouping, synthetic store ({kind}) — {dt.date.today().isoformat()}\n\n"
             f"Machine: {machine}  \nCommand: `{command_line()}`  \n{table}\n"
         )
-        with (ROOT / "BENCHMARKS.md").open("a", encoding="utf-8") as handle:
-            handle.write(section)
+        append_section(section)
     return 0
 
 

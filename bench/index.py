@@ -19,16 +19,14 @@ import datetime as dt
 import gc
 import logging
 import time
-from pathlib import Path
 
 import faiss
 import numpy as np
 
-from bench.footfall import command_line, machine_description
+from bench.report import append_section, command_line, machine_description
 from service.index import VectorIndex, default_nlist
 
 logger = logging.getLogger("bench.index")
-ROOT = Path(__file__).resolve().parents[1]
 CHUNK = 50_000
 
 
@@ -230,8 +228,7 @@ def main() -> int:
             f"\n## Vector index (service/index.py) — {dt.date.today().isoformat()}\n\n"
             f"Machine: {machine}  \nCommand: `{command_line()}`  \n{table}\n"
         )
-        with (ROOT / "BENCHMARKS.md").open("a", encoding="utf-8") as handle:
-            handle.write(section)
+        append_section(section)
     return 0
 
 

@@ -36,6 +36,7 @@ import torch
 import uvicorn
 from sqlalchemy import insert
 
+from bench.report import append_section, command_line
 from model.embedder import Embedder
 from service.app import create_app
 from service.db import make_engine, upgrade_database
@@ -290,9 +291,8 @@ def main() -> int:
     for line in lines:
         print("  " + line)
     if args.record:
-        with open(ROOT / "BENCHMARKS.md", "a") as fh:
-            fh.write(f"\n### {header}\n\n`python -m bench.service {' '.join(sys.argv[1:])}`\n\n")
-            fh.writelines(f"- {line}\n" for line in lines)
+        bullets = "".join(f"- {line}\n" for line in lines)
+        append_section(f"\n### {header}\n\n`{command_line()}`\n\n{bullets}")
     return 0
 
 

@@ -1,8 +1,8 @@
 """Training-step throughput and peak memory of the RGA re-ID network at batch 64 (16 ids x 4 images).
 
-    python bench/train.py                                      # CPU: rgasc and none, fp32, 3 steps
-    python bench/train.py --device cuda --precisions fp32 bf16 --steps 50 --warmup 10
-    python bench/train.py ... --record                         # also append the table to BENCHMARKS.md
+    python -m bench.train                                      # CPU: rgasc and none, fp32, 3 steps
+    python -m bench.train --device cuda --precisions fp32 bf16 --steps 50 --warmup 10
+    python -m bench.train ... --record                         # also append the table to BENCHMARKS.md
 
 One step is what training.train does per batch: forward (bf16 autocast for "bf16"), the recipe's loss
 (label-smoothed CE on feat + batch-hard triplet on feat_), backward, Adam step; channels_last on CUDA,
@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import datetime as dt
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -27,27 +26,9 @@ from pathlib import Path
 
 import torch
 
+from bench.report import append_section, command_line, machine_description
 from model import build_model
 from training.losses import ReIDLoss
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def machine_description(device: torch.device) -> str:
-    where = (
-        f"GPU {torch.cuda.get_device_name(device)}"
-        if device.type == "cuda"
-        else f"CPU only, {torch.get_num_threads()} threads"
-    )
-    return f"{platform.platform()}; {cpu_model()}; torch {torch.__version__}; {where}"
 
 
 def time_training_step(
@@ -98,13 +79,14 @@ def time_training_step(
 
 def run_in_subprocess(args: argparse.Namespace, variant: str, precision: str) -> dict:
     command = [
-        sys.executable, str(Path(__file__).resolve()), "--single", "--device", args.device,
+        sys.executable, "-m", "bench.train", "--single", "--device", args.device,
         "--variants", variant, "--precisions", precision, "--batch", str(args.batch), "--ids", str(args.ids),
         "--input-size", *map(str, args.input_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
     ]  # fmt: skip
     if args.threads:
         command += ["--threads", str(args.threads)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    root = Path(__file__).resolve().parents[1]  # `-m bench.train` resolves from the repository root
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=root)
     if done.returncode != 0:
         raise SystemExit(f"benchmark subprocess failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -188,16 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     if args.record:
-        command = "python bench/train.py " + " ".join(argv if argv is not None else sys.argv[1:])
         section = (
             f"\n## Training step (batch {args.batch} = {args.ids} ids x {args.batch // args.ids}) — "
             f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}\n\n"
-            f"Machine: {machine_description(device)}  \nCommand: `{command.strip()}`  \n"
+            f"Machine: {machine_description(device)}  \nCommand: `{command_line(argv)}`  \n"
             f"Steps: {args.steps} timed after {args.warmup} warm-up; forward + CE/triplet loss + backward + Adam; "
             f"random inputs already on the device (no data loading).\n\n{table}\n"
         )
-        with open(BENCHMARKS, "a", encoding="utf-8") as fh:
-            fh.write(section)
+        append_section(section)
     return 0
 
 

@@ -1,0 +1,51 @@
+"""What every benchmark records with its numbers: the machine, the exact command, and where it goes.
+
+Benchmarks run from the repository root as modules (`python -m bench.<name>`), so they import this file
+and the packages without path edits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def machine_description(device=None) -> str:
+    """CPU model, cores, load average now; plus torch and the GPU (or CPU threads) when given a torch device."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    text = f"{cpu_model()}, {os.cpu_count()} cores (load average {load:.1f} at the start)"
+    if device is not None:
+        import torch
+
+        where = (
+            f"GPU {torch.cuda.get_device_name(device)}"
+            if device.type == "cuda"
+            else f"CPU only, {torch.get_num_threads()} threads"
+        )
+        text += f", torch {torch.__version__}, {where}"
+    return text
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command as it was typed, in its `python -m bench.<name>` form."""
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join(["python -m bench." + Path(sys.argv[0]).stem, *args])
+
+
+def append_section(text: str) -> None:
+    """Append one section (it starts with its own `## ` heading) to BENCHMARKS.md."""
+    with BENCHMARKS.open("a", encoding="utf-8") as handle:
+        handle.write(text)
