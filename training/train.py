@@ -512,6 +512,20 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
             num_classes,
         )
 
+    def evaluate(final: bool):
+        return _evaluate_during_training(
+            cfg,
+            model_without_ddp,
+            num_classes,
+            position,
+            dataset,
+            run_dir,
+            log,
+            distributed,
+            device,
+            final=final,
+        )
+
     def save_all(checkpoint_path: Path | None) -> None:
         if not distributed.is_main:
             return
@@ -609,18 +623,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
             and position.epoch % cfg.train.eval_every == 0
             and position.epoch < cfg.train.epochs
         ):
-            _evaluate_during_training(
-                cfg,
-                model_without_ddp,
-                num_classes,
-                position,
-                dataset,
-                run_dir,
-                log,
-                distributed,
-                device,
-                final=False,
-            )
+            evaluate(final=False)
             model.train()
         if epoch_result.stopped:
             stopped = True
@@ -637,18 +640,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
     save_all(final_path)
     metrics = None
     if cfg.train.evaluate_at_end:
-        metrics = _evaluate_during_training(
-            cfg,
-            model_without_ddp,
-            num_classes,
-            position,
-            dataset,
-            run_dir,
-            log,
-            distributed,
-            device,
-            final=True,
-        )
+        metrics = evaluate(final=True)
     log.close()
     if distributed.enabled:
         dist.barrier()
