@@ -40,8 +40,8 @@ from bench.report import append_section, command_line
 from model.embedder import Embedder
 from service.app import create_app
 from service.db import make_engine, upgrade_database
-from service.models import GalleryItem
 from service.settings import Settings
+from service.tables import GalleryItem
 from training.datasets.synthetic import encode_jpeg, render_identity_image
 
 ROOT = Path(__file__).resolve().parents[1]

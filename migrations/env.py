@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from service.models import Base
+from service.tables import Base
 
 target_metadata = Base.metadata
 config = context.config

@@ -29,12 +29,12 @@ from service.db import make_engine, make_sessionmaker, upgrade_database, write_s
 from service.errors import install_error_handlers
 from service.headers import SecurityHeaders
 from service.limits import BodySizeLimit
-from service.models import GalleryItem, ServiceState
+from service.prometheus import MetricsMiddleware, ServiceMetrics
 from service.retention import purge_periodically
 from service.security import KeyRing
 from service.settings import Settings
 from service.storage import ImageStore
-from service.telemetry import MetricsMiddleware, ServiceMetrics
+from service.tables import GalleryItem, ServiceState
 from service.vectors import GalleryIndex
 
 logger = logging.getLogger(__name__)
@@ -207,9 +207,9 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.state.metrics = metrics
 
-    from service.routes import audit, cameras, footfall_metrics, gallery, health, search, visitors
+    from service.routes import audit, cameras, footfall, gallery, health, search, visitors
 
-    for module in (health, gallery, search, footfall_metrics, cameras, visitors, audit):
+    for module in (health, gallery, search, footfall, cameras, visitors, audit):
         app.include_router(module.router)
     if STATIC_DIR.is_dir():  # the operator console (no build step); absent in a bare API checkout
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from service.models import AuditLog
+from service.tables import AuditLog
 
 logger = logging.getLogger(__name__)
 

@@ -125,7 +125,7 @@ def run_keys_create(args: argparse.Namespace) -> int:
 def run_keys_list(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from service.models import ApiKey
+    from service.tables import ApiKey
 
     engine, sessions = _sessions(_settings(args))
     with sessions() as session:

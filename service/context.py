@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from model.embedder import Embedder
 from service.batcher import MicroBatcher
+from service.prometheus import ServiceMetrics
 from service.settings import Settings
 from service.storage import ImageStore
-from service.telemetry import ServiceMetrics
 from service.vectors import GalleryIndex
 
 

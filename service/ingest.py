@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from service import footfall
 from service.db import write_session
-from service.models import GalleryItem
+from service.tables import GalleryItem
 from service.validation import PreparedImage
 
 logger = logging.getLogger(__name__)

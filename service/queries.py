@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Select
 
-from service.models import GalleryItem
+from service.tables import GalleryItem
 
 
 def filter_items(

@@ -16,8 +16,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import write_session
-from service.models import GalleryItem
 from service.storage import ImageStore
+from service.tables import GalleryItem
 from service.vectors import GalleryIndex
 
 logger = logging.getLogger(__name__)

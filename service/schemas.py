@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from service.models import GalleryItem
+from service.tables import GalleryItem
 
 
 def iso(value: datetime | None) -> str | None:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.errors import ApiError
-from service.models import ApiKey
+from service.tables import ApiKey
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.index import VectorIndex
-from service.models import GalleryItem
+from service.tables import GalleryItem
 
 logger = logging.getLogger(__name__)
 

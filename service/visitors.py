@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service import footfall
 from service.db import write_session
-from service.models import GalleryItem
+from service.tables import GalleryItem
 
 logger = logging.getLogger(__name__)
 

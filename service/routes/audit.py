@@ -9,9 +9,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.db import get_session
-from service.models import AuditLog
 from service.schemas import AuditPage, ErrorBody, iso
 from service.security import Principal, require_admin
+from service.tables import AuditLog
 
 router = APIRouter(tags=["audit"])
 

@@ -7,9 +7,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.db import get_session
-from service.models import GalleryItem
 from service.schemas import CameraList, ErrorBody, iso
 from service.security import Principal, require_search
+from service.tables import GalleryItem
 
 router = APIRouter(tags=["gallery"])
 

@@ -16,11 +16,11 @@ from service import ingest, validation
 from service.context import ServiceContext, get_ctx
 from service.db import get_session
 from service.errors import ApiError, error_response, invalid, not_found
-from service.models import MAX_ID, GalleryItem
 from service.queries import filter_items
 from service.retention import delete_items
 from service.schemas import Deleted, ErrorBody, IngestResponse, Item, ItemPage, item_dict
 from service.security import Principal, require_admin, require_ingest, require_search
+from service.tables import MAX_ID, GalleryItem
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["gallery"])

@@ -7,8 +7,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select
 
-from service.models import GalleryItem
 from service.security import require_search
+from service.tables import GalleryItem
 
 router = APIRouter(tags=["health"])
 

@@ -13,10 +13,10 @@ from service import audit, validation
 from service.context import ServiceContext, get_ctx
 from service.db import write_session
 from service.errors import invalid, not_found
-from service.models import MAX_ID, GalleryItem
 from service.queries import filter_items
 from service.schemas import ErrorBody, SearchResponse, iso
 from service.security import Principal, require_search
+from service.tables import MAX_ID, GalleryItem
 
 router = APIRouter(tags=["search"])
 # Extra candidates fetched beyond top_k, in case the index holds ids deleted since (e.g. by `reid purge`).

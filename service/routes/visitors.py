@@ -10,10 +10,10 @@ from service import validation
 from service.context import ServiceContext, get_ctx
 from service.db import write_session
 from service.errors import not_found
-from service.models import MAX_ID, GalleryItem
 from service.retention import delete_items
 from service.schemas import ErrorBody, ReclusterRequest, ReclusterResponse, VisitorDeleted
 from service.security import Principal, require_admin
+from service.tables import MAX_ID, GalleryItem
 from service.visitors import recluster
 
 router = APIRouter(tags=["visitors"])

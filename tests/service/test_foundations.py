@@ -14,9 +14,9 @@ from sqlalchemy import inspect
 
 from service.batcher import MicroBatcher
 from service.db import make_engine, upgrade_database
-from service.models import Base
 from service.settings import Settings, SettingsError
 from service.storage import ImageStore
+from service.tables import Base
 
 
 def test_settings_refuse_insecure_values_outside_dev_mode(tmp_path):

@@ -1,4 +1,7 @@
-"""GET /metrics: footfall per time bucket x camera (sightings, unique visitors) over a window."""
+"""GET /metrics: footfall per time bucket x camera (sightings, unique visitors) over a window.
+
+(Prometheus metrics for operators are GET /metrics/service, service/prometheus.py.)
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,9 @@ from sqlalchemy import select
 from service import footfall, validation
 from service.context import ServiceContext, get_ctx
 from service.errors import invalid
-from service.models import GalleryItem
 from service.schemas import ErrorBody, iso
 from service.security import Principal, require_search
+from service.tables import GalleryItem
 
 router = APIRouter(tags=["metrics"])
 

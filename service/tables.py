@@ -1,4 +1,7 @@
-"""ORM models. The database is the source of truth, embeddings included (float32 bytes)."""
+"""Database tables (SQLAlchemy ORM). The database is the source of truth, embeddings included (float32 bytes).
+
+Not to be confused with `model/`, the network package.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Prometheus metrics for operators (GET /metrics/service); one registry per app instance."""
+"""Prometheus metrics for operators (GET /metrics/service); one registry per app instance.
+
+Not footfall (GET /metrics, routes/footfall.py) nor retrieval accuracy (CMC/mAP, training).
+"""
 
 from __future__ import annotations
 
