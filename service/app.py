@@ -190,6 +190,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
             await batcher.stop()
             await asyncio.to_thread(index.save)
             engine.dispose()
+            app.state.stopped_cleanly = True  # `reid serve` exits 0 after a signal only when this is set
             logger.info("service stopped")
 
     app = FastAPI(
@@ -199,6 +200,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.stopped_cleanly = False
     install_error_handlers(app)
     # Every file at its limit, plus room for the form fields and multipart framing.
     body_limit = settings.max_files_per_request * (settings.max_upload_bytes + 4096) + 1024 * 1024

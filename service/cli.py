@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 from pathlib import Path
 
 from model.errors import ReidError
@@ -95,8 +97,33 @@ def run_serve(args: argparse.Namespace) -> int:
         args, host=args.host, port=args.port, weights=args.weights, dev_mode=True if args.dev else None
     )
     settings.check_safe()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    app = create_app(settings)
+    with _exit_zero_after_graceful_stop(app):
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    if not app.state.stopped_cleanly:
+        logger.error("the service did not shut down completely")
+        return 1
     return 0
+
+
+@contextlib.contextmanager
+def _exit_zero_after_graceful_stop(app):
+    """uvicorn stops gracefully on SIGTERM, then raises the signal again, which would kill the process
+    (status 143) and make supervisors report a crash. It raises it under the handler that was in place
+    before it started: this one, which ignores the signal once the app's shut-down has run to its end and
+    otherwise dies of it as before (a SIGTERM before serving, or an incomplete stop)."""
+
+    def handler(signum, frame):
+        if app.state.stopped_cleanly:
+            return
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_db_upgrade(args: argparse.Namespace) -> int:

@@ -367,8 +367,7 @@ def test_container_command_serves_the_console_and_passes_the_healthcheck(tmp_pat
             assert response.status == 200
         assert (tmp_path / "data").is_dir()  # state went to REID_DATA_DIR (the /data volume in the image)
         proc.send_signal(signal.SIGTERM)
-        # uvicorn shuts down gracefully, then re-raises the signal: 0 or "killed by SIGTERM" are both clean
-        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0  # a complete graceful stop: supervisors see no crash
         # the lifespan's shut-down ran (it saves the vector index into the data dir)
         assert list((tmp_path / "data").rglob("*.faiss")), (tmp_path / "serve.log").read_text()
     finally:
