@@ -10,6 +10,9 @@
    service rebuilds its index from them at start; that time is reported), then `--clients`
    clients send `--searches` searches from a stored item (index + database path) and a few with
    a query photo (adds one embedding); latency p50 / p99 per request.
+4. Search under ingest (--under-ingest N): on the first gallery size, `--clients` clients search from
+   stored items while N other clients keep posting new images; search p50 / p99 and the ingest rate
+   (the audit write of a search and the ingest's commit compete for the database's write lock).
 Weights are random unless --weights is given (speed does not depend on their values).
 """
 
@@ -116,6 +119,15 @@ def _images(n: int) -> list[bytes]:
     return out
 
 
+def _images_unique(n: int) -> list[bytes]:
+    """n images with distinct bytes (other identities than _images), so that each one is stored anew."""
+    out = []
+    for i in range(n):
+        pixels = render_identity_image(pid=100_000 + i, camid=1 + i % 4, seed=1, index=i)
+        out.append(encode_jpeg(pixels))
+    return out
+
+
 _local = threading.local()
 
 
@@ -202,6 +214,51 @@ def bench_search(url: str, clients: int, searches: int, max_id: int, query: byte
     return times
 
 
+def bench_search_under_ingest(
+    url: str,
+    images: list[bytes],
+    ingest_clients: int,
+    per_request: int,
+    clients: int,
+    searches: int,
+    max_id: int,
+    top_k: int,
+) -> tuple[list[float], int, float]:
+    """Search latencies while `ingest_clients` keep posting `images` (each once); returns
+    (latencies, images created meanwhile, seconds the searches took)."""
+    stop = threading.Event()
+    chunks = iter([images[i : i + per_request] for i in range(0, len(images), per_request)])
+    lock = threading.Lock()
+    created = [0]
+
+    def ingest_loop(worker: int) -> None:
+        while not stop.is_set():
+            with lock:
+                chunk = next(chunks, None)
+            if chunk is None:
+                return
+            files = [("files", (f"u{worker}-{j}.jpg", data, "image/jpeg")) for j, data in enumerate(chunk)]
+            data = {"camera_id": f"cam-{worker}", "captured_at": "2026-11-20T10:00:00Z"}
+            r = _client().post(f"{url}/gallery", files=files, data=data, headers=ADMIN)
+            r.raise_for_status()
+            with lock:
+                created[0] += r.json()["created"]
+
+    workers = [threading.Thread(target=ingest_loop, args=(w,), daemon=True) for w in range(ingest_clients)]
+    for worker in workers:
+        worker.start()
+    time.sleep(1.0)  # ingest under way before the first search
+    started = time.perf_counter()
+    times = bench_search(url, clients, searches, max_id, None, top_k)
+    elapsed = time.perf_counter() - started
+    with lock:
+        during = created[0]
+    stop.set()
+    for worker in workers:
+        worker.join()
+    return times, during, elapsed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path)
@@ -218,6 +275,14 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--searches", type=int, default=100)
     parser.add_argument("--top-k", type=int, default=20)
+    parser.add_argument(
+        "--under-ingest",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure search while N clients ingest (on the first gallery size)",
+    )
+    parser.add_argument("--under-ingest-images", type=int, default=2000)
     parser.add_argument("--record", action="store_true", help="append the results to BENCHMARKS.md")
     parser.add_argument("--serve-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -277,6 +342,27 @@ def main() -> int:
                 f"{_percentile(by_photo, 99) * 1000:.1f} ms ({args.clients} clients, top_k {args.top_k}, "
                 f"{args.index_kind})"
             )
+            if args.under_ingest and size == args.sizes[0]:
+                fresh = _images_unique(args.under_ingest_images)
+                with LiveService(settings, model) as url:
+                    times, during, elapsed = bench_search_under_ingest(
+                        url,
+                        fresh,
+                        args.under_ingest,
+                        args.files_per_request,
+                        args.clients,
+                        args.searches,
+                        size,
+                        args.top_k,
+                    )
+                load = os.getloadavg()
+                lines.append(
+                    f"gallery {size}, search from an item while {args.under_ingest} clients ingest "
+                    f"({args.files_per_request}/request): p50 {_percentile(times, 50) * 1000:.1f} ms p99 "
+                    f"{_percentile(times, 99) * 1000:.1f} ms over {len(times)} searches ({args.clients} "
+                    f"clients); {during / elapsed:.1f} images/s ingested meanwhile; load average "
+                    f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+                )
     device = embedder.device
     machine = (
         torch.cuda.get_device_name(device)

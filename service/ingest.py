@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service import footfall
+from service import footfall, repository
 from service.db import write_session
-from service.tables import GalleryItem
+from service.tables import GalleryItem, decode_embedding
 from service.validation import PreparedImage
 
 logger = logging.getLogger(__name__)
@@ -114,16 +113,7 @@ class VisitorMatcher:
         span = timedelta(seconds=self.horizon)
         lo = min(s.captured_at for s in staged) - span
         hi = max(s.captured_at for s in staged) + span
-        window = np.fromiter(
-            session.execute(
-                select(GalleryItem.id).where(
-                    GalleryItem.captured_at >= lo,
-                    GalleryItem.captured_at <= hi,
-                    GalleryItem.visitor_id.is_not(None),
-                )
-            ).scalars(),
-            dtype=np.int64,
-        )
+        window = repository.ids_with_visitor_between(session, lo, hi)
         if not len(window):
             return
         wanted = window
@@ -132,15 +122,10 @@ class VisitorMatcher:
             _, found = ctx.index.search(queries, INDEX_CANDIDATES, allowed_ids=window)
             self.per_image = [row[row >= 0] for row in found]
             wanted = np.unique(np.concatenate(self.per_image))
-        for start in range(0, len(wanted), 900):
-            chunk = [int(i) for i in wanted[start : start + 900]]
-            for row in session.execute(
-                select(
-                    GalleryItem.id, GalleryItem.embedding, GalleryItem.visitor_id, GalleryItem.captured_at
-                ).where(GalleryItem.id.in_(chunk))
-            ):
-                vector = np.frombuffer(row.embedding, dtype=np.float32)
-                self.rows[row.id] = (vector, row.visitor_id, row.captured_at.timestamp())
+        columns = (GalleryItem.id, GalleryItem.embedding, GalleryItem.visitor_id, GalleryItem.captured_at)
+        for row in repository.rows_by_id(session, columns, wanted):
+            vector = decode_embedding(row.embedding)
+            self.rows[row.id] = (vector, row.visitor_id, row.captured_at.timestamp())
 
     def assign(self, position: int, vector: np.ndarray, captured_at: datetime) -> int | None:
         """The visitor of the best match among this image's candidates, or None for a new visitor."""
@@ -165,28 +150,15 @@ class VisitorMatcher:
 
 def _referenced_hashes(ctx, hashes: list[str]) -> set[str]:
     with ctx.sessions() as session:
-        rows = session.execute(select(GalleryItem.content_hash).where(GalleryItem.content_hash.in_(hashes)))
-        return set(rows.scalars())
-
-
-def _stored_by_hash(session: Session, hashes) -> dict[str, tuple[int, int | None]]:
-    """content hash -> (id, visitor_id) of the items already stored under these hashes."""
-    unique = sorted(set(hashes))
-    known: dict[str, tuple[int, int | None]] = {}
-    for start in range(0, len(unique), 900):  # SQLite's bound-parameter limit
-        rows = session.execute(
-            select(GalleryItem.content_hash, GalleryItem.id, GalleryItem.visitor_id).where(
-                GalleryItem.content_hash.in_(unique[start : start + 900])
-            )
-        )
-        known.update({row.content_hash: (row.id, row.visitor_id) for row in rows})
-    return known
+        return set(repository.by_content_hash(session, hashes))
 
 
 def known_items(ctx, hashes: list[str]) -> dict[str, Stored]:
     """Items already stored under these content hashes (read-only; `commit` re-checks under the lock)."""
     with ctx.sessions() as session:
-        return {h: Stored("exists", *found) for h, found in _stored_by_hash(session, hashes).items()}
+        return {
+            h: Stored("exists", *found) for h, found in repository.by_content_hash(session, hashes).items()
+        }
 
 
 def _remove_unreferenced(ctx, staged: list[Staged]) -> None:
@@ -205,7 +177,7 @@ def commit(ctx, staged: list[Staged]) -> list[Stored | Exception]:
     with ctx.ingest_lock:
         try:
             with write_session(ctx.sessions) as session:
-                known = _stored_by_hash(session, [s.prepared.content_hash for s in staged])
+                known = repository.by_content_hash(session, [s.prepared.content_hash for s in staged])
                 matcher = VisitorMatcher(ctx, session, staged)
                 for pos, item_in in enumerate(staged):
                     existing = known.get(item_in.prepared.content_hash)

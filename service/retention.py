@@ -12,17 +12,15 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from service import audit as audit_log
+from service import repository
 from service.db import write_session
 from service.storage import ImageStore
-from service.tables import GalleryItem
 from service.vectors import GalleryIndex
 
 logger = logging.getLogger(__name__)
-
-CHUNK = 900
 
 
 def delete_items(
@@ -34,22 +32,9 @@ def delete_items(
 ) -> list[int]:
     """Delete these items everywhere; returns the ids that existed. `audit` = (key name, action, detail)."""
     ids = sorted({int(i) for i in ids})
-    deleted: list[int] = []
-    files: list[str] = []
     with write_session(sessions) as session:
-        for start in range(0, len(ids), CHUNK):
-            rows = session.execute(
-                select(GalleryItem.id, GalleryItem.image_path, GalleryItem.thumbnail_path).where(
-                    GalleryItem.id.in_(ids[start : start + CHUNK])
-                )
-            ).all()
-            deleted += [row.id for row in rows]
-            files += [p for row in rows for p in (row.image_path, row.thumbnail_path)]
-        for start in range(0, len(deleted), CHUNK):
-            session.execute(delete(GalleryItem).where(GalleryItem.id.in_(deleted[start : start + CHUNK])))
+        deleted, files = repository.delete_rows(session, ids)
         if audit is not None and deleted:
-            from service import audit as audit_log
-
             key_name, action, detail = audit
             audit_log.record(session, key_name, action, {**detail, "ids": deleted}, hits=len(deleted))
     if index is not None and deleted:
@@ -59,7 +44,7 @@ def delete_items(
 
 
 def expired_ids(session: Session, cutoff: datetime) -> list[int]:
-    return list(session.execute(select(GalleryItem.id).where(GalleryItem.captured_at < cutoff)).scalars())
+    return repository.ids_captured_before(session, cutoff)
 
 
 def purge(

@@ -44,6 +44,14 @@ class UTCDateTime(TypeDecorator):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+def decode_embedding(blob: bytes, dim: int | None = None) -> np.ndarray:
+    """A stored embedding (float32 bytes) as a read-only vector; `dim` checks its length."""
+    vector = np.frombuffer(blob, dtype=np.float32)
+    if dim is not None and vector.shape[0] != dim:
+        raise ValueError(f"a stored embedding has {vector.shape[0]} values, expected {dim}")
+    return vector
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -73,7 +81,7 @@ class GalleryItem(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
     def vector(self) -> np.ndarray:
-        return np.frombuffer(self.embedding, dtype=np.float32)
+        return decode_embedding(self.embedding, self.embedding_dim)
 
 
 class ApiKey(Base):
@@ -111,4 +119,14 @@ class ServiceState(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
-__all__ = ["MAX_ID", "ApiKey", "AuditLog", "Base", "GalleryItem", "ServiceState", "UTCDateTime", "utcnow"]
+__all__ = [
+    "MAX_ID",
+    "ApiKey",
+    "AuditLog",
+    "Base",
+    "GalleryItem",
+    "ServiceState",
+    "UTCDateTime",
+    "decode_embedding",
+    "utcnow",
+]

@@ -9,11 +9,10 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from service import repository
 from service.index import VectorIndex
-from service.tables import GalleryItem
 
 logger = logging.getLogger(__name__)
 
@@ -21,21 +20,16 @@ REBUILD_CHUNK = 4096
 
 
 def db_ids(session: Session) -> np.ndarray:
-    ids = session.execute(select(GalleryItem.id).order_by(GalleryItem.id)).scalars().all()
-    return np.asarray(ids, dtype=np.int64)
+    return repository.all_ids(session)
 
 
 def db_vectors(session: Session, ids: np.ndarray | list[int], dim: int) -> dict[int, np.ndarray]:
-    """id -> stored embedding, for the ids that exist."""
-    out: dict[int, np.ndarray] = {}
-    ids = [int(i) for i in ids]
-    for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
-        rows = session.execute(
-            select(GalleryItem.id, GalleryItem.embedding).where(GalleryItem.id.in_(ids[start : start + 900]))
-        ).all()
-        for item_id, blob in rows:
-            out[item_id] = np.frombuffer(blob, dtype=np.float32).reshape(dim)
-    return out
+    """id -> stored embedding, for the ids that exist (each checked to have `dim` values)."""
+    vectors = repository.vectors_by_id(session, ids)
+    for vector in vectors.values():
+        if vector.shape[0] != dim:
+            raise ValueError(f"a stored embedding has {vector.shape[0]} values, expected {dim}")
+    return vectors
 
 
 class GalleryIndex:

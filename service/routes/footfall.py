@@ -9,14 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy import select
 
-from service import footfall, validation
+from service import footfall, repository, validation
 from service.context import ServiceContext, get_ctx
 from service.errors import invalid
 from service.schemas import ErrorBody, iso
 from service.security import Principal, require_search
-from service.tables import GalleryItem
 
 router = APIRouter(tags=["metrics"])
 
@@ -51,13 +49,8 @@ def footfall_metrics(
             f"{int(n_buckets)} buckets of {bucket}; the limit is {settings.metrics_max_buckets} (use a larger bucket)",
             "bucket",
         )
-    query = select(
-        GalleryItem.id, GalleryItem.captured_at, GalleryItem.camera_id, GalleryItem.visitor_id
-    ).where(GalleryItem.captured_at >= t0, GalleryItem.captured_at < t1)
-    if cameras:
-        query = query.where(GalleryItem.camera_id.in_(cameras))
     with ctx.sessions() as session:
-        rows = session.execute(query).all()
+        rows = repository.sightings(session, cameras, t0, t1)
         if not cameras:
             cameras_seen = sorted({r.camera_id for r in rows})
         else:

@@ -7,13 +7,11 @@ import asyncio
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
 
-from service import audit, validation
+from service import audit, repository, validation
 from service.context import ServiceContext, get_ctx
 from service.db import write_session
 from service.errors import invalid, not_found
-from service.queries import filter_items
 from service.schemas import ErrorBody, SearchResponse, iso
 from service.security import Principal, require_search
 from service.tables import MAX_ID, GalleryItem
@@ -26,17 +24,16 @@ OVERFETCH = 16
 def _allowed_ids(ctx: ServiceContext, cameras, start, end) -> np.ndarray | None:
     if not cameras and start is None and end is None:
         return None
-    query = filter_items(select(GalleryItem.id), cameras, start, end)
     with ctx.sessions() as session:
-        return np.fromiter(session.execute(query).scalars(), dtype=np.int64)
+        return repository.ids_where(session, cameras, start, end)
 
 
 def _stored_vector(ctx: ServiceContext, item_id: int) -> np.ndarray:
     with ctx.sessions() as session:
-        blob = session.execute(select(GalleryItem.embedding).where(GalleryItem.id == item_id)).scalar()
-    if blob is None:
+        vector = repository.stored_vector(session, item_id)
+    if vector is None:
         raise not_found(f"no gallery item with id {item_id}", "gallery_id")
-    return np.frombuffer(blob, dtype=np.float32).copy()
+    return vector
 
 
 def _hits(ctx, query, top_k, allowed, exclude, min_score, principal, filters) -> list[dict]:
@@ -55,10 +52,7 @@ def _hits(ctx, query, top_k, allowed, exclude, min_score, principal, filters) ->
         GalleryItem.external_ref,
     )  # not the embedding blobs
     with ctx.sessions() as session:  # a read: no write lock
-        rows = {
-            r.id: r
-            for r in session.execute(select(*columns).where(GalleryItem.id.in_([i for i, _ in pairs])))
-        }
+        rows = {r.id: r for r in repository.rows_by_id(session, columns, [i for i, _ in pairs])}
     hits = []
     for item_id, score in pairs:
         row = rows.get(item_id)

@@ -1,0 +1,145 @@
+"""Gallery data access: the reads and writes of gallery_items that the service needs, written once.
+
+Functions over a caller's Session (the caller owns the transaction: a read session, or
+`db.write_session` when it writes). Portable SQLAlchemy only, nothing SQLite-specific, so that
+another engine (PostgreSQL) plugs in through the URL: lists of ids or hashes go to the database in
+chunks of ID_CHUNK bound parameters (SQLite builds before 3.32 allow 999 per statement; PostgreSQL
+allows 65,535), and embeddings are decoded in one place (`tables.decode_embedding`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session
+
+from service.queries import filter_items
+from service.tables import GalleryItem, decode_embedding
+
+ID_CHUNK = 900
+
+
+def chunked(values: Iterable[Any], size: int = ID_CHUNK) -> Iterator[list[Any]]:
+    """`values` in lists of at most `size` (numpy integers become Python ints)."""
+    chunk: list[Any] = []
+    for value in values:
+        chunk.append(int(value) if isinstance(value, np.integer) else value)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def rows_by_id(session: Session, columns: Sequence[Any], ids: Iterable[int]) -> Iterator[Row]:
+    """The rows (these columns) of the items with these ids that exist, chunk by chunk, in no set order."""
+    for chunk in chunked(ids):
+        yield from session.execute(select(*columns).where(GalleryItem.id.in_(chunk)))
+
+
+def vectors_by_id(session: Session, ids: Iterable[int]) -> dict[int, np.ndarray]:
+    """id -> stored embedding, for the ids that exist."""
+    return {
+        row.id: decode_embedding(row.embedding)
+        for row in rows_by_id(session, (GalleryItem.id, GalleryItem.embedding), ids)
+    }
+
+
+def stored_vector(session: Session, item_id: int) -> np.ndarray | None:
+    """The embedding of one item (a writable copy), or None when there is no such item."""
+    blob = session.execute(select(GalleryItem.embedding).where(GalleryItem.id == item_id)).scalar()
+    return None if blob is None else decode_embedding(blob).copy()
+
+
+def all_ids(session: Session) -> np.ndarray:
+    """Every item id, ascending."""
+    return np.fromiter(
+        session.execute(select(GalleryItem.id).order_by(GalleryItem.id)).scalars(), dtype=np.int64
+    )
+
+
+def count(session: Session) -> int:
+    return session.execute(select(func.count(GalleryItem.id))).scalar_one()
+
+
+def ids_where(
+    session: Session,
+    cameras: Sequence[str] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    visitor_id: int | None = None,
+) -> np.ndarray:
+    """Ids of the items of these cameras, captured in [start, end), of this visitor (None = any)."""
+    query = filter_items(select(GalleryItem.id), cameras, start, end, visitor_id)
+    return np.fromiter(session.execute(query).scalars(), dtype=np.int64)
+
+
+def ids_with_visitor_between(session: Session, low: datetime, high: datetime) -> np.ndarray:
+    """Ids of the items captured in [low, high] (both ends included) that have a visitor."""
+    query = select(GalleryItem.id).where(
+        GalleryItem.captured_at >= low, GalleryItem.captured_at <= high, GalleryItem.visitor_id.is_not(None)
+    )
+    return np.fromiter(session.execute(query).scalars(), dtype=np.int64)
+
+
+def ids_captured_before(session: Session, cutoff: datetime) -> list[int]:
+    return list(session.execute(select(GalleryItem.id).where(GalleryItem.captured_at < cutoff)).scalars())
+
+
+def by_content_hash(session: Session, hashes: Iterable[str]) -> dict[str, tuple[int, int | None]]:
+    """content hash -> (id, visitor_id) of the items stored under these hashes."""
+    known: dict[str, tuple[int, int | None]] = {}
+    for chunk in chunked(sorted(set(hashes))):
+        rows = session.execute(
+            select(GalleryItem.content_hash, GalleryItem.id, GalleryItem.visitor_id).where(
+                GalleryItem.content_hash.in_(chunk)
+            )
+        )
+        known.update({row.content_hash: (row.id, row.visitor_id) for row in rows})
+    return known
+
+
+def sightings(session: Session, cameras: Sequence[str] | None, start: datetime, end: datetime) -> list[Row]:
+    """(id, captured_at, camera_id, visitor_id) of the items of these cameras captured in [start, end)."""
+    columns = (GalleryItem.id, GalleryItem.captured_at, GalleryItem.camera_id, GalleryItem.visitor_id)
+    return list(session.execute(filter_items(select(*columns), cameras, start, end)).all())
+
+
+def window_for_clustering(session: Session, start: datetime, end: datetime):
+    """Items captured in [start, end) in capture order: (ids, vectors, epoch times, camera ids)."""
+    rows = session.execute(
+        filter_items(
+            select(GalleryItem.id, GalleryItem.embedding, GalleryItem.captured_at, GalleryItem.camera_id),
+            start=start,
+            end=end,
+        ).order_by(GalleryItem.captured_at, GalleryItem.id)
+    ).all()
+    ids = np.array([r.id for r in rows], dtype=np.int64)
+    vectors = (
+        np.stack([decode_embedding(r.embedding) for r in rows]) if rows else np.zeros((0, 0), np.float32)
+    )
+    times = np.array([r.captured_at.timestamp() for r in rows], dtype=np.float64)
+    cameras = np.array([r.camera_id for r in rows], dtype=object)
+    return ids, vectors, times, cameras
+
+
+def set_visitor(session: Session, ids: Iterable[int], visitor_id: int) -> None:
+    for chunk in chunked(ids):
+        session.execute(update(GalleryItem).where(GalleryItem.id.in_(chunk)).values(visitor_id=visitor_id))
+
+
+def delete_rows(session: Session, ids: Iterable[int]) -> tuple[list[int], list[str]]:
+    """Delete the items with these ids; returns (the ids that existed, ascending; their image and
+    thumbnail paths)."""
+    rows = list(
+        rows_by_id(session, (GalleryItem.id, GalleryItem.image_path, GalleryItem.thumbnail_path), ids)
+    )
+    deleted = sorted(row.id for row in rows)
+    for chunk in chunked(deleted):
+        session.execute(delete(GalleryItem).where(GalleryItem.id.in_(chunk)))
+    return deleted, [p for row in rows for p in (row.image_path, row.thumbnail_path)]
