@@ -1,4 +1,4 @@
-"""Vector index benchmark (service/index.py): exact search latency, approximate recall@10 and latency.
+"""Vector store benchmark (service/vectorstore/): exact search latency, approximate recall@10 and latency.
 
     python -m bench.index                                            # 10k and 100k exact, 100k IVF + HNSW
     python -m bench.index --sizes 10000 100000 --approx-sizes 1000000 --approx ivf --record
@@ -24,7 +24,8 @@ import faiss
 import numpy as np
 
 from bench.report import append_section, command_line, machine_description
-from service.index import VectorIndex, default_nlist
+from service.vectorstore.faiss_store import FaissVectorStore as VectorIndex
+from service.vectorstore.faiss_store import default_nlist
 
 logger = logging.getLogger("bench.index")
 CHUNK = 50_000
@@ -225,7 +226,7 @@ def main() -> int:
     print(table)
     if args.record:
         section = (
-            f"\n## Vector index (service/index.py) — {dt.date.today().isoformat()}\n\n"
+            f"\n## Vector store (service/vectorstore/) — {dt.date.today().isoformat()}\n\n"
             f"Machine: {machine}  \nCommand: `{command_line()}`  \n{table}\n"
         )
         append_section(section)

@@ -27,6 +27,7 @@ from service.batcher import MicroBatcher
 from service.context import ServiceContext
 from service.db import make_engine, make_sessionmaker, upgrade_database, write_session
 from service.errors import install_error_handlers
+from service.gallery_index import GalleryIndex
 from service.headers import SecurityHeaders
 from service.limits import BodySizeLimit
 from service.prometheus import MetricsMiddleware, ServiceMetrics
@@ -35,7 +36,6 @@ from service.security import KeyRing
 from service.settings import Settings
 from service.storage import ImageStore
 from service.tables import GalleryItem, ServiceState
-from service.vectors import GalleryIndex
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
             index = await asyncio.to_thread(
                 GalleryIndex.open, settings.index_path, model.dim, settings.index_kind, sessions
             )
-            index.index.set_search_params(nprobe=settings.index_nprobe, ef_search=settings.index_ef_search)
+            index.store.set_search_params(nprobe=settings.index_nprobe, ef_search=settings.index_ef_search)
         except BaseException:
             engine.dispose()
             raise

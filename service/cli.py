@@ -181,17 +181,16 @@ def run_keys_revoke(args: argparse.Namespace) -> int:
 
 def _open_index(settings, sessions):
     """The saved index, for commands that change the gallery while the server may be down."""
-    from service.vectors import GalleryIndex
+    from service.gallery_index import GalleryIndex
+    from service.vectorstore import load_store
 
     if not settings.index_path.exists():
         return None
-    from service.index import VectorIndex
-
     try:
-        index = VectorIndex.load(settings.index_path)
+        store = load_store(settings.index_path)
     except Exception:  # unreadable: the server rebuilds it at start
         return None
-    return GalleryIndex(index, settings.index_path)
+    return GalleryIndex(store, settings.index_path)
 
 
 def run_purge(args: argparse.Namespace) -> int:

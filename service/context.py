@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from model.embedder import Embedder
 from service.batcher import MicroBatcher
+from service.gallery_index import GalleryIndex
 from service.prometheus import ServiceMetrics
 from service.settings import Settings
 from service.storage import ImageStore
-from service.vectors import GalleryIndex
 
 
 @dataclass

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from service import audit as audit_log
 from service import repository
 from service.db import write_session
+from service.gallery_index import GalleryIndex
 from service.storage import ImageStore
-from service.vectors import GalleryIndex
 
 logger = logging.getLogger(__name__)
 

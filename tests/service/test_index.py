@@ -1,4 +1,4 @@
-"""service.index.VectorIndex: exactness against numpy, filtered top-k, removal, persistence, approximate recall."""
+"""service.vectorstore.FaissVectorStore (the VectorStore interface over faiss): exactness against numpy, filtered top-k, removal, persistence, approximate recall."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from model.errors import ReidError
-from service.index import IndexFileError, VectorIndex
+from service.vectorstore import FaissVectorStore as VectorIndex
+from service.vectorstore import VectorStoreFileError as IndexFileError
 
 DIM = 32
 
@@ -243,7 +244,7 @@ def test_hnsw_recall():
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 def test_filtered_search_through_faiss_selector(kind, monkeypatch):
     """Allowed sets above the exact-gather size go through faiss IDSelectorBatch; results stay within them."""
-    import service.index as index_module
+    import service.vectorstore.faiss_store as index_module
 
     monkeypatch.setattr(index_module, "EXACT_SUBSET_FLAT", 0)
     monkeypatch.setattr(index_module, "EXACT_SUBSET_APPROX", 0)

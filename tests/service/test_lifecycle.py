@@ -55,7 +55,7 @@ def test_changing_the_index_kind_rebuilds_it(settings, embedder, tmp_path):
     hnsw = make_settings(tmp_path, index_kind="hnsw", index_ef_search=64)
     with TestClient(create_app(hnsw, embedder=embedder)) as client:
         index = client.app.state.ctx.index
-        assert index.rebuilt and index.index.kind == "hnsw" and index.index.ef_search == 64
+        assert index.rebuilt and index.store.kind == "hnsw" and index.store.ef_search == 64
         assert [i for i, _ in _search(client, top_k=3)] == before  # a tiny gallery: hnsw finds the same
     with TestClient(create_app(hnsw, embedder=embedder)) as client:
         assert not client.app.state.ctx.index.rebuilt

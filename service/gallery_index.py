@@ -1,18 +1,18 @@
-"""The gallery's vector index as the service uses it: loaded from disk, checked against the
-database (the source of truth) and rebuilt from the stored embeddings when missing or
-inconsistent; every access serialised by one lock."""
+"""The gallery's index as the service uses it: a vector store bound to its file and kept in step
+with the database (the source of truth). Loaded from disk at start when it holds exactly the
+database's ids, else rebuilt from the stored embeddings; saved when changed; reconciled with rows
+another process added or deleted. Thread safety is the store's (one lock, inside the store)."""
 
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import repository
-from service.index import VectorIndex
+from service.vectorstore import VectorStore, create_store, load_store
 
 logger = logging.getLogger(__name__)
 
@@ -33,14 +33,17 @@ def db_vectors(session: Session, ids: np.ndarray | list[int], dim: int) -> dict[
 
 
 class GalleryIndex:
-    """A VectorIndex plus its file, its lock and a dirty flag."""
+    """A VectorStore plus the file it is saved to; ``dirty`` while it holds changes not yet saved."""
 
-    def __init__(self, index: VectorIndex, path: Path) -> None:
-        self.index = index
+    def __init__(self, store: VectorStore, path: Path) -> None:
+        self.store = store
         self.path = Path(path)
-        self.lock = threading.RLock()
-        self.dirty = False
         self.rebuilt = False
+        self._saved_generation: int | None = store.generation  # None: never saved
+
+    @property
+    def dirty(self) -> bool:
+        return self._saved_generation != self.store.generation
 
     @classmethod
     def open(cls, path: Path, dim: int, kind: str, sessions: sessionmaker[Session]) -> GalleryIndex:
@@ -50,37 +53,37 @@ class GalleryIndex:
             ids = db_ids(session)
         if path.exists():
             try:
-                index = VectorIndex.load(path)
+                store = load_store(path)
             except Exception as exc:  # corrupt or unreadable: never served, rebuilt
                 logger.warning("index file %s cannot be loaded (%s); rebuilding from the database", path, exc)
             else:
-                if getattr(index, "kind", kind) != kind:
+                if store.kind != kind:
                     logger.warning(
-                        "index file %s is %s, the settings ask for %s; rebuilding", path, index.kind, kind
+                        "index file %s is %s, the settings ask for %s; rebuilding", path, store.kind, kind
                     )
-                elif getattr(index, "dim", dim) == dim and np.array_equal(np.sort(index.ids()), ids):
+                elif store.dim == dim and np.array_equal(store.ids(), ids):
                     logger.info(
-                        "loaded index %s with %d vectors (consistent with the database)", path, len(index)
+                        "loaded index %s with %d vectors (consistent with the database)", path, len(store)
                     )
-                    return cls(index, path)
+                    return cls(store, path)
                 else:
                     logger.warning(
                         "index file %s holds %d vectors that do not match the database's %d items; rebuilding",
                         path,
-                        len(index),
+                        len(store),
                         len(ids),
                     )
         else:
             logger.info("no index file at %s; building it from the database (%d items)", path, len(ids))
         gallery = cls(cls._build(dim, kind, ids, sessions), path)
         gallery.rebuilt = True
-        gallery.dirty = True
+        gallery._saved_generation = None
         gallery.save()
         return gallery
 
     @staticmethod
-    def _build(dim: int, kind: str, ids: np.ndarray, sessions: sessionmaker[Session]) -> VectorIndex:
-        index = VectorIndex(dim, kind)
+    def _build(dim: int, kind: str, ids: np.ndarray, sessions: sessionmaker[Session]) -> VectorStore:
+        index = create_store(dim, kind)
         with sessions() as session:
             if kind != "flat" and len(ids):
                 sample = ids[np.linspace(0, len(ids) - 1, min(len(ids), 50_000)).astype(np.int64)]
@@ -93,45 +96,37 @@ class GalleryIndex:
         return index
 
     def __len__(self) -> int:
-        with self.lock:
-            return len(self.index)
+        return len(self.store)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        with self.lock:
-            self.index.add(np.asarray(ids, dtype=np.int64), np.asarray(vectors, dtype=np.float32))
-            self.dirty = True
+        self.store.add(np.asarray(ids, dtype=np.int64), np.asarray(vectors, dtype=np.float32))
 
     def remove(self, ids) -> int:
         ids = np.asarray(list(ids), dtype=np.int64)
         if not len(ids):
             return 0
-        with self.lock:
-            removed = self.index.remove(ids)
-            self.dirty = True
-            return removed
+        return self.store.remove(ids)
 
     def search(self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None):
-        with self.lock:
-            return self.index.search(query, k, allowed_ids=allowed_ids)
+        return self.store.search(query, k, allowed_ids=allowed_ids)
 
     def ids(self) -> np.ndarray:
-        with self.lock:
-            return self.index.ids()
+        return self.store.ids()
 
     def reconcile(self, sessions: sessionmaker[Session]) -> tuple[int, int]:
         """Bring the index in step with the database (rows deleted or added by another process, e.g.
-        `reid purge` while the service runs). Call with the ingest lock held. Returns (removed, added)."""
+        `reid purge` while the service runs). Call with the ingest lock held (no ingest is then between
+        its commit and its index add). Returns (removed, added)."""
         with sessions() as session:
             truth = db_ids(session)
-        with self.lock:
-            have = np.sort(self.index.ids())
-            extra = np.setdiff1d(have, truth, assume_unique=True)
-            missing = np.setdiff1d(truth, have, assume_unique=True)
-            if len(extra):
-                self.remove(extra)
+        have = self.store.ids()
+        extra = np.setdiff1d(have, truth, assume_unique=True)
+        missing = np.setdiff1d(truth, have, assume_unique=True)
+        if len(extra):
+            self.remove(extra)
         if len(missing):
             with sessions() as session:
-                vectors = db_vectors(session, missing, self.index.dim)
+                vectors = db_vectors(session, missing, self.store.dim)
             present = np.array([i for i in missing.tolist() if i in vectors], dtype=np.int64)
             if len(present):
                 self.add(present, np.stack([vectors[int(i)] for i in present]))
@@ -142,10 +137,11 @@ class GalleryIndex:
         return len(extra), len(missing)
 
     def save(self) -> None:
-        with self.lock:
-            if not self.dirty and self.path.exists():
-                return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.index.save(self.path)
-            self.dirty = False
+        """Save when changed since the last save (or the file is missing). A change made while saving
+        leaves the index dirty, so it is saved next time."""
+        generation = self.store.generation
+        if generation == self._saved_generation and self.path.exists():
+            return
+        self.store.save(self.path)
+        self._saved_generation = generation
         logger.debug("saved index (%d vectors) to %s", len(self), self.path)

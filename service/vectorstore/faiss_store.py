@@ -1,6 +1,6 @@
-"""The gallery's vector index: faiss inner product over L2-normalised float32 vectors, keyed by item id.
+"""The faiss vector store: inner product over L2-normalised float32 vectors, in this process.
 
-The database is the source of truth; this index is rebuildable. Three kinds:
+Kinds:
 
 - ``flat``: exact search (``IndexIDMap2(IndexFlatIP)``), the default.
 - ``ivf``: ``IndexIVFFlat`` with the item ids stored in the inverted lists. Until enough vectors exist to
@@ -12,36 +12,32 @@ Filtered search (``allowed_ids``) returns the top k among the allowed ids, fille
 ids exist: small allowed sets are scored exactly from the stored vectors (faster and exact), larger
 ones go through faiss ``IDSelectorBatch``; an approximate kind that comes back short falls back to exact.
 
-The file written by ``save`` is a small container: magic, JSON settings (kind, tombstones), the
-``faiss.write_index`` stream and a SHA-256 of everything before it, written to a temporary file and
-moved into place with ``os.replace``. Anything unreadable raises ``IndexFileError``.
+On a GPU build with a visible GPU, unfiltered flat / IVF searches run on a GPU copy made lazily.
+The file format is ``persistence``'s container with the ``faiss.write_index`` stream as payload.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import math
 import os
-import struct
-import tempfile
 import threading
-from pathlib import Path
 
 import faiss
 import numpy as np
 
-from model.errors import ReidError
+from service.vectorstore import persistence
+from service.vectorstore.base import VectorStore, VectorStoreFileError, check_ids, check_vectors
+from service.vectorstore.topk import TopK, empty, pad, topk
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("flat", "ivf", "hnsw")
-MAGIC = b"REIDVIX1"
 TRAIN_POINTS_PER_LIST = 39  # faiss warns below this many training points per centroid
 EXACT_SUBSET_FLAT = 4096  # allowed sets up to this size are scored by gathering their vectors (flat)
 EXACT_SUBSET_APPROX = 20_000  # the same for ivf / hnsw, where filtered approximate search may come back short
+EXACT_CHUNK = 65_536  # candidates scored per block in exact search over an id subset
 HNSW_COMPACT_FRACTION = 0.1
 
 
@@ -64,10 +60,6 @@ def _omp_threads(count: int | None):
         faiss.omp_set_num_threads(previous)
 
 
-class IndexFileError(ReidError):
-    """A saved index file is missing, truncated or corrupt (rebuild it from the database)."""
-
-
 def gpu_available() -> bool:
     """True when this faiss build has GPU support and sees at least one GPU."""
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
@@ -80,11 +72,9 @@ def default_nlist(n: int) -> int:
     return max(1, 2 ** round(math.log2(max(1.0, 4 * math.sqrt(n)))))
 
 
-class VectorIndex:
-    """Inner-product index over L2-normalised float32 vectors with int64 ids (gallery item ids).
-
-    Thread-safe: one lock serialises calls (faiss parallelises each search internally).
-    """
+class FaissVectorStore(VectorStore):
+    """faiss flat / IVF / HNSW behind the VectorStore interface. One lock serialises calls (faiss
+    parallelises each search internally)."""
 
     def __init__(
         self,
@@ -116,9 +106,10 @@ class VectorIndex:
         self._index = self._new_base()
         self._sorted_ids = np.empty(0, dtype=np.int64)  # live ids, sorted
         self._tombstones = np.empty(0, dtype=np.int64)  # hnsw: removed ids still in the graph, sorted
-        self._positions: tuple[np.ndarray, np.ndarray] | None = None  # (sorted id_map ids, their rows)
+        self._positions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # see _storage_rows
         self._gpu_res = None
         self._gpu_index = None
+        self._generation = 0
 
     # ----------------------------------------------------------------- construction
     def _new_base(self):
@@ -157,7 +148,7 @@ class VectorIndex:
         """
         if self.kind != "ivf":
             return False
-        sample = self._check_vectors(sample_vectors)
+        sample = check_vectors(sample_vectors, self.dim)
         with self._lock:
             if self.is_ivf_trained:
                 return False
@@ -177,7 +168,7 @@ class VectorIndex:
         self._index = ivf
         self._changed()
 
-    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
+    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None, **_) -> None:
         """Trade speed for recall: IVF lists probed per query, HNSW candidate list size."""
         with self._lock:
             if nprobe is not None:
@@ -192,47 +183,22 @@ class VectorIndex:
                     raise ValueError(f"ef_search must be >= 1, got {ef_search}")
                 self.ef_search = int(ef_search)
 
-    # ----------------------------------------------------------------- input checks
-    def _check_vectors(self, vectors: np.ndarray, name: str = "vectors") -> np.ndarray:
-        array = np.asarray(vectors)
-        if array.ndim == 1:
-            array = array[None, :]
-        if array.ndim != 2 or array.shape[1] != self.dim:
-            raise ValueError(f"{name} must have shape (n, {self.dim}), got {np.shape(vectors)}")
-        array = np.ascontiguousarray(array, dtype=np.float32)
-        if not np.isfinite(array).all():
-            raise ValueError(f"{name} contain NaN or infinite values")
-        return array
-
-    @staticmethod
-    def _check_ids(ids, name: str = "ids") -> np.ndarray:
-        array = np.asarray(ids)
-        if array.ndim == 0:
-            array = array[None]
-        if array.ndim != 1:
-            raise ValueError(f"{name} must be a 1-d array of integers, got shape {array.shape}")
-        if array.size and not np.issubdtype(array.dtype, np.integer):
-            raise ValueError(f"{name} must be integers, got {array.dtype}")
-        return np.ascontiguousarray(array, dtype=np.int64)
-
     # ----------------------------------------------------------------- bookkeeping
     def __len__(self) -> int:
         return int(self._sorted_ids.size)
 
     def ids(self) -> np.ndarray:
-        """The ids held, sorted ascending (a copy)."""
         with self._lock:
             return self._sorted_ids.copy()
 
     def __contains__(self, item_id: int) -> bool:
-        position = np.searchsorted(self._sorted_ids, item_id)
-        return bool(position < self._sorted_ids.size and self._sorted_ids[position] == item_id)
+        held = self._sorted_ids
+        position = np.searchsorted(held, item_id)
+        return bool(position < held.size and held[position] == item_id)
 
-    def fingerprint(self) -> str:
-        """``"<count>:<sha256 of the sorted ids>"``: equal iff the two indexes hold the same id set."""
-        with self._lock:
-            digest = hashlib.sha256(self._sorted_ids.astype("<i8").tobytes()).hexdigest()[:32]
-            return f"{self._sorted_ids.size}:{digest}"
+    @property
+    def generation(self) -> int:
+        return self._generation
 
     def _changed(self) -> None:
         self._positions = None
@@ -259,23 +225,6 @@ class VectorIndex:
             storage.ntotal, self.dim
         )
 
-    def _flat_scan(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k over the whole flat storage with a BLAS matrix product.
-
-        For a few queries faiss scans on one thread; the BLAS product splits the rows across the
-        cores, which roughly halves the memory-bound scan on 2 cores (100k x 2048: 18 ms vs 33 ms).
-        """
-        _, _, row_ids = self._storage_rows()
-        scores = queries @ self._storage_matrix().T  # (q, n)
-        kk = min(k, scores.shape[1])
-        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < scores.shape[1] else None
-        if top is None:
-            top = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        top_ids = row_ids[top]
-        order = np.lexsort((top_ids, -top_scores), axis=1)
-        return _pad(np.take_along_axis(top_scores, order, 1), np.take_along_axis(top_ids, order, 1), k)
-
     def _flat_storage(self) -> faiss.IndexFlat:
         inner = faiss.downcast_index(self._index.index)
         return faiss.downcast_index(inner.storage) if isinstance(inner, faiss.IndexHNSW) else inner
@@ -294,9 +243,8 @@ class VectorIndex:
 
     # ----------------------------------------------------------------- mutation
     def add(self, ids, vectors) -> None:
-        """Add vectors under item ids. A duplicate id (already held, or twice in ``ids``) -> ValueError."""
-        ids = self._check_ids(ids)
-        vectors = self._check_vectors(vectors)
+        ids = check_ids(ids)
+        vectors = check_vectors(vectors, self.dim)
         if len(ids) != len(vectors):
             raise ValueError(f"got {len(ids)} ids for {len(vectors)} vectors")
         if len(ids) == 0:
@@ -308,6 +256,7 @@ class VectorIndex:
             present = self._member_mask(ids)
             if present.any():
                 raise ValueError(f"ids already in the index: {ids[present][:10].tolist()}")
+            self._generation += 1
             if self.kind == "hnsw" and self._tombstones.size and np.isin(ids, self._tombstones).any():
                 self._compact()  # a removed id comes back: drop the tombstones first
             if self.kind == "ivf" and not self.is_ivf_trained:
@@ -331,12 +280,12 @@ class VectorIndex:
             self._sorted_ids = np.union1d(self._sorted_ids, unique)
 
     def remove(self, ids) -> int:
-        """Remove item ids; ids not held are ignored. Returns how many were removed."""
-        ids = np.unique(self._check_ids(ids))
+        ids = np.unique(check_ids(ids))
         with self._lock:
             ids = ids[self._member_mask(ids)]
             if ids.size == 0:
                 return 0
+            self._generation += 1
             if self.kind == "hnsw":
                 self._tombstones = np.union1d(self._tombstones, ids)
             else:
@@ -364,22 +313,17 @@ class VectorIndex:
 
     # ----------------------------------------------------------------- search
     def search(self, queries, k: int, allowed_ids=None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by inner product. queries (q, dim) or (dim,) -> (scores (q, k) float32, ids (q, k) int64).
-
-        Where fewer than k items qualify the rest is id -1, score -inf. With ``allowed_ids`` only those
-        ids are candidates, and the top k among them are returned (filled when k of them are held).
-        """
-        queries = self._check_vectors(queries, "queries")
+        queries = check_vectors(queries, self.dim, "queries")
         k = int(k)
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
         with self._lock, _omp_threads(1 if len(queries) < FEW_QUERIES else None):
             if allowed_ids is not None:
-                allowed = np.unique(self._check_ids(allowed_ids, "allowed_ids"))
+                allowed = np.unique(check_ids(allowed_ids, "allowed_ids"))
                 allowed = allowed[self._member_mask(allowed)]
                 return self._search_allowed(queries, k, allowed)
             if len(self) == 0:
-                return _empty(len(queries), k)
+                return empty(len(queries), k)
             return self._search_all(queries, k)
 
     def _search_all(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -403,11 +347,20 @@ class VectorIndex:
         if self.kind == "hnsw" and (ids < 0).any() and len(self) >= kk:
             # the graph search came back short (heavily tombstoned neighbourhood): answer exactly
             return self._exact(queries, k, self._sorted_ids)
-        return _pad(scores, ids, k)
+        return pad(scores, ids, k)
+
+    def _flat_scan(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over the whole flat storage with a BLAS matrix product.
+
+        For a few queries faiss scans on one thread; the BLAS product splits the rows across the
+        cores, which roughly halves the memory-bound scan on 2 cores (100k x 2048: 18 ms vs 33 ms).
+        """
+        _, _, row_ids = self._storage_rows()
+        return topk(queries @ self._storage_matrix().T, row_ids, k)
 
     def _search_allowed(self, queries: np.ndarray, k: int, allowed: np.ndarray):
         if allowed.size == 0:
-            return _empty(len(queries), k)
+            return empty(len(queries), k)
         exact_limit = (
             EXACT_SUBSET_FLAT if self.kind == "flat" or not self._approximate() else EXACT_SUBSET_APPROX
         )
@@ -427,32 +380,18 @@ class VectorIndex:
         scores, ids = self._index.search(queries, kk, params=params)
         if (ids < 0).any():  # an approximate index missed allowed items: fall back to exact
             return self._exact(queries, k, allowed)
-        return _pad(scores, ids, k)
+        return pad(scores, ids, k)
 
     def _approximate(self) -> bool:
         return self.kind == "hnsw" or self.is_ivf_trained
 
     def _exact(self, queries: np.ndarray, k: int, candidate_ids: np.ndarray):
         """Exact top-k over candidate ids (all held), chunked to bound memory."""
-        q = len(queries)
-        best_scores = np.full((q, 0), -np.inf, dtype=np.float32)
-        best_ids = np.empty((q, 0), dtype=np.int64)
-        for start in range(0, candidate_ids.size, 65_536):
-            chunk = candidate_ids[start : start + 65_536]
-            scores = queries @ self._vectors_of(chunk).T
-            scores = np.concatenate([best_scores, scores], axis=1)
-            ids = np.concatenate([best_ids, np.broadcast_to(chunk, (q, chunk.size))], axis=1)
-            kk = min(k, scores.shape[1])
-            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < scores.shape[1] else None
-            if top is not None:
-                scores = np.take_along_axis(scores, top, axis=1)
-                ids = np.take_along_axis(ids, top, axis=1)
-            best_scores, best_ids = scores, ids
-        order = np.lexsort((best_ids, -best_scores), axis=1) if best_scores.size else None
-        if order is not None:
-            best_scores = np.take_along_axis(best_scores, order, axis=1)
-            best_ids = np.take_along_axis(best_ids, order, axis=1)
-        return _pad(best_scores.astype(np.float32), best_ids, k)
+        best = TopK(len(queries), k)
+        for start in range(0, candidate_ids.size, EXACT_CHUNK):
+            chunk = candidate_ids[start : start + EXACT_CHUNK]
+            best.push(queries @ self._vectors_of(chunk).T, chunk)
+        return best.result()
 
     def _gpu(self):
         """A GPU copy for unfiltered flat / ivf searches, made lazily and dropped on removal."""
@@ -483,77 +422,19 @@ class VectorIndex:
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the index atomically: a temporary file next to ``path``, fsync, then os.replace."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            header = json.dumps(self._settings()).encode()
-            handle = tempfile.NamedTemporaryFile(
-                dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+            persistence.write_atomic(
+                path,
+                self._settings(),
+                lambda write: faiss.write_index(self._index, faiss.PyCallbackIOWriter(write)),
             )
-            try:
-                with handle:
-                    digest = hashlib.sha256()
-
-                    def write(data: bytes) -> int:
-                        digest.update(data)
-                        handle.write(data)
-                        return len(data)
-
-                    write(MAGIC + struct.pack("<Q", len(header)) + header)
-                    faiss.write_index(self._index, faiss.PyCallbackIOWriter(write))
-                    handle.write(digest.digest())
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(handle.name, path)
-            except BaseException:
-                Path(handle.name).unlink(missing_ok=True)
-                raise
         logger.info("saved %s index of %d vectors to %s", self.kind, len(self), path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, use_gpu: bool | None = None) -> VectorIndex:
-        """Read a file written by ``save``. Missing, truncated or corrupt -> IndexFileError."""
-        path = Path(path)
-        try:
-            size = path.stat().st_size
-            digest = hashlib.sha256()
-            with path.open("rb") as handle:
-                remaining = size - 32
-                if remaining < len(MAGIC) + 8:
-                    raise IndexFileError(f"index file {path} is truncated ({size} bytes)")
-                while remaining > 0:
-                    block = handle.read(min(remaining, 1 << 24))
-                    if not block:
-                        raise IndexFileError(f"index file {path} is truncated")
-                    digest.update(block)
-                    remaining -= len(block)
-                if handle.read(32) != digest.digest():
-                    raise IndexFileError(f"index file {path} is corrupt (checksum mismatch)")
-                handle.seek(0)
-                if handle.read(len(MAGIC)) != MAGIC:
-                    raise IndexFileError(f"{path} is not a saved vector index")
-                (header_len,) = struct.unpack("<Q", handle.read(8))
-                settings = json.loads(handle.read(header_len))
-                limit = size - 32 - handle.tell()
-
-                def read(n: int) -> bytes:
-                    nonlocal limit
-                    data = handle.read(min(n, limit))
-                    limit -= len(data)
-                    return data
-
-                index = faiss.read_index(faiss.PyCallbackIOReader(read))
-        except IndexFileError:
-            raise
-        except FileNotFoundError:
-            raise IndexFileError(f"index file {path} does not exist") from None
-        except Exception as exc:  # faiss raises RuntimeError on malformed streams, json ValueError, ...
-            raise IndexFileError(f"index file {path} cannot be read: {exc}") from exc
-        return cls._from_parts(settings, index, use_gpu, path)
-
-    @classmethod
-    def _from_parts(cls, settings: dict, index, use_gpu: bool | None, path: Path) -> VectorIndex:
+    def load(cls, path: str | os.PathLike, *, use_gpu: bool | None = None) -> FaissVectorStore:
+        settings, index = persistence.read_verified(
+            path, lambda _header, read: faiss.read_index(faiss.PyCallbackIOReader(read))
+        )
         try:
             self = cls(
                 settings["dim"],
@@ -581,7 +462,7 @@ class VectorIndex:
             if np.unique(all_ids).size != all_ids.size:
                 raise ValueError("the index holds duplicate ids")
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise IndexFileError(f"index file {path} is inconsistent: {exc}") from exc
+            raise VectorStoreFileError(f"index file {path} is inconsistent: {exc}") from exc
         logger.info("loaded %s index of %d vectors from %s", self.kind, len(self), path)
         return self
 
@@ -596,19 +477,3 @@ def _ivf_ids(index: faiss.IndexIVFFlat) -> np.ndarray:
             parts.append(faiss.rev_swig_ptr(ptr, size).astype(np.int64).copy())
             invlists.release_ids(list_no, ptr)
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-
-
-def _empty(q: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.full((q, k), -np.inf, dtype=np.float32), np.full((q, k), -1, dtype=np.int64)
-
-
-def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pad to k columns; missing entries are id -1 with score -inf."""
-    scores = np.asarray(scores, dtype=np.float32)
-    ids = np.asarray(ids, dtype=np.int64)
-    if ids.shape[1] < k:
-        extra = k - ids.shape[1]
-        scores = np.pad(scores, ((0, 0), (0, extra)), constant_values=-np.inf)
-        ids = np.pad(ids, ((0, 0), (0, extra)), constant_values=-1)
-    scores = np.where(ids < 0, np.float32(-np.inf), scores)
-    return scores, ids

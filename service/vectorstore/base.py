@@ -1,0 +1,128 @@
+"""The vector-store interface the service programs against, whatever engine holds the vectors.
+
+A vector store holds L2-normalised float32 vectors under int64 ids (gallery item ids) and answers
+inner-product top-k queries. The database stays the source of truth: a store is a rebuildable
+cache of its embeddings, and ``ids()`` / ``fingerprint()`` let the service check the two against
+each other. Engines: ``FaissVectorStore`` (in-process faiss: flat / IVF / HNSW, fp32 or fp16
+storage). A server engine (Milvus, issue 12) implements the same methods.
+
+Filtering: ``search(..., allowed_ids=...)`` restricts the candidates to an id set and must still
+return the top k among them whenever k allowed ids are held. The service resolves camera / time /
+visitor filters to ids in the database today; an engine that also stores those fields may take
+them as a pushed-down filter later without changing this contract.
+
+Thread safety: every method may be called from several threads; an implementation serialises what
+needs serialising with one lock of its own (callers hold none).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from model.errors import ReidError
+
+
+class VectorStoreFileError(ReidError):
+    """A saved vector store is missing, truncated or corrupt (rebuild it from the database)."""
+
+
+class VectorStore(ABC):
+    """Inner-product top-k over unit vectors keyed by int64 ids. See the module docstring."""
+
+    dim: int
+    kind: str  # the engine's own name for its layout, e.g. "flat", "ivf", "hnsw"
+
+    # ----------------------------------------------------------------- changes
+    @abstractmethod
+    def add(self, ids, vectors) -> None:
+        """Add vectors (n, dim) under ids (n,). An id already held, or repeated in ``ids`` -> ValueError,
+        and nothing of the call is added."""
+
+    @abstractmethod
+    def remove(self, ids) -> int:
+        """Remove ids; ids not held are ignored. Returns how many were removed."""
+
+    def train_if_needed(self, sample_vectors: np.ndarray) -> bool:
+        """Give an engine that learns a layout (IVF) a sample before bulk loading; True if it trained."""
+        return False
+
+    def set_search_params(self, **params) -> None:
+        """Engine-specific speed / recall knobs (e.g. nprobe, ef_search); unknown knobs are ignored."""
+        return None
+
+    # ----------------------------------------------------------------- queries
+    @abstractmethod
+    def search(self, queries, k: int, allowed_ids=None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product: queries (q, dim) or (dim,) -> (scores (q, k) float32, ids (q, k) int64),
+        best first. Where fewer than k ids qualify the rest is id -1, score -inf. With ``allowed_ids``
+        only those ids are candidates (ids not held are ignored), and the result is filled whenever
+        k of them are held."""
+
+    # ----------------------------------------------------------------- reconciliation
+    @abstractmethod
+    def ids(self) -> np.ndarray:
+        """The ids held, sorted ascending (a copy)."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    def count(self) -> int:
+        return len(self)
+
+    def __contains__(self, item_id: int) -> bool:
+        held = self.ids()
+        position = np.searchsorted(held, item_id)
+        return bool(position < held.size and held[position] == item_id)
+
+    def fingerprint(self) -> str:
+        """``"<count>:<sha256 of the sorted ids>"``: equal iff two stores hold the same id set."""
+        return id_fingerprint(self.ids())
+
+    @property
+    @abstractmethod
+    def generation(self) -> int:
+        """A counter that changes with every add / remove: unchanged since a save means nothing to save."""
+
+    # ----------------------------------------------------------------- persistence
+    @abstractmethod
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the store to ``path`` atomically (an engine with its own storage may write a reference)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: str | os.PathLike, **options) -> VectorStore:
+        """Read what ``save`` wrote. Missing, truncated or corrupt -> VectorStoreFileError."""
+
+
+def id_fingerprint(sorted_ids: np.ndarray) -> str:
+    digest = hashlib.sha256(np.asarray(sorted_ids).astype("<i8").tobytes()).hexdigest()[:32]
+    return f"{len(sorted_ids)}:{digest}"
+
+
+def check_vectors(vectors, dim: int, name: str = "vectors") -> np.ndarray:
+    """(n, dim) or (dim,) finite numbers -> a C-contiguous float32 (n, dim) array; else ValueError."""
+    array = np.asarray(vectors)
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise ValueError(f"{name} must have shape (n, {dim}), got {np.shape(vectors)}")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contain NaN or infinite values")
+    return array
+
+
+def check_ids(ids, name: str = "ids") -> np.ndarray:
+    """A scalar or 1-d array of integers -> a C-contiguous int64 array; else ValueError."""
+    array = np.asarray(ids)
+    if array.ndim == 0:
+        array = array[None]
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be a 1-d array of integers, got shape {array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name} must be integers, got {array.dtype}")
+    return np.ascontiguousarray(array, dtype=np.int64)
