@@ -95,6 +95,8 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     first = errors[0] if errors else {}
     field = _field_of(first.get("loc", ()))
     message = first.get("msg", "invalid request")
+    if first.get("type") == "value_error":  # our validators' own words, without pydantic's prefix
+        message = message.removeprefix("Value error, ")
     if first.get("type") == "missing":
         message = f"missing required field {field!r}" if field else "missing required field"
         code = "missing"

@@ -11,8 +11,9 @@ import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from fastapi import UploadFile
+from fastapi import Request, UploadFile
 from PIL import Image, UnidentifiedImageError
+from pydantic import BeforeValidator
 
 from model.errors import ImageDecodeError
 from model.images import load_image
@@ -20,7 +21,13 @@ from service.errors import ApiError, invalid
 
 logger = logging.getLogger(__name__)
 
-CAMERA_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+CAMERA_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# ISO 8601 extended calendar form, as RFC 3339 writes it: 2026-11-23, 2026-11-23T10:15, 2026-11-23T10:15:00.5Z,
+# 2026-11-23 10:15:00+01:00 (a space or T between date and time; offset Z or +hh:mm; none = UTC).
+ISO_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?([Zz]|[+-][0-9]{2}:[0-9]{2})?)?"
+)
 SUPPORTED_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP"}
 MIN_SIDE = 8
 MAX_EXTERNAL_REF = 256
@@ -41,11 +48,45 @@ class PreparedImage:
     height: int
 
 
+# Numbers in paths, queries and forms exactly as written: digits (a sign, a point, an exponent for decimals),
+# nothing around them. Pydantic alone would read " 1", "1_000", "+1" and "5.0" as whole numbers.
+_INTEGER = re.compile(r"-?[0-9]+")
+_DECIMAL = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
+
+
+def _written_as(pattern: re.Pattern, what: str) -> BeforeValidator:
+    def check(value):
+        if isinstance(value, str) and not pattern.fullmatch(value):
+            raise ValueError(f"{value!r} is not {what} (no spaces or separators around or inside it)")
+        return value
+
+    return BeforeValidator(check)
+
+
+# Annotated[int, Query(...), WHOLE_NUMBER] / Annotated[float, Form(...), DECIMAL]
+WHOLE_NUMBER = _written_as(_INTEGER, "a whole number in digits, like 42")
+DECIMAL = _written_as(_DECIMAL, "a decimal number, like 0.5")
+
+
+def no_empty_form_fields(*names: str):
+    """Dependency: 422 when one of these form fields is sent empty. FastAPI reads an empty form field as
+    "not sent" and would answer with the default (an empty top_k searched for 20)."""
+
+    async def check(request: Request) -> None:
+        form = await request.form()  # parsed once per request: FastAPI's own body parse is cached
+        for name in names:
+            if any(value == "" for value in form.getlist(name)):
+                raise invalid(f"{name} is empty: leave the field out for its default, or give a value", name)
+
+    return check
+
+
 def camera_id(value: str | None, field: str = "camera_id") -> str:
-    if value is None or not str(value).strip():
+    """The camera id exactly as sent (never trimmed: "cam\\n" is refused, not stored as "cam")."""
+    if value is None or value == "":
         raise invalid("camera_id is required", field, code="missing")
-    value = str(value).strip()
-    if not CAMERA_ID.match(value):
+    value = str(value)
+    if not CAMERA_ID.fullmatch(value):
         shown = value if len(value) <= 80 else value[:80] + "..."
         raise invalid(f"camera_id {shown!r} must be 1..64 characters of A-Z a-z 0-9 _ . : -", field)
     return value
@@ -65,19 +106,25 @@ def camera_ids(values: list[str] | None, field: str = "camera_id") -> list[str]:
 def timestamp(
     value: str | None, field: str, *, required: bool = True, not_future: bool = False
 ) -> datetime | None:
-    """ISO 8601 -> aware UTC datetime; no offset means UTC. Years outside 1970..now+1 day are refused."""
-    if value is None or not str(value).strip():
+    """ISO 8601 in the extended calendar form (ISO_TIME: a date, optionally a time and an offset) -> aware
+    UTC datetime; no offset means UTC. Week dates, ordinal dates, the basic form and surrounding spaces are
+    refused, as are times before 1970 and (with not_future) after now + 1 day."""
+    if value is None or value == "":
         if required:
             raise invalid(f"{field} is required (ISO 8601 time)", field, code="missing")
         return None
-    text = str(value).strip()
+    text = str(value)
     if len(text) > 64:
         raise invalid(f"{field} is not an ISO 8601 time", field)
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith(("Z", "z")) else text)
+        if not ISO_TIME.fullmatch(text):
+            raise ValueError(text)
+        parsed = datetime.fromisoformat(re.sub("[Zz]$", "+00:00", text).replace("t", "T"))
     except ValueError:
         raise invalid(
-            f"{field} {text!r} is not an ISO 8601 time (e.g. 2026-11-23T10:15:00Z)", field
+            f"{field} {text!r} is not an ISO 8601 time like 2026-11-23T10:15:00Z (date, optional "
+            "time and offset)",
+            field,
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import func, select
@@ -12,6 +13,7 @@ from service.db import get_session
 from service.schemas import AuditPage, ErrorBody, iso
 from service.security import Principal, require_admin
 from service.tables import AuditLog
+from service.validation import WHOLE_NUMBER
 
 router = APIRouter(tags=["audit"])
 
@@ -20,8 +22,8 @@ router = APIRouter(tags=["audit"])
     "/audit", response_model=AuditPage, responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}}
 )
 def audit_log(
-    limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0, le=10_000_000),
+    limit: Annotated[int, Query(ge=1, le=500), WHOLE_NUMBER] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000), WHOLE_NUMBER] = 0,
     action: str | None = Query(None, max_length=32),
     _: Principal = Depends(require_admin),
     session: Session = Depends(get_session),

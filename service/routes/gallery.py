@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -21,6 +22,7 @@ from service.retention import delete_items
 from service.schemas import Deleted, ErrorBody, IngestResponse, Item, ItemPage, item_dict
 from service.security import Principal, require_admin, require_ingest, require_search
 from service.tables import MAX_ID, GalleryItem
+from service.validation import WHOLE_NUMBER
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["gallery"])
@@ -170,9 +172,9 @@ def list_items(
     camera_id: list[str] | None = Query(None),
     start: str | None = Query(None, description="ISO 8601, inclusive"),
     end: str | None = Query(None, description="ISO 8601, exclusive"),
-    visitor_id: int | None = Query(None, ge=1, le=MAX_ID),
-    limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0, le=10_000_000),
+    visitor_id: Annotated[int | None, Query(ge=1, le=MAX_ID), WHOLE_NUMBER] = None,
+    limit: Annotated[int, Query(ge=1, le=500), WHOLE_NUMBER] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000), WHOLE_NUMBER] = 0,
     _: Principal = Depends(require_search),
     session: Session = Depends(get_session),
 ):
@@ -201,7 +203,7 @@ def _get_item(session: Session, item_id: int) -> GalleryItem:
 
 @router.get("/gallery/{item_id}", response_model=Item, responses={**ERRORS, 404: {"model": ErrorBody}})
 def get_item(
-    item_id: int = Path(ge=1, le=MAX_ID),
+    item_id: Annotated[int, Path(ge=1, le=MAX_ID), WHOLE_NUMBER],
     _: Principal = Depends(require_search),
     session: Session = Depends(get_session),
 ):
@@ -216,7 +218,7 @@ def get_item(
 )
 def get_image(
     request: Request,
-    item_id: int = Path(ge=1, le=MAX_ID),
+    item_id: Annotated[int, Path(ge=1, le=MAX_ID), WHOLE_NUMBER],
     size: str = Query("original", pattern="^(original|thumb)$"),
     _: Principal = Depends(require_search),
     session: Session = Depends(get_session),
@@ -234,7 +236,7 @@ def get_image(
 
 @router.delete("/gallery/{item_id}", response_model=Deleted, responses={**ERRORS, 404: {"model": ErrorBody}})
 def delete_item(
-    item_id: int = Path(ge=1, le=MAX_ID),
+    item_id: Annotated[int, Path(ge=1, le=MAX_ID), WHOLE_NUMBER],
     principal: Principal = Depends(require_admin),
     ctx: ServiceContext = Depends(get_ctx),
 ):

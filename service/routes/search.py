@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, UploadFile
@@ -15,6 +16,7 @@ from service.errors import invalid, not_found
 from service.schemas import ErrorBody, SearchResponse, iso
 from service.security import Principal, require_search
 from service.tables import MAX_ID, GalleryItem
+from service.validation import DECIMAL, WHOLE_NUMBER, no_empty_form_fields
 
 router = APIRouter(tags=["search"])
 # Extra candidates fetched beyond top_k, in case the index holds ids deleted since (e.g. by `reid purge`).
@@ -92,16 +94,19 @@ def _hits(ctx, query, top_k, allowed, exclude, min_score, principal, filters) ->
 )
 async def search(
     files: list[UploadFile] | None = File(None, description="1..8 photos of the same person"),
-    gallery_id: int | None = Form(
-        None, ge=1, le=MAX_ID, description="search from a stored item instead of photos"
-    ),
-    top_k: int = Form(20, ge=1, le=1000),
+    gallery_id: Annotated[
+        int | None,
+        Form(ge=1, le=MAX_ID, description="search from a stored item instead of photos"),
+        WHOLE_NUMBER,
+    ] = None,
+    top_k: Annotated[int, Form(ge=1, le=1000), WHOLE_NUMBER] = 20,
     camera_id: list[str] | None = Form(None),
     start: str | None = Form(None),
     end: str | None = Form(None),
-    min_score: float | None = Form(None, ge=-1.0, le=1.0),
+    min_score: Annotated[float | None, Form(ge=-1.0, le=1.0), DECIMAL] = None,
     principal: Principal = Depends(require_search),
     ctx: ServiceContext = Depends(get_ctx),
+    _strict: None = Depends(no_empty_form_fields("gallery_id", "top_k", "min_score")),
 ):
     settings = ctx.settings
     files = files or []

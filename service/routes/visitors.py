@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Path
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
@@ -14,6 +16,7 @@ from service.retention import delete_items
 from service.schemas import ErrorBody, ReclusterRequest, ReclusterResponse, VisitorDeleted
 from service.security import Principal, require_admin
 from service.tables import MAX_ID, GalleryItem
+from service.validation import WHOLE_NUMBER
 from service.visitors import recluster
 
 router = APIRouter(tags=["visitors"])
@@ -32,7 +35,7 @@ ERRORS = {
     summary="Erase everything of one visitor (rows, vectors, files)",
 )
 def erase_visitor(
-    visitor_id: int = Path(ge=1, le=MAX_ID),
+    visitor_id: Annotated[int, Path(ge=1, le=MAX_ID), WHOLE_NUMBER],
     principal: Principal = Depends(require_admin),
     ctx: ServiceContext = Depends(get_ctx),
 ):

@@ -111,6 +111,13 @@ BAD_FIELDS = [
     ("camera-space", {**GOOD, "camera_id": "front door"}, "camera_id", "camera_id"),
     ("camera-unicode", {**GOOD, "camera_id": "kamera-ü"}, "camera_id", "camera_id"),
     ("camera-count", {**GOOD, "camera_id": ["a", "b"]}, "camera_id", "one for all"),
+    ("camera-newline", {**GOOD, "camera_id": "cam\n"}, "camera_id", "camera_id"),
+    ("camera-padded", {**GOOD, "camera_id": " cam"}, "camera_id", "camera_id"),
+    ("camera-blank", {**GOOD, "camera_id": "  "}, "camera_id", "camera_id"),
+    ("time-iso-week", {**GOOD, "captured_at": "2026-W48-1"}, "captured_at", "ISO 8601"),
+    ("time-ordinal-day", {**GOOD, "captured_at": "2026-324"}, "captured_at", "ISO 8601"),
+    ("time-basic-format", {**GOOD, "captured_at": "20261120T100000Z"}, "captured_at", "ISO 8601"),
+    ("time-padded", {**GOOD, "captured_at": " 2026-11-20T10:00:00Z"}, "captured_at", "ISO 8601"),
     ("ref-count", {**GOOD, "external_ref": ["x", "y"]}, "external_ref", "one per file"),
     ("ref-long", {**GOOD, "external_ref": ["r" * 300] * 3}, "external_ref", "256"),
 ]
@@ -156,6 +163,15 @@ BAD_SEARCH = [
     ("gallery-id-huge", {"gallery_id": 10**30}, "gallery_id"),
     ("min_score-nan", {"gallery_id": 1, "min_score": "nan"}, "min_score"),
     ("too-many-cameras", {"gallery_id": 1, "camera_id": [f"c{i}" for i in range(501)]}, "camera_id"),
+    ("top_k-empty", {"gallery_id": 1, "top_k": ""}, "top_k"),
+    ("top_k-padded", {"gallery_id": 1, "top_k": " 5"}, "top_k"),
+    ("top_k-underscore", {"gallery_id": 1, "top_k": "1_0"}, "top_k"),
+    ("top_k-fraction", {"gallery_id": 1, "top_k": "5.0"}, "top_k"),
+    ("gallery-id-empty", {"gallery_id": "", "top_k": 5}, "gallery_id"),
+    ("gallery-id-padded", {"gallery_id": " 1"}, "gallery_id"),
+    ("min_score-empty", {"gallery_id": 1, "min_score": ""}, "min_score"),
+    ("min_score-padded", {"gallery_id": 1, "min_score": " 0.5"}, "min_score"),
+    ("start-iso-week", {"gallery_id": 1, "start": "2026-W48-1"}, "start"),
 ]
 
 
@@ -190,6 +206,8 @@ BAD_METRICS = [
     ("end-before-start", {"start": "2026-11-21T00:00Z", "end": "2026-11-20T00:00Z"}, "end"),
     ("bad-time", {"start": "2026-13-01"}, "start"),
     ("bad-camera", {"camera_id": "x" * 70}, "camera_id"),
+    ("camera-newline", {"camera_id": "cam\n"}, "camera_id"),
+    ("start-iso-week", {"start": "2026-W48-1"}, "start"),
 ]
 
 
@@ -207,6 +225,11 @@ def test_bad_metrics_parameters(strict_client, params, field):
         ("GET", "/gallery", {"params": {"visitor_id": "me"}}, 422),
         ("GET", "/gallery", {"params": {"start": "soon"}}, 422),
         ("GET", "/gallery/abc", {}, 422),
+        ("GET", "/gallery", {"params": {"limit": " 5"}}, 422),
+        ("GET", "/gallery", {"params": {"visitor_id": "+1"}}, 422),
+        ("GET", "/gallery", {"params": {"camera_id": "cam\n"}}, 422),
+        ("GET", "/audit", {"params": {"offset": "1_0"}}, 422),
+        ("DELETE", "/visitors/%201", {}, 422),
         ("GET", "/gallery/99999999999999999999999", {}, 422),
         ("GET", "/gallery/5", {}, 404),
         ("GET", "/gallery/5/image", {"params": {"size": "huge"}}, 422),
@@ -261,3 +284,51 @@ def test_oversized_request_body_is_refused_before_parsing(strict_client):
     )
     assert_error(r, 413, "too_large")
     assert_nothing_written(strict_client)
+
+
+@pytest.mark.parametrize("raw", ["%201", "1%20", "+1", "01_0", "1.0", "%0A1"])
+def test_malformed_item_ids_are_refused_and_delete_nothing(client, raw):
+    """`DELETE /gallery/%201` (id " 1") used to delete item 1."""
+    r = client.post(
+        "/gallery", files=upload([identity_image(0, 0)]), data={**GOOD, "camera_id": "cam"}, headers=INGEST
+    )
+    item_id = r.json()["items"][0]["id"]
+    assert item_id == 1
+    for method in ("GET", "DELETE"):
+        response = client.request(method, f"/gallery/{raw}", headers=ADMIN)
+        assert_error(response, 422, field="item_id", mentions="item_id")
+    assert client.get("/gallery/1/image", headers=ADMIN).status_code == 200
+    assert_error(client.get(f"/gallery/{raw}/image", headers=ADMIN), 422, field="item_id")
+    assert client.get("/gallery", headers=SEARCH).json()["total"] == 1
+
+
+def test_camera_ids_are_stored_as_sent(client):
+    """`camera_id="cam\\n"` used to be stored as "cam": a value is taken as sent, or refused."""
+    r = client.post(
+        "/gallery", files=upload([identity_image(0, 0)]), data={**GOOD, "camera_id": "cam\n"}, headers=INGEST
+    )
+    assert_error(r, 422, field="camera_id", mentions="camera_id")
+    assert_nothing_written(client)
+    ok = client.post(
+        "/gallery", files=upload([identity_image(0, 0)]), data={**GOOD, "camera_id": "Cam_1.a:b-c"}, headers=INGEST
+    )
+    assert ok.status_code == 200, ok.text
+    assert client.get("/gallery/1", headers=SEARCH).json()["camera_id"] == "Cam_1.a:b-c"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-20", "2026-11-20T00:00:00+00:00"),
+        ("2026-11-20T10:15", "2026-11-20T10:15:00+00:00"),
+        ("2026-11-20T10:15Z", "2026-11-20T10:15:00+00:00"),
+        ("2026-11-20T10:15:30.250Z", "2026-11-20T10:15:30.250000+00:00"),
+        ("2026-11-20t10:15:30z", "2026-11-20T10:15:30+00:00"),
+        ("2026-11-20 10:15:30+01:00", "2026-11-20T09:15:30+00:00"),
+        ("2026-11-20T10:15:30-05:30", "2026-11-20T15:45:30+00:00"),
+    ],
+)
+def test_the_iso_8601_forms_that_are_accepted(text, expected):
+    from service import validation
+
+    assert validation.timestamp(text, "start").isoformat() == expected
