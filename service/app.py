@@ -161,11 +161,11 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
             model.embed, settings.batch_size, settings.batch_wait_ms, metrics.observe_batch
         )
         await batcher.start()
-        ctx = ServiceContext(settings, engine, sessions, store, model, index, batcher, metrics)
+        ctx = ServiceContext(
+            settings, engine, sessions, store, model, index, batcher, metrics, KeyRing(settings.bootstrap_keys())
+        )
         metrics.index_size.set(len(index))
         app.state.ctx = ctx
-        app.state.sessionmaker = sessions
-        app.state.keyring = KeyRing(settings.bootstrap_keys())
         tasks = [asyncio.create_task(_maintain_index(ctx), name="index-maintenance")]
         if settings.retention_days > 0:
             tasks.append(

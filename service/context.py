@@ -1,9 +1,15 @@
-"""Everything a request handler needs, created by the app's lifespan and kept on app.state.ctx."""
+"""Everything a request handler needs, created by the app's lifespan and kept on app.state.ctx.
+
+Handlers reach it only through `get_ctx` (service/deps.py: `Ctx`, `DbSession` and the role aliases),
+which answers 503 while the service is starting or stopping.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 from sqlalchemy.engine import Engine
@@ -11,10 +17,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from model.embedder import Embedder
 from service.batcher import MicroBatcher
+from service.errors import ApiError
 from service.gallery_index import GalleryIndex
 from service.prometheus import ServiceMetrics
 from service.settings import Settings
 from service.storage import ImageStore
+
+if TYPE_CHECKING:
+    from service.ingest import CommittedItem
+    from service.security import KeyRing
+
+# Called after new gallery items are committed and indexed, with the context and those items.
+CommitListener = Callable[["ServiceContext", "list[CommittedItem]"], None]
 
 
 @dataclass
@@ -27,6 +41,10 @@ class ServiceContext:
     index: GalleryIndex
     batcher: MicroBatcher
     metrics: ServiceMetrics
+    keyring: KeyRing
+    # Run in order after every ingest that committed items (e.g. live watches); an exception in one
+    # is logged and does not fail the ingest or stop the others.
+    commit_listeners: list[CommitListener] = field(default_factory=list)
     # Serialises the dedupe check, visitor assignment, row insert and index add of ingests.
     ingest_lock: threading.Lock = field(default_factory=threading.Lock)
     ready: bool = False
@@ -41,7 +59,5 @@ def get_ctx(request: Request) -> ServiceContext:
     """FastAPI dependency: the running service's context (503 while starting or stopping)."""
     ctx = getattr(request.app.state, "ctx", None)
     if ctx is None or not ctx.ready:
-        from service.errors import ApiError
-
         raise ApiError(503, "unavailable", "the service is starting or stopping; retry shortly")
     return ctx

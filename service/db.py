@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fastapi import Request
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -61,12 +60,6 @@ def write_session(sessions: sessionmaker[Session]) -> Iterator[Session]:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
-
-
-def get_session(request: Request) -> Iterator[Session]:
-    """FastAPI dependency: one session per request, closed afterwards."""
-    with request.app.state.sessionmaker() as session:
-        yield session
 
 
 def alembic_config():

@@ -1,11 +1,17 @@
-"""Storing validated, embedded images: each one completely (file, row, vector, index entry) or not at all.
+"""Ingest: uploads + their metadata in, one result per image out (`ingest`, the only entry point).
 
+Each image is stored completely (file, row, vector, index entry) or not at all:
+0. prepare (thread pool, in parallel): read, check and decode each upload; images already stored
+   under the same content hash are answered without embedding them; the others are embedded
+   through the micro-batcher.
 1. stage (any thread, in parallel): encode, thumbnail, write both files atomically under their
    content-hash names (skipped when already on disk: same name = same bytes).
 2. commit (under the ingest lock, one transaction per request, one SAVEPOINT per image): dedupe by
    content hash -> make sure the files are there -> visitor assignment -> row with its embedding.
    An image that fails rolls back only its savepoint; then the transaction commits.
 3. index add for the new rows, after the commit.
+4. commit listeners (ctx.commit_listeners) are called with the committed items (id, vector, camera,
+   capture time, visitor).
 Files of images that did not end up in a committed row are removed (unless a committed row
 uses the same content). A failed index add removes its rows and files again. A process killed
 anywhere leaves at worst files without a row (swept at start) or committed rows missing from
@@ -14,15 +20,20 @@ the saved index (the index is rebuilt at start).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
+from fastapi import UploadFile
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from service import footfall, repository
+from service import footfall, repository, validation
 from service.db import write_session
+from service.errors import ApiError
 from service.tables import GalleryItem, decode_embedding
 from service.validation import PreparedImage
 
@@ -31,6 +42,43 @@ logger = logging.getLogger(__name__)
 # Candidates for visitor matching: all recent items when few, else the nearest among them via the index.
 DIRECT_CANDIDATES = 256
 INDEX_CANDIDATES = 32
+
+
+@dataclass(frozen=True)
+class ItemMeta:
+    """What the client says about one image."""
+
+    camera_id: str
+    captured_at: datetime
+    external_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class CommittedItem:
+    """A gallery item this ingest committed and indexed (what commit listeners receive)."""
+
+    id: int
+    vector: np.ndarray
+    camera_id: str
+    captured_at: datetime
+    visitor_id: int | None
+
+
+@dataclass
+class ItemResult:
+    """The answer for one upload: created / exists with its ids, or error with (HTTP status, detail)."""
+
+    status: str  # "created" | "exists" | "error"
+    id: int | None = None
+    visitor_id: int | None = None
+    http_status: int | None = None
+    error: dict | None = None
+
+
+@dataclass
+class IngestResult:
+    items: list[ItemResult]  # one per upload, in order
+    committed: list[CommittedItem]
 
 
 @dataclass
@@ -233,3 +281,102 @@ def commit(ctx, staged: list[Staged]) -> list[Stored | Exception]:
                 for pos, _, _ in created:
                     results[pos] = exc
     return results  # type: ignore[return-value]
+
+
+def _error_result(exc: BaseException) -> ItemResult:
+    if isinstance(exc, ApiError):
+        return ItemResult("error", http_status=exc.status, error=exc.detail())
+    logger.error("storing an image failed", exc_info=exc)
+    detail = {"code": "internal", "message": "the image could not be stored (server error)", "field": None}
+    return ItemResult("error", http_status=500, error=detail)
+
+
+def _notify(ctx, committed: list[CommittedItem]) -> None:
+    for listener in list(ctx.commit_listeners):
+        try:
+            listener(ctx, committed)
+        except Exception:  # a listener's failure is its own: the items are stored
+            logger.exception("commit listener %r failed", listener)
+
+
+async def _prepared(ctx, upload: UploadFile) -> PreparedImage | ApiError:
+    settings = ctx.settings
+    try:
+        return await run_in_threadpool(
+            validation.prepare_upload, upload, settings.max_upload_bytes, settings.max_pixels
+        )
+    except ApiError as exc:
+        return exc
+
+
+async def ingest(ctx, uploads: Sequence[UploadFile], meta: Sequence[ItemMeta]) -> IngestResult:
+    """Store these uploads (meta[i] describes uploads[i]); one result per upload, in order. A bad
+    upload fails alone; the same bytes again answer "exists" with the stored item's ids."""
+    if len(uploads) != len(meta):
+        raise ValueError(f"{len(uploads)} uploads but {len(meta)} metadata entries")
+    n = len(uploads)
+    prepared = await asyncio.gather(*(_prepared(ctx, upload) for upload in uploads))
+    outcome: dict[int, Stored | BaseException] = {
+        i: p for i, p in enumerate(prepared) if isinstance(p, BaseException)
+    }
+    good = [i for i in range(n) if i not in outcome]
+    # The same bytes again (a camera retrying, a re-run import) are answered without embedding them.
+    known = await run_in_threadpool(known_items, ctx, [prepared[i].content_hash for i in good])
+    outcome.update({i: known[prepared[i].content_hash] for i in good if prepared[i].content_hash in known})
+    good = [i for i in good if i not in outcome]
+    vectors = await asyncio.gather(
+        *(ctx.batcher.submit([prepared[i].image]) for i in good), return_exceptions=True
+    )
+    embedded = []
+    for i, vector in zip(good, vectors, strict=True):
+        if isinstance(vector, BaseException):
+            outcome[i] = vector
+        else:
+            embedded.append((i, vector[0]))
+
+    async def stage_one(i: int, vector):
+        try:
+            m = meta[i]
+            return await run_in_threadpool(
+                stage, ctx, prepared[i], vector, m.camera_id, m.captured_at, m.external_ref
+            )
+        except Exception as exc:  # noqa: BLE001 - reported per item
+            return exc
+
+    staged = await asyncio.gather(*(stage_one(i, vector) for i, vector in embedded))
+    ready = []
+    for (i, _), result in zip(embedded, staged, strict=True):
+        if isinstance(result, BaseException):
+            outcome[i] = result
+        else:
+            ready.append((i, result))
+    committed: list[CommittedItem] = []
+    if ready:
+        try:
+            stored = await run_in_threadpool(commit, ctx, [s for _, s in ready])
+        except Exception as exc:  # noqa: BLE001 - the whole transaction failed
+            stored = [exc] * len(ready)
+        for (i, staged_item), result in zip(ready, stored, strict=True):
+            outcome[i] = result
+            if isinstance(result, Stored) and result.status == "created":
+                committed.append(
+                    CommittedItem(
+                        result.id,
+                        staged_item.vector,
+                        staged_item.camera_id,
+                        staged_item.captured_at,
+                        result.visitor_id,
+                    )
+                )
+    if committed and ctx.commit_listeners:
+        await run_in_threadpool(_notify, ctx, committed)
+    items = []
+    for i in range(n):
+        result = outcome[i]
+        if isinstance(result, Stored):
+            items.append(ItemResult(result.status, result.id, result.visitor_id))
+        else:
+            items.append(_error_result(result))
+        ctx.metrics.ingested.labels(items[-1].status).inc()
+    ctx.metrics.index_size.set(len(ctx.index))
+    return IngestResult(items, committed)

@@ -79,6 +79,29 @@ def ids_where(
     return np.fromiter(session.execute(query).scalars(), dtype=np.int64)
 
 
+def page(
+    session: Session,
+    cameras: Sequence[str] | None,
+    start: datetime | None,
+    end: datetime | None,
+    visitor_id: int | None,
+    *,
+    limit: int,
+    offset: int,
+) -> tuple[int, list[GalleryItem]]:
+    """(how many items match, one page of them: newest capture first, then highest id)."""
+    total = session.execute(
+        filter_items(select(func.count(GalleryItem.id)), cameras, start, end, visitor_id)
+    ).scalar_one()
+    rows = session.execute(
+        filter_items(select(GalleryItem), cameras, start, end, visitor_id)
+        .order_by(GalleryItem.captured_at.desc(), GalleryItem.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).scalars()
+    return total, list(rows)
+
+
 def ids_with_visitor_between(session: Session, low: datetime, high: datetime) -> np.ndarray:
     """Ids of the items captured in [low, high] (both ends included) that have a visitor."""
     query = select(GalleryItem.id).where(

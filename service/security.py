@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.context import ServiceContext, get_ctx
 from service.errors import ApiError
 from service.tables import ApiKey
 
@@ -63,7 +64,7 @@ class KeyRing:
         return None
 
 
-def _authenticate(request: Request) -> Principal:
+def _authenticate(request: Request, ctx: ServiceContext = Depends(get_ctx)) -> Principal:
     secret = request.headers.get(KEY_HEADER)
     if not secret:
         raise ApiError(
@@ -74,11 +75,8 @@ def _authenticate(request: Request) -> Principal:
         )
     if len(secret) > MAX_KEY_LENGTH:
         raise ApiError(401, "unauthorized", "invalid API key", headers={"WWW-Authenticate": KEY_HEADER})
-    sessions = getattr(request.app.state, "sessionmaker", None)
-    if sessions is None:
-        raise ApiError(503, "unavailable", "the service is starting; retry shortly")
-    with sessions() as session:
-        principal = request.app.state.keyring.authenticate(session, secret)
+    with ctx.sessions() as session:
+        principal = ctx.keyring.authenticate(session, secret)
     if principal is None:
         raise ApiError(401, "unauthorized", "invalid API key", headers={"WWW-Authenticate": KEY_HEADER})
     request.state.principal = principal

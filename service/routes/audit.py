@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from service.db import get_session
+from service.deps import AdminKey, DbSession
 from service.schemas import AuditPage, ErrorBody, iso
-from service.security import Principal, require_admin
 from service.tables import AuditLog
 from service.validation import WHOLE_NUMBER
 
@@ -22,11 +20,11 @@ router = APIRouter(tags=["audit"])
     "/audit", response_model=AuditPage, responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}}
 )
 def audit_log(
+    session: DbSession,
+    _: AdminKey,
     limit: Annotated[int, Query(ge=1, le=500), WHOLE_NUMBER] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000), WHOLE_NUMBER] = 0,
     action: str | None = Query(None, max_length=32),
-    _: Principal = Depends(require_admin),
-    session: Session = Depends(get_session),
 ):
     query = select(AuditLog)
     count = select(func.count(AuditLog.id))

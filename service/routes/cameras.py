@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from service.db import get_session
+from service.deps import DbSession, SearchKey
 from service.schemas import CameraList, ErrorBody, iso
-from service.security import Principal, require_search
 from service.tables import GalleryItem
 
 router = APIRouter(tags=["gallery"])
@@ -17,7 +15,7 @@ router = APIRouter(tags=["gallery"])
 @router.get(
     "/cameras", response_model=CameraList, responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}}
 )
-def cameras(_: Principal = Depends(require_search), session: Session = Depends(get_session)):
+def cameras(session: DbSession, _: SearchKey):
     rows = session.execute(
         select(
             GalleryItem.camera_id,

@@ -8,13 +8,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
 from service import footfall, repository, validation
-from service.context import ServiceContext, get_ctx
+from service.deps import Ctx, SearchKey
 from service.errors import invalid
 from service.schemas import ErrorBody, iso
-from service.security import Principal, require_search
 
 router = APIRouter(tags=["metrics"])
 
@@ -25,12 +24,12 @@ router = APIRouter(tags=["metrics"])
     summary="Footfall: sightings and unique visitors per bucket x camera (default: the last 24 h by hour)",
 )
 def footfall_metrics(
+    ctx: Ctx,
+    _: SearchKey,
     start: str | None = Query(None, description="ISO 8601 (default: end - 24 h)"),
     end: str | None = Query(None, description="ISO 8601 (default: now)"),
     bucket: str = Query("1h", max_length=16, description="Nm, Nh or Nd"),
     camera_id: list[str] | None = Query(None),
-    _: Principal = Depends(require_search),
-    ctx: ServiceContext = Depends(get_ctx),
 ):
     settings = ctx.settings
     try:

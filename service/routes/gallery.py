@@ -1,40 +1,26 @@
-"""Gallery: ingest (POST), list, read, image bytes, delete."""
+"""Gallery: ingest (POST), list, read, image bytes, delete. Parsing, keys and answers only: the work is
+service/ingest.py (POST), service/repository.py (reads) and service/retention.py (delete)."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from fastapi.responses import FileResponse
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service import ingest, validation
-from service.context import ServiceContext, get_ctx
-from service.db import get_session
-from service.errors import ApiError, error_response, invalid, not_found
-from service.queries import filter_items
+from service import ingest, repository, validation
+from service.deps import AdminKey, Ctx, DbSession, IngestKey, SearchKey
+from service.errors import error_response, invalid, not_found
 from service.retention import delete_items
 from service.schemas import Deleted, ErrorBody, IngestResponse, Item, ItemPage, item_dict
-from service.security import Principal, require_admin, require_ingest, require_search
 from service.tables import MAX_ID, GalleryItem
 from service.validation import WHOLE_NUMBER
 
-logger = logging.getLogger(__name__)
 router = APIRouter(tags=["gallery"])
 
 ERRORS = {401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 422: {"model": ErrorBody}}
-
-
-def _item_error(exc: Exception) -> tuple[int, dict]:
-    if isinstance(exc, ApiError):
-        return exc.status, exc.detail()
-    logger.error("storing an image failed", exc_info=exc)
-    return 500, {"code": "internal", "message": "the image could not be stored (server error)", "field": None}
 
 
 @router.post(
@@ -45,12 +31,12 @@ def _item_error(exc: Exception) -> tuple[int, dict]:
     summary="Add person images (one result per image; the same bytes again return the existing id)",
 )
 async def add_images(
+    ctx: Ctx,
+    _: IngestKey,
     files: list[UploadFile] = File(..., description="1..max_files_per_request images"),
     camera_id: list[str] = Form(..., description="one for all files, or one per file"),
     captured_at: list[str] = Form(..., description="ISO 8601; one for all files, or one per file"),
     external_ref: list[str] | None = Form(None, description="optional, one per file"),
-    principal: Principal = Depends(require_ingest),
-    ctx: ServiceContext = Depends(get_ctx),
 ):
     settings = ctx.settings
     n = len(files)
@@ -83,75 +69,32 @@ async def add_images(
             f"{len(external_ref)} external_ref values for {n} files: give one per file", "external_ref"
         )
     refs = [validation.external_ref(r) for r in (external_ref or [None] * n)]
+    meta = [ingest.ItemMeta(cameras[i], times[i], refs[i]) for i in range(n)]
 
-    results: list[dict] = [{"index": i, "filename": f.filename or f"file{i}"} for i, f in enumerate(files)]
-    statuses: list[int] = []
+    result = await ingest.ingest(ctx, files, meta)
 
-    async def prepare(i: int):
-        try:
-            return await run_in_threadpool(
-                validation.prepare_upload, files[i], settings.max_upload_bytes, settings.max_pixels
-            )
-        except ApiError as exc:
-            return exc
-
-    prepared = await asyncio.gather(*(prepare(i) for i in range(n)))
-    good = [i for i, p in enumerate(prepared) if not isinstance(p, Exception)]
-    outcome: dict[int, object] = {i: prepared[i] for i in range(n) if i not in good}
-    # The same bytes again (a camera retrying, a re-run import) are answered without embedding them.
-    known = await run_in_threadpool(ingest.known_items, ctx, [prepared[i].content_hash for i in good])
-    outcome.update({i: known[prepared[i].content_hash] for i in good if prepared[i].content_hash in known})
-    good = [i for i in good if i not in outcome]
-    vectors = await asyncio.gather(
-        *(ctx.batcher.submit([prepared[i].image]) for i in good), return_exceptions=True
-    )
-    embedded = []
-    for i, vector in zip(good, vectors, strict=True):
-        if isinstance(vector, BaseException):
-            outcome[i] = vector
+    results = []
+    for i, (upload, item) in enumerate(zip(files, result.items, strict=True)):
+        entry = {"index": i, "filename": upload.filename or f"file{i}", "status": item.status}
+        if item.status == "error":
+            entry["error"] = item.error
         else:
-            embedded.append((i, vector[0]))
-
-    async def stage(i: int, vector):
-        try:
-            return await run_in_threadpool(
-                ingest.stage, ctx, prepared[i], vector, cameras[i], times[i], refs[i]
-            )
-        except Exception as exc:  # noqa: BLE001 - reported per item
-            return exc
-
-    staged = await asyncio.gather(*(stage(i, vector) for i, vector in embedded))
-    ready = []
-    for (i, _), result in zip(embedded, staged, strict=True):
-        if isinstance(result, BaseException):
-            outcome[i] = result
-        else:
-            ready.append((i, result))
-    if ready:
-        try:
-            stored = await run_in_threadpool(ingest.commit, ctx, [s for _, s in ready])
-        except Exception as exc:  # noqa: BLE001 - the whole transaction failed
-            stored = [exc] * len(ready)
-        outcome.update({i: result for (i, _), result in zip(ready, stored, strict=True)})
-    for i in range(n):
-        result = outcome[i]
-        if isinstance(result, ingest.Stored):
-            results[i].update(status=result.status, id=result.id, visitor_id=result.visitor_id)
-            ctx.metrics.ingested.labels(result.status).inc()
-            continue
-        status, detail = _item_error(result)
-        statuses.append(status)
-        results[i].update(status="error", error=detail)
-        ctx.metrics.ingested.labels("error").inc()
-    created = sum(r["status"] == "created" for r in results)
-    existing = sum(r["status"] == "exists" for r in results)
-    body = {"items": results, "created": created, "existing": existing, "failed": len(statuses)}
-    if statuses and len(statuses) == n:
-        first = results[0]["error"]
-        if len(set(statuses)) == 1:
-            status = statuses[0]
+            entry.update(id=item.id, visitor_id=item.visitor_id)
+        results.append(entry)
+    failed = [item for item in result.items if item.status == "error"]
+    body = {
+        "items": results,
+        "created": sum(item.status == "created" for item in result.items),
+        "existing": sum(item.status == "exists" for item in result.items),
+        "failed": len(failed),
+    }
+    if failed and len(failed) == n:
+        first = failed[0].error
+        statuses = {item.http_status for item in failed}
+        if len(statuses) == 1:
+            (status,) = statuses
             code = (
-                first["code"] if all(r["error"]["code"] == first["code"] for r in results) else "all_failed"
+                first["code"] if all(item.error["code"] == first["code"] for item in failed) else "all_failed"
             )
         else:
             status, code = 422, "all_failed"
@@ -161,7 +104,6 @@ async def add_images(
             else f"none of the {n} files could be stored; first: {first['message']}"
         )
         return error_response(status, code, message, "files", extra=body)
-    ctx.metrics.index_size.set(len(ctx.index))
     return body
 
 
@@ -169,28 +111,20 @@ async def add_images(
     "/gallery", response_model=ItemPage, responses=ERRORS, summary="List items (newest capture first)"
 )
 def list_items(
+    session: DbSession,
+    _: SearchKey,
     camera_id: list[str] | None = Query(None),
     start: str | None = Query(None, description="ISO 8601, inclusive"),
     end: str | None = Query(None, description="ISO 8601, exclusive"),
     visitor_id: Annotated[int | None, Query(ge=1, le=MAX_ID), WHOLE_NUMBER] = None,
     limit: Annotated[int, Query(ge=1, le=500), WHOLE_NUMBER] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000), WHOLE_NUMBER] = 0,
-    _: Principal = Depends(require_search),
-    session: Session = Depends(get_session),
 ):
     cameras = validation.camera_ids(camera_id)
     t0 = validation.timestamp(start, "start", required=False)
     t1 = validation.timestamp(end, "end", required=False)
     validation.window(t0, t1)
-    total = session.execute(
-        filter_items(select(func.count(GalleryItem.id)), cameras, t0, t1, visitor_id)
-    ).scalar_one()
-    rows = session.execute(
-        filter_items(select(GalleryItem), cameras, t0, t1, visitor_id)
-        .order_by(GalleryItem.captured_at.desc(), GalleryItem.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).scalars()
+    total, rows = repository.page(session, cameras, t0, t1, visitor_id, limit=limit, offset=offset)
     return {"items": [item_dict(r) for r in rows], "total": total, "limit": limit, "offset": offset}
 
 
@@ -202,11 +136,7 @@ def _get_item(session: Session, item_id: int) -> GalleryItem:
 
 
 @router.get("/gallery/{item_id}", response_model=Item, responses={**ERRORS, 404: {"model": ErrorBody}})
-def get_item(
-    item_id: Annotated[int, Path(ge=1, le=MAX_ID), WHOLE_NUMBER],
-    _: Principal = Depends(require_search),
-    session: Session = Depends(get_session),
-):
+def get_item(session: DbSession, _: SearchKey, item_id: Annotated[int, Path(ge=1, le=MAX_ID), WHOLE_NUMBER]):
     return item_dict(_get_item(session, item_id))
 
 
@@ -217,14 +147,13 @@ def get_item(
     summary="The stored image (size=thumb for the JPEG thumbnail)",
 )
 def get_image(
-    request: Request,
+    ctx: Ctx,
+    session: DbSession,
+    _: SearchKey,
     item_id: Annotated[int, Path(ge=1, le=MAX_ID), WHOLE_NUMBER],
     size: str = Query("original", pattern="^(original|thumb)$"),
-    _: Principal = Depends(require_search),
-    session: Session = Depends(get_session),
 ):
     item = _get_item(session, item_id)
-    ctx = request.app.state.ctx
     relative, media = (
         (item.thumbnail_path, "image/jpeg") if size == "thumb" else (item.image_path, item.media_type)
     )
@@ -236,9 +165,9 @@ def get_image(
 
 @router.delete("/gallery/{item_id}", response_model=Deleted, responses={**ERRORS, 404: {"model": ErrorBody}})
 def delete_item(
+    ctx: Ctx,
+    principal: AdminKey,
     item_id: Annotated[int, Path(ge=1, le=MAX_ID), WHOLE_NUMBER],
-    principal: Principal = Depends(require_admin),
-    ctx: ServiceContext = Depends(get_ctx),
 ):
     deleted = delete_items(
         ctx.sessions, ctx.store, ctx.index, [item_id], audit=(principal.name, "delete_item", {"id": item_id})

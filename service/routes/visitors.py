@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Path
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
 
-from service import validation
-from service.context import ServiceContext, get_ctx
+from service import audit, repository, validation
 from service.db import write_session
+from service.deps import AdminKey, Ctx
 from service.errors import not_found
 from service.retention import delete_items
 from service.schemas import ErrorBody, ReclusterRequest, ReclusterResponse, VisitorDeleted
-from service.security import Principal, require_admin
-from service.tables import MAX_ID, GalleryItem
+from service.tables import MAX_ID
 from service.validation import WHOLE_NUMBER
 from service.visitors import recluster
 
@@ -35,15 +33,11 @@ ERRORS = {
     summary="Erase everything of one visitor (rows, vectors, files)",
 )
 def erase_visitor(
-    visitor_id: Annotated[int, Path(ge=1, le=MAX_ID), WHOLE_NUMBER],
-    principal: Principal = Depends(require_admin),
-    ctx: ServiceContext = Depends(get_ctx),
+    ctx: Ctx, principal: AdminKey, visitor_id: Annotated[int, Path(ge=1, le=MAX_ID), WHOLE_NUMBER]
 ):
     with ctx.ingest_lock:  # no new item joins this visitor while it is being erased
         with ctx.sessions() as session:
-            ids = list(
-                session.execute(select(GalleryItem.id).where(GalleryItem.visitor_id == visitor_id)).scalars()
-            )
+            ids = repository.ids_where(session, visitor_id=visitor_id).tolist()
         if not ids:
             raise not_found(f"no items of visitor {visitor_id}", "visitor_id")
         deleted = delete_items(
@@ -63,11 +57,7 @@ def erase_visitor(
     responses=ERRORS,
     summary="Recompute the visitor grouping of the items captured in [start, end)",
 )
-async def recluster_window(
-    body: ReclusterRequest,
-    principal: Principal = Depends(require_admin),
-    ctx: ServiceContext = Depends(get_ctx),
-):
+async def recluster_window(ctx: Ctx, principal: AdminKey, body: ReclusterRequest):
     t0 = validation.timestamp(body.start, "start")
     t1 = validation.timestamp(body.end, "end")
     validation.window(t0, t1, ctx.settings.metrics_max_window_days)
@@ -83,8 +73,6 @@ async def recluster_window(
     )
 
     def record():
-        from service import audit
-
         with write_session(ctx.sessions) as session:
             audit.record(
                 session,

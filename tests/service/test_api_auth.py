@@ -90,7 +90,7 @@ def test_public_routes_need_no_key(client):
 
 
 def test_keys_from_the_database_and_revocation(client):
-    sessions = client.app.state.sessionmaker
+    sessions = client.app.state.ctx.sessions
     with sessions() as session:
         secret = create_key(session, "till-camera", "ingest")
     r = client.get("/gallery", headers={"X-API-Key": secret})

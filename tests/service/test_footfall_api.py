@@ -94,7 +94,7 @@ def test_footfall_on_a_scripted_scenario(client, monkeypatch, direct_candidates)
 def test_recluster_regroups_a_window(client, settings, monkeypatch):
     visitor_of = _load_scenario(client)
     # Scramble the stored grouping: everyone becomes one visitor.
-    with client.app.state.sessionmaker() as session, session.begin():
+    with client.app.state.ctx.sessions() as session, session.begin():
         session.execute(text("update gallery_items set visitor_id = 1"))
     assert client.get("/metrics", params=WINDOW, headers=SEARCH).json()["totals"]["unique_visitors"] == 1
     r = client.post(
@@ -105,7 +105,7 @@ def test_recluster_regroups_a_window(client, settings, monkeypatch):
     # The CLI does the same on the stored data (its settings come from the environment).
     monkeypatch.setenv("REID_VISITOR_THRESHOLD", str(settings.visitor_threshold))
     monkeypatch.setenv("REID_VISITOR_HORIZON_S", str(settings.visitor_horizon_s))
-    with client.app.state.sessionmaker() as session, session.begin():
+    with client.app.state.ctx.sessions() as session, session.begin():
         session.execute(text("update gallery_items set visitor_id = 1"))
     assert (
         reid_main(

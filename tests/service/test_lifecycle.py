@@ -178,7 +178,7 @@ def test_retention_purges_old_items_periodically(tmp_path, embedder):
             client, [identity_image(2, 0)], captured_at=(now - timedelta(days=1)).isoformat()
         ).json()
         assert late["created"] == 1
-        with client.app.state.sessionmaker() as session, session.begin():  # two days pass for this item
+        with client.app.state.ctx.sessions() as session, session.begin():  # two days pass for this item
             session.execute(
                 text("update gallery_items set captured_at = :t where id = :id"),
                 {"t": (now - timedelta(days=3)).replace(tzinfo=None), "id": late["items"][0]["id"]},
@@ -247,7 +247,7 @@ def test_concurrent_ingest_and_search(client):
     assert client.get("/readyz").json()["index_size"] == 14
     ids = [r.json()["items"][0]["id"] for r in ingest_results]
     assert len(set(ids)) == 12
-    with client.app.state.sessionmaker() as session:
+    with client.app.state.ctx.sessions() as session:
         assert session.execute(text("select count(distinct content_hash) from gallery_items")).scalar() == 14
     # Each search saw identity 5's two images first, whatever was being ingested meanwhile.
     own = {

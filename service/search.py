@@ -1,0 +1,159 @@
+"""Search: a query vector (the mean embedding of photos of one person, or a stored item's) -> ranked
+gallery hits, restricted by cameras / time window / a minimum score, and an audit record per search."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import numpy as np
+from fastapi.concurrency import run_in_threadpool
+
+from service import audit, repository, validation
+from service.context import ServiceContext
+from service.db import write_session
+from service.errors import invalid, not_found
+from service.schemas import iso
+from service.security import Principal
+from service.tables import GalleryItem
+
+# Extra candidates fetched beyond top_k, in case the index holds ids deleted since (e.g. by `reid purge`).
+OVERFETCH = 16
+HIT_COLUMNS = (  # not the embedding blobs
+    GalleryItem.id,
+    GalleryItem.camera_id,
+    GalleryItem.captured_at,
+    GalleryItem.visitor_id,
+    GalleryItem.external_ref,
+)
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    top_k: int
+    cameras: Sequence[str] = ()
+    start: datetime | None = None
+    end: datetime | None = None
+    min_score: float | None = None
+    exclude_id: int | None = None  # the query's own item, when searching from a stored item
+
+    @property
+    def restricts_items(self) -> bool:
+        return bool(self.cameras) or self.start is not None or self.end is not None
+
+
+async def query_from_photos(ctx: ServiceContext, photos: Sequence[validation.PreparedImage]) -> np.ndarray:
+    """The unit-length mean embedding of photos of one person."""
+    vectors = await ctx.batcher.submit([p.image for p in photos])
+    return _unit(vectors.mean(axis=0))
+
+
+def query_from_item(ctx: ServiceContext, item_id: int) -> np.ndarray:
+    """A stored item's embedding as the query (404 when there is no such item)."""
+    with ctx.sessions() as session:
+        vector = repository.stored_vector(session, item_id)
+    if vector is None:
+        raise not_found(f"no gallery item with id {item_id}", "gallery_id")
+    return _unit(vector)
+
+
+def _unit(query: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(query))
+    if norm == 0.0 or not np.isfinite(norm):
+        raise invalid("the query photos cancel out (zero mean embedding); send other photos", "files")
+    return (query / norm).astype(np.float32)
+
+
+def find(ctx: ServiceContext, query: np.ndarray, filters: SearchFilters) -> list[dict]:
+    """The best `filters.top_k` hits for a unit query vector, best first (blocking: call in a thread)."""
+    allowed = None
+    if filters.restricts_items:
+        with ctx.sessions() as session:
+            allowed = repository.ids_where(session, filters.cameras, filters.start, filters.end)
+        if not len(allowed):
+            return []
+    k = filters.top_k + OVERFETCH + (1 if filters.exclude_id is not None else 0)
+    if allowed is not None:
+        k = min(k, max(len(allowed), 1))
+    scores, ids = ctx.index.search(query[None, :], k, allowed_ids=allowed)
+    pairs = [
+        (int(i), float(s))
+        for s, i in zip(scores[0], ids[0], strict=True)
+        if i >= 0 and i != filters.exclude_id
+    ]
+    if filters.min_score is not None:
+        pairs = [(i, s) for i, s in pairs if s >= filters.min_score]
+    with ctx.sessions() as session:  # a read: no write lock
+        rows = {r.id: r for r in repository.rows_by_id(session, HIT_COLUMNS, [i for i, _ in pairs])}
+    hits = []
+    for item_id, score in pairs:
+        row = rows.get(item_id)
+        if row is None:  # deleted since the index was searched
+            continue
+        hits.append(
+            {
+                "rank": len(hits) + 1,
+                "id": item_id,
+                "score": round(score, 6),
+                "camera_id": row.camera_id,
+                "captured_at": iso(row.captured_at),
+                "visitor_id": row.visitor_id,
+                "external_ref": row.external_ref,
+                "image_url": f"/gallery/{item_id}/image",
+                "thumbnail_url": f"/gallery/{item_id}/image?size=thumb",
+            }
+        )
+        if len(hits) == filters.top_k:
+            break
+    return hits
+
+
+def _audit(ctx: ServiceContext, principal: Principal, detail: dict, hits: int) -> None:
+    with write_session(ctx.sessions) as session:
+        audit.record(session, principal.name, "search", detail, hits=hits)
+
+
+async def search(
+    ctx: ServiceContext,
+    principal: Principal,
+    filters: SearchFilters,
+    *,
+    photos: Sequence[validation.PreparedImage] = (),
+    gallery_id: int | None = None,
+) -> list[dict]:
+    """Search from photos of one person or from a stored item; every search is audited."""
+    if photos:
+        query = await query_from_photos(ctx, photos)
+    else:
+        query = await run_in_threadpool(query_from_item, ctx, gallery_id)
+        filters = replace(filters, exclude_id=gallery_id)
+    hits = await run_in_threadpool(find, ctx, query, filters)
+    detail = {
+        "query_images": len(photos),
+        "gallery_id": gallery_id,
+        "top_k": filters.top_k,
+        "camera_id": list(filters.cameras),
+        "start": iso(filters.start),
+        "end": iso(filters.end),
+        "min_score": filters.min_score,
+    }
+    await run_in_threadpool(_audit, ctx, principal, detail, len(hits))
+    return hits
+
+
+async def prepare_photos(ctx: ServiceContext, uploads) -> list[validation.PreparedImage]:
+    """Read, check and decode query photos in parallel; the first bad one is the answer (none is kept)."""
+    settings = ctx.settings
+    prepared = await asyncio.gather(
+        *(
+            run_in_threadpool(validation.prepare_upload, f, settings.max_upload_bytes, settings.max_pixels)
+            for f in uploads
+        ),
+        return_exceptions=True,
+    )
+    for p in prepared:
+        if isinstance(p, BaseException):
+            raise p
+    return list(prepared)
