@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from model.embedder import Embedder
 from model.errors import ReidError
+from service.audit import AuditWriter
 from service.batcher import MicroBatcher
 from service.context import ServiceContext
 from service.db import make_engine, make_sessionmaker, upgrade_database, write_session
@@ -161,8 +162,19 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
             model.embed, settings.batch_size, settings.batch_wait_ms, metrics.observe_batch
         )
         await batcher.start()
+        audit_writer = AuditWriter(sessions)
+        audit_writer.start()
         ctx = ServiceContext(
-            settings, engine, sessions, store, model, index, batcher, metrics, KeyRing(settings.bootstrap_keys())
+            settings,
+            engine,
+            sessions,
+            store,
+            model,
+            index,
+            batcher,
+            metrics,
+            KeyRing(settings.bootstrap_keys()),
+            audit_writer,
         )
         metrics.index_size.set(len(index))
         app.state.ctx = ctx
@@ -188,6 +200,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await batcher.stop()
+            await asyncio.to_thread(audit_writer.close)  # every queued audit record written
             await asyncio.to_thread(index.save)
             engine.dispose()
             app.state.stopped_cleanly = True  # `reid serve` exits 0 after a signal only when this is set

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from model.embedder import Embedder
+from service.audit import AuditWriter
 from service.batcher import MicroBatcher
 from service.errors import ApiError
 from service.gallery_index import GalleryIndex
@@ -42,6 +43,7 @@ class ServiceContext:
     batcher: MicroBatcher
     metrics: ServiceMetrics
     keyring: KeyRing
+    audit: AuditWriter  # search records, written off the request path
     # Run in order after every ingest that committed items (e.g. live watches); an exception in one
     # is logged and does not fail the ingest or stop the others.
     commit_listeners: list[CommitListener] = field(default_factory=list)

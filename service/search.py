@@ -11,9 +11,8 @@ from datetime import datetime
 import numpy as np
 from fastapi.concurrency import run_in_threadpool
 
-from service import audit, repository, validation
+from service import repository, validation
 from service.context import ServiceContext
-from service.db import write_session
 from service.errors import invalid, not_found
 from service.schemas import iso
 from service.security import Principal
@@ -110,11 +109,6 @@ def find(ctx: ServiceContext, query: np.ndarray, filters: SearchFilters) -> list
     return hits
 
 
-def _audit(ctx: ServiceContext, principal: Principal, detail: dict, hits: int) -> None:
-    with write_session(ctx.sessions) as session:
-        audit.record(session, principal.name, "search", detail, hits=hits)
-
-
 async def search(
     ctx: ServiceContext,
     principal: Principal,
@@ -139,7 +133,7 @@ async def search(
         "end": iso(filters.end),
         "min_score": filters.min_score,
     }
-    await run_in_threadpool(_audit, ctx, principal, detail, len(hits))
+    ctx.audit.submit(principal.name, "search", detail, hits=len(hits))  # written in the background
     return hits
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import func, select
 
-from service.deps import AdminKey, DbSession
+from service.deps import AdminKey, Ctx, DbSession
 from service.schemas import AuditPage, ErrorBody, iso
 from service.tables import AuditLog
 from service.validation import WHOLE_NUMBER
@@ -20,12 +20,14 @@ router = APIRouter(tags=["audit"])
     "/audit", response_model=AuditPage, responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}}
 )
 def audit_log(
+    ctx: Ctx,
     session: DbSession,
     _: AdminKey,
     limit: Annotated[int, Query(ge=1, le=500), WHOLE_NUMBER] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000), WHOLE_NUMBER] = 0,
     action: str | None = Query(None, max_length=32),
 ):
+    ctx.audit.flush(timeout=10)  # the searches answered so far are in the log
     query = select(AuditLog)
     count = select(func.count(AuditLog.id))
     if action:
