@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("embed", help="embed person images into a .npy file", description=__doc__)
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIRS", help="image files and/or folders (recursive)")
     p.add_argument("--out", required=True, type=Path, help="output .npy (N x D float32); FILE.files.json lists inputs")
-    p.add_argument("--weights", type=Path, help="checkpoint: ours or the official RGA checkpoint_*.pth.tar")
+    p.add_argument(
+        "--weights", type=Path, help="checkpoint (ours or the official RGA checkpoint_*.pth.tar) or our .onnx export"
+    )
+    p.add_argument(
+        "--runtime",
+        choices=("torch", "onnxruntime"),
+        default=os.environ.get("REID_RUNTIME") or None,
+        help="torch, or onnxruntime (a checkpoint is exported to ONNX once and cached); default: $REID_RUNTIME, "
+        "else by file (.onnx -> onnxruntime)",
+    )
     p.add_argument("--random-init", action="store_true", help="random weights (tests and smoke runs only)")
     p.add_argument("--variant", default="rgasc", help="network variant for --random-init (default rgasc)")
     p.add_argument("--feature", choices=("feat_", "feat"), help="feature to embed with (default: the checkpoint's)")
@@ -67,12 +77,14 @@ def run_embed(args: argparse.Namespace) -> int:
     kwargs = dict(device=args.device, batch_size=args.batch_size, flip=args.flip, feature=args.feature)
     try:
         if args.weights is not None:
-            embedder = Embedder.from_checkpoint(args.weights, **kwargs)
+            embedder = Embedder.from_checkpoint(args.weights, runtime=args.runtime, **kwargs)
         else:
-            embedder = Embedder.random_init(variant=args.variant, **kwargs)
+            embedder = Embedder.random_init(variant=args.variant, runtime=args.runtime, **kwargs)
     except RuntimeError as exc:  # e.g. CUDA requested without a GPU
         raise ReidError(str(exc)) from exc
-    logger.info("embedding %d images on %s with %s", len(files), embedder.device, embedder.feature)
+    logger.info(
+        "embedding %d images on %s (%s) with %s", len(files), embedder.device, embedder.runtime, embedder.feature
+    )
     vectors = np.empty((len(files), embedder.dim), dtype=np.float32)
     with tqdm(total=len(files), unit="img", desc="embed") as bar:
         for start in range(0, len(files), args.batch_size):
@@ -90,6 +102,8 @@ def run_embed(args: argparse.Namespace) -> int:
                 "feature": embedder.feature,
                 "flip": embedder.flip,
                 "weights": str(args.weights) if args.weights else "random-init",
+                "runtime": embedder.runtime,
+                "fingerprint": embedder.fingerprint,
                 "meta": embedder.meta.to_dict(),
             },
             indent=1,

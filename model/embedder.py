@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from model.checkpoint import ModelMeta, load_checkpoint
+from model.checkpoint import ModelMeta
+from model.fingerprint import torch_fingerprint
 from model.images import ImageLike, load_image
 from model.resnet_rga import DEFAULT_INPUT_SIZE, RGAReID
 
@@ -50,6 +51,9 @@ class Embedder:
         feature: "feat_" or "feat"; defaults to meta.embed_feature.
         compile: compile the network (CUDA graphs on CUDA); batches are padded to
             `batch_size` so one graph serves every call. For steady-state serving.
+
+    `net` may also be a `model.onnx_network.OnnxNetwork` (an exported file run by ONNX Runtime):
+    same preprocessing, batching, flip and normalisation; see `from_checkpoint(..., runtime=)`.
     """
 
     def __init__(
@@ -70,12 +74,17 @@ class Embedder:
         if tuple(net.input_size) != tuple(meta.input_size):
             raise ValueError(f"network input size {net.input_size} differs from metadata {meta.input_size}")
         self.meta = meta
+        if not isinstance(net, torch.nn.Module) and device in (None, "auto"):
+            device = net.default_device()  # ONNX Runtime: CUDA only when its build has a GPU provider
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self.flip = flip
         self.feature = feature
         self.input_size = tuple(meta.input_size)
+        if compile and not isinstance(net, torch.nn.Module):
+            raise ValueError("compile=True needs the torch runtime")
         self.net = net.eval().to(self.device, memory_format=torch.channels_last)
+        self._fingerprint: str | None = None
         self._mean = torch.tensor(meta.mean, device=self.device).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(meta.std, device=self.device).view(1, 3, 1, 1) * 255.0
         self.compiled = compile
@@ -86,9 +95,17 @@ class Embedder:
 
     # -- construction -----------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, path: str | Path, **kwargs) -> Embedder:
-        """Load our checkpoint or an official RGA checkpoint (see model.checkpoint)."""
-        net, meta = load_checkpoint(path, device="cpu", for_inference=True)
+    def from_checkpoint(
+        cls, path: str | Path, runtime: str | None = None, cache_dir: str | Path | None = None, **kwargs
+    ) -> Embedder:
+        """Load our checkpoint, an official RGA checkpoint (see model.checkpoint) or our ONNX export.
+
+        runtime: None picks by file (.onnx -> "onnxruntime", else "torch"); "onnxruntime" with a
+        checkpoint exports it to ONNX once and caches the file (see model.runtime).
+        """
+        from model.runtime import load_network
+
+        net, meta = load_network(path, runtime=runtime, cache_dir=cache_dir)
         return cls(net, meta, **kwargs)
 
     @classmethod
@@ -97,6 +114,8 @@ class Embedder:
         variant: str = "rgasc",
         input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
         seed: int = 0,
+        runtime: str | None = None,
+        cache_dir: str | Path | None = None,
         **kwargs,
     ) -> Embedder:
         """A randomly initialised network (deterministic by `seed`): for tests and smoke runs only."""
@@ -104,11 +123,33 @@ class Embedder:
             torch.manual_seed(seed)
             net = RGAReID(variant, 0, input_size)
         meta = ModelMeta(variant=variant, input_size=input_size, source="random-init", code_version="random")
+        if runtime == "onnxruntime":
+            from model.onnx_network import OnnxNetwork
+            from model.runtime import cached_export
+
+            net = OnnxNetwork(cached_export(net.eval(), meta, cache_dir))
+        elif runtime not in (None, "torch"):
+            raise ValueError(f"unknown runtime {runtime!r}")
         return cls(net, meta, **kwargs)
 
     @property
     def dim(self) -> int:
         return self.net.feature_dim
+
+    @property
+    def runtime(self) -> str:
+        return "torch" if isinstance(self.net, torch.nn.Module) else "onnxruntime"
+
+    @property
+    def fingerprint(self) -> str:
+        """Which model the vectors come from (model.fingerprint): equal for torch and a faithful fp32 ONNX
+        export of the same weights, different for other weights, preprocessing, feature, or int8."""
+        if self._fingerprint is None:
+            if isinstance(self.net, torch.nn.Module):
+                self._fingerprint = torch_fingerprint(self.net.state_dict(), self.meta, self.feature)
+            else:
+                self._fingerprint = self.net.fingerprint(self.feature)
+        return self._fingerprint
 
     # -- preprocessing ----------------------------------------------------------------
     def _resize(self, image: ImageLike) -> np.ndarray:

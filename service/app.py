@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import weakref
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -47,35 +45,34 @@ INDEX_MAINTENANCE_S = 60.0
 
 def load_embedder(settings: Settings) -> Embedder:
     """The checkpoint in REID_WEIGHTS, or (dev mode only) a randomly initialised network."""
+    cache_dir = settings.data_dir / "onnx-cache"
     if settings.weights is not None:
         return Embedder.from_checkpoint(
-            settings.weights, device=settings.device, flip=settings.flip, batch_size=settings.batch_size
+            settings.weights,
+            runtime=settings.runtime,
+            cache_dir=cache_dir,
+            device=settings.device,
+            flip=settings.flip,
+            batch_size=settings.batch_size,
         )
     if not settings.dev_mode:
         raise ReidError("REID_WEIGHTS is not set; random weights are only allowed with REID_DEV_MODE=1")
     logger.warning("=" * 72)
     logger.warning("NO WEIGHTS: using a RANDOMLY INITIALISED network. Search results are meaningless.")
     logger.warning("=" * 72)
-    return Embedder.random_init(device=settings.device, flip=settings.flip, batch_size=settings.batch_size)
-
-
-_FINGERPRINTS: weakref.WeakKeyDictionary[Embedder, str] = weakref.WeakKeyDictionary()
+    return Embedder.random_init(
+        runtime=settings.runtime,
+        cache_dir=cache_dir,
+        device=settings.device,
+        flip=settings.flip,
+        batch_size=settings.batch_size,
+    )
 
 
 def model_fingerprint(embedder: Embedder) -> str:
-    """What decides the vectors: preprocessing, the embedded feature and every weight (hashed; cached
-    per embedder object, whose weights do not change while it serves)."""
-    if embedder in _FINGERPRINTS:
-        return _FINGERPRINTS[embedder]
-    meta = embedder.meta
-    digest = hashlib.sha256()
-    digest.update(repr((meta.variant, meta.input_size, meta.mean, meta.std, embedder.feature)).encode())
-    for name, tensor in embedder.net.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    fingerprint = f"{meta.variant} {meta.input_size[0]}x{meta.input_size[1]} {embedder.feature} {digest.hexdigest()[:16]}"
-    _FINGERPRINTS[embedder] = fingerprint
-    return fingerprint
+    """What decides the vectors: preprocessing, the embedded feature and every weight (model.fingerprint);
+    the same for torch and a faithful fp32 ONNX export of the same weights."""
+    return embedder.fingerprint
 
 
 def check_model_matches_data(sessions, embedder: Embedder, allow_change: bool = False) -> None:

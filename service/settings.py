@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # Bootstrap keys, comma separated, each "name:role:secret" or "role:secret" (name = role).
     api_keys: str = ""
     weights: Path | None = None
+    # torch, or onnxruntime (a checkpoint is exported to ONNX once, cached under data_dir/onnx-cache);
+    # None: by file (REID_WEIGHTS=*.onnx runs on onnxruntime, a checkpoint on torch)
+    runtime: Literal["torch", "onnxruntime"] | None = None
     allow_model_change: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     flip: bool = False
