@@ -10,8 +10,9 @@ Pure functions over numpy arrays (no database, no faiss), tested on hand-worked 
   than the horizon may never share a cluster. Nearest-neighbour chain, O(n^2) time and memory per
   block; independent blocks are cut at time gaps longer than the horizon (exact), and a block still
   larger than ``max_block`` items is cut into consecutive time slices (logged: links across a cut are lost).
-- ``footfall_series``: sightings and unique visitors for every bucket x camera (zeros included), per
-  camera, per bucket and over the whole window, a visitor counted once in each.
+- ``footfall_report``: GET /metrics's answer from counts the database made: sightings and unique visitors
+  per non-empty bucket x camera cell (sparse), per camera, per bucket and over the whole window, a visitor
+  counted once in each; ``cells_limit_advice`` refuses too many buckets x cameras with numbers to narrow by.
 - ``pairwise_precision_recall`` and ``count_error``: how a grouping compares with known identities.
 """
 
@@ -250,98 +251,90 @@ def _average_linkage(vectors: np.ndarray, times: np.ndarray, threshold: float, h
 
 
 # --------------------------------------------------------------------------- aggregation
-def footfall_series(
-    times: np.ndarray,
-    cameras: np.ndarray,
-    visitor_ids: np.ndarray,
-    start: datetime,
-    end: datetime,
-    bucket_s: int,
-    cameras_filter: list[str] | None = None,
-    *,
-    max_buckets: int = DEFAULT_MAX_BUCKETS,
-) -> dict:
-    """Sightings and unique visitors per bucket x camera over [start, end).
-
-    times (n,) epoch seconds, cameras (n,) str, visitor_ids (n,) int (a negative id is an unknown
-    visitor: counted as one per sighting). ``cameras_filter``: the cameras to report (every one gets
-    rows, zeros included); None = the cameras present in the data. Returns
-    ``{"series": [{"bucket_start", "bucket_end", "camera_id", "sightings", "unique_visitors"}, ...],
-    "totals": {"sightings", "unique_visitors", "by_camera": {cam: {...}}, "by_bucket": [...]}}``,
-    buckets in time order and cameras sorted within a bucket; times as ISO 8601 UTC (+00:00).
-    """
-    edges = bucket_edges(start, end, bucket_s, max_buckets=max_buckets)
-    times = np.asarray(times, dtype=np.float64).reshape(-1)
-    cameras = np.asarray(cameras, dtype=object).reshape(-1)
-    visitor_ids = np.asarray(visitor_ids, dtype=np.int64).reshape(-1)
-    if not (len(times) == len(cameras) == len(visitor_ids)):
-        raise ValueError(
-            f"times ({len(times)}), cameras ({len(cameras)}) and visitor_ids ({len(visitor_ids)}) differ in length"
-        )
-    camera_list = sorted(set(cameras.tolist())) if cameras_filter is None else sorted(set(cameras_filter))
-    camera_index = {camera: i for i, camera in enumerate(camera_list)}
-    t0, t1 = start.timestamp(), end.timestamp()
-    cam = np.array([camera_index.get(c, -1) for c in cameras.tolist()], dtype=np.int64)
-    keep = (times >= t0) & (times < t1) & (cam >= 0)
-    times, cam, visitors = times[keep], cam[keep], visitor_ids[keep]
-    if (visitors < 0).any():  # unknown visitors: one each, with ids that cannot collide
-        unknown = visitors < 0
-        visitors = visitors.copy()
-        visitors[unknown] = visitors.max(initial=0) + 1 + np.arange(int(unknown.sum()))
-    edge_seconds = np.array([e.timestamp() for e in edges])
-    bucket = np.searchsorted(edge_seconds, times, side="right") - 1
-    n_buckets, n_cameras = len(edges) - 1, len(camera_list)
-
-    sightings = np.zeros((n_buckets, n_cameras), dtype=np.int64)
-    np.add.at(sightings, (bucket, cam), 1)
-    unique_cell = _unique_counts(bucket * n_cameras + cam, visitors, n_buckets * n_cameras).reshape(
-        n_buckets, n_cameras
+def cells_limit_advice(span_s: float, bucket_s: int, n_cameras: int, max_cells: int) -> str | None:
+    """None when ceil(span / bucket) buckets x n_cameras cameras is at most ``max_cells``; otherwise why not
+    and the ways to narrow the request, with numbers: the smallest bucket, the longest window, the most
+    cameras that fit."""
+    n_buckets = max(1, int(np.ceil(span_s / bucket_s)))
+    cells = n_buckets * n_cameras
+    if cells <= max_cells:
+        return None
+    ways = []
+    fitting_buckets = max_cells // n_cameras
+    if fitting_buckets >= 1:
+        needed = span_s / fitting_buckets  # rounded up to whole days, hours or minutes
+        unit = next(size for size in (86400, 3600, 60) if needed >= size or size == 60)
+        smallest = int(np.ceil(needed / unit)) * unit
+        ways.append(f"a bucket of at least {_duration(smallest, bucket=True)}")
+        ways.append(f"a window of at most {_duration(fitting_buckets * bucket_s)} at this bucket")
+    fitting_cameras = max_cells // n_buckets
+    if fitting_cameras >= 1:
+        ways.append(f"at most {fitting_cameras} camera_id filter{'s' if fitting_cameras > 1 else ''}")
+    return (
+        f"{n_buckets} buckets x {n_cameras} cameras = {cells} cells, over the limit of {max_cells}; "
+        f"ask for {' or '.join(ways) if ways else 'fewer cameras'}"
     )
-    unique_bucket = _unique_counts(bucket, visitors, n_buckets)
-    unique_camera = _unique_counts(cam, visitors, n_cameras)
 
+
+def _duration(seconds: int, *, bucket: bool = False) -> str:
+    """Seconds as a bucket (``90m``, ``2h``, ``3d``: the largest unit that divides) or as a window (``2 days 5 h``)."""
+    if bucket:
+        for unit, size in (("d", 86400), ("h", 3600)):
+            if seconds % size == 0:
+                return f"{seconds // size}{unit}"
+        return f"{seconds // 60}m"
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    parts = [f"{days} days" if days != 1 else "1 day"] if days else []
+    if hours or rest >= 60 or not parts:
+        parts.append(f"{hours} h" if not rest else f"{hours} h {rest // 60} min")
+    return " ".join(parts)
+
+
+def footfall_report(
+    edges: list[datetime],
+    cameras: list[str],
+    cells: list[tuple[int, str, int, int]],
+    by_bucket: dict[int, tuple[int, int]],
+    by_camera: dict[str, tuple[int, int]],
+    total: tuple[int, int],
+) -> dict:
+    """The answer of GET /metrics from counts (``repository.footfall_by_bucket`` / ``footfall_by_camera``).
+
+    ``series`` is sparse: one row per bucket x camera with at least one sighting (a missing cell is zero),
+    buckets in time order, cameras sorted within a bucket; ``totals.by_bucket`` lists every bucket (zeros
+    included) and ``totals.by_camera`` every camera of ``cameras``. Times are ISO 8601 UTC (+00:00).
+    Returns ``{"series": [...], "totals": {"sightings", "unique_visitors", "by_camera", "by_bucket"}}``.
+    """
     iso = [_iso(e) for e in edges]
     series = [
         {
             "bucket_start": iso[b],
             "bucket_end": iso[b + 1],
-            "camera_id": camera_list[c],
-            "sightings": int(sightings[b, c]),
-            "unique_visitors": int(unique_cell[b, c]),
+            "camera_id": camera,
+            "sightings": int(n),
+            "unique_visitors": int(unique),
         }
-        for b in range(n_buckets)
-        for c in range(n_cameras)
+        for b, camera, n, unique in cells
     ]
     totals = {
-        "sightings": int(len(times)),
-        "unique_visitors": int(np.unique(visitors).size),
-        "by_camera": {
-            camera_list[c]: {
-                "sightings": int(sightings[:, c].sum()),
-                "unique_visitors": int(unique_camera[c]),
-            }
-            for c in range(n_cameras)
-        },
+        "sightings": int(total[0]),
+        "unique_visitors": int(total[1]),
+        "by_camera": {camera: _pair(by_camera.get(camera, (0, 0))) for camera in cameras},
         "by_bucket": [
             {
                 "bucket_start": iso[b],
                 "bucket_end": iso[b + 1],
-                "sightings": int(sightings[b].sum()),
-                "unique_visitors": int(unique_bucket[b]),
+                **_pair(by_bucket.get(b, (0, 0))),
             }
-            for b in range(n_buckets)
+            for b in range(len(edges) - 1)
         ],
     }
     return {"series": series, "totals": totals}
 
 
-def _unique_counts(group: np.ndarray, visitors: np.ndarray, n_groups: int) -> np.ndarray:
-    """Number of distinct visitors in each group 0..n_groups-1."""
-    counts = np.zeros(n_groups, dtype=np.int64)
-    if group.size:
-        pairs = np.unique(np.stack([group, visitors], axis=1), axis=0)
-        np.add.at(counts, pairs[:, 0], 1)
-    return counts
+def _pair(counts: tuple[int, int]) -> dict:
+    return {"sightings": int(counts[0]), "unique_visitors": int(counts[1])}
 
 
 def _iso(moment: datetime) -> str:

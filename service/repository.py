@@ -10,13 +10,16 @@ allows 65,535), and embeddings are decoded in one place (`tables.decode_embeddin
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import BigInteger, delete, func, select, update
 from sqlalchemy.engine import Row
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from service.queries import filter_items
 from service.tables import GalleryItem, decode_embedding
@@ -127,10 +130,81 @@ def by_content_hash(session: Session, hashes: Iterable[str]) -> dict[str, tuple[
     return known
 
 
-def sightings(session: Session, cameras: Sequence[str] | None, start: datetime, end: datetime) -> list[Row]:
-    """(id, captured_at, camera_id, visitor_id) of the items of these cameras captured in [start, end)."""
-    columns = (GalleryItem.id, GalleryItem.captured_at, GalleryItem.camera_id, GalleryItem.visitor_id)
-    return list(session.execute(filter_items(select(*columns), cameras, start, end)).all())
+class _EpochMicroseconds(FunctionElement):
+    """A UTCDateTime column as whole microseconds since 1970-01-01 UTC: an exact integer on every dialect."""
+
+    type = BigInteger()
+    name = "epoch_microseconds"
+    inherit_cache = True
+
+
+@compiles(_EpochMicroseconds)
+def _epoch_microseconds(element, compiler, **kw) -> str:  # PostgreSQL: EXTRACT gives an exact numeric
+    (column,) = element.clauses
+    return f"CAST(EXTRACT(EPOCH FROM {compiler.process(column, **kw)}) * 1000000 AS BIGINT)"
+
+
+@compiles(_EpochMicroseconds, "sqlite")
+def _epoch_microseconds_sqlite(element, compiler, **kw) -> str:
+    # SQLite keeps the naive UTC time as text 'YYYY-MM-DD HH:MM:SS.ffffff': whole seconds from strftime,
+    # microseconds from the text (julianday's double would be 40 us coarse).
+    (column,) = element.clauses
+    text = compiler.process(column, **kw)
+    return f"(CAST(strftime('%s', {text}) AS INTEGER) * 1000000 + CAST(substr({text}, 21, 6) AS INTEGER))"
+
+
+def _visitor():
+    """The item's visitor; an item without one (should not happen) is its own visitor (-id never collides)."""
+    return func.coalesce(GalleryItem.visitor_id, -GalleryItem.id)
+
+
+def _counts():
+    return func.count(GalleryItem.id), func.count(_visitor().distinct())
+
+
+def footfall_by_camera(
+    session: Session, cameras: Sequence[str] | None, start: datetime, end: datetime
+) -> dict[str, tuple[int, int]]:
+    """camera -> (sightings, unique visitors) in [start, end), for the cameras with at least one sighting."""
+    query = filter_items(select(GalleryItem.camera_id, *_counts()), cameras, start, end)
+    return {cam: (n, unique) for cam, n, unique in session.execute(query.group_by(GalleryItem.camera_id))}
+
+
+@dataclass
+class FootfallCounts:
+    """Counted by the database, so the work in Python is bounded by the non-empty cells, not the items."""
+
+    cells: list[tuple[int, str, int, int]]  # (bucket, camera, sightings, unique visitors), non-empty only
+    by_bucket: dict[int, tuple[int, int]]  # bucket -> (sightings, unique visitors), non-empty only
+    total: tuple[int, int]  # (sightings, unique visitors)
+
+
+def footfall_by_bucket(
+    session: Session, cameras: Sequence[str] | None, start: datetime, end: datetime, bucket_s: int
+) -> FootfallCounts:
+    """Sightings and unique visitors per bucket x camera, per bucket and in total over [start, end).
+
+    Bucket b covers [start + b * bucket_s, start + (b + 1) * bucket_s), computed by the database in whole
+    microseconds. Cells are in bucket order, cameras sorted within a bucket.
+    """
+    origin = (start - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    bucket = ((_EpochMicroseconds(GalleryItem.captured_at) - origin) // (int(bucket_s) * 1_000_000)).label(
+        "bucket"
+    )
+    cells = session.execute(
+        filter_items(select(bucket, GalleryItem.camera_id, *_counts()), cameras, start, end)
+        .group_by(bucket, GalleryItem.camera_id)
+        .order_by(bucket, GalleryItem.camera_id)
+    ).all()
+    by_bucket = session.execute(
+        filter_items(select(bucket, *_counts()), cameras, start, end).group_by(bucket)
+    ).all()
+    total = session.execute(filter_items(select(*_counts()), cameras, start, end)).one()
+    return FootfallCounts(
+        cells=[(int(b), cam, n, unique) for b, cam, n, unique in cells],
+        by_bucket={int(b): (n, unique) for b, n, unique in by_bucket},
+        total=(total[0], total[1]),
+    )
 
 
 def window_for_clustering(session: Session, start: datetime, end: datetime):

@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     retention_days: float = Field(30.0, ge=0)
     purge_interval_s: float = Field(3600.0, gt=0)
     metrics_max_buckets: int = Field(10_000, ge=1)
+    metrics_max_cells: int = Field(100_000, ge=1)  # buckets x cameras of one GET /metrics
     metrics_max_window_days: float = Field(366.0, gt=0)
     thumbnail_size: int = Field(128, ge=16, le=1024)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
 from fastapi import APIRouter, Query
 
 from service import footfall, repository, validation
@@ -22,6 +21,11 @@ router = APIRouter(tags=["metrics"])
     "/metrics",
     responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 422: {"model": ErrorBody}},
     summary="Footfall: sightings and unique visitors per bucket x camera (default: the last 24 h by hour)",
+    description=(
+        "`series` is sparse: one row per bucket x camera with at least one sighting (a missing cell is 0); "
+        "`totals.by_bucket` lists every bucket and `totals.by_camera` every camera. Buckets x cameras is "
+        "capped (REID_METRICS_MAX_CELLS): over it, a 422 says which bucket, window or camera filter fits."
+    ),
 )
 def footfall_metrics(
     ctx: Ctx,
@@ -48,25 +52,25 @@ def footfall_metrics(
             f"{int(n_buckets)} buckets of {bucket}; the limit is {settings.metrics_max_buckets} (use a larger bucket)",
             "bucket",
         )
+    edges = footfall.bucket_edges(t0, t1, bucket_s, max_buckets=settings.metrics_max_buckets)
+    # The work is bounded before the answer is built: the database counts (Python sees one row per camera,
+    # then per non-empty cell), and buckets x cameras is capped before the cells are counted.
     with ctx.sessions() as session:
-        rows = repository.sightings(session, cameras, t0, t1)
-        if not cameras:
-            cameras_seen = sorted({r.camera_id for r in rows})
-        else:
-            cameras_seen = cameras
-    times = np.array([r.captured_at.timestamp() for r in rows], dtype=np.float64)
-    cams = np.array([r.camera_id for r in rows], dtype=object)
-    # An item without a visitor (should not happen) counts as its own visitor.
-    visitors = np.array([r.visitor_id if r.visitor_id is not None else -r.id for r in rows], dtype=np.int64)
-    result = footfall.footfall_series(
-        times, cams, visitors, t0, t1, bucket_s, cameras_seen, max_buckets=settings.metrics_max_buckets
-    )
+        by_camera = repository.footfall_by_camera(session, cameras, t0, t1)
+        listed = cameras or sorted(by_camera)
+        advice = footfall.cells_limit_advice(
+            (t1 - t0).total_seconds(), bucket_s, len(listed), settings.metrics_max_cells
+        )
+        if advice:
+            raise invalid(advice, "bucket", code="too_many_cells")
+        counts = repository.footfall_by_bucket(session, cameras, t0, t1, bucket_s)
+    report = footfall.footfall_report(edges, listed, counts.cells, counts.by_bucket, by_camera, counts.total)
     return {
         "start": iso(t0),
         "end": iso(t1),
         "bucket": bucket,
         "bucket_seconds": bucket_s,
-        "cameras": cameras_seen,
-        "series": result["series"],
-        "totals": result["totals"],
+        "cameras": listed,
+        "series": report["series"],
+        "totals": report["totals"],
     }

@@ -374,18 +374,13 @@ async function fillWholeSpan() {
   return false;
 }
 
-/** Group series rows as {buckets: [start...], cameras: [...], value(camera, bucketIndex)}. */
+/** Group series rows as {buckets: [start...], cameras: [...], value(camera, bucketIndex)}.
+ *  The series is sparse (only cells with sightings); every bucket comes from totals.by_bucket, and a cell
+ *  without a row is 0, so the chart and table still show the empty buckets. */
 function footfallMatrix(data) {
-  const buckets = [];
-  const index = new Map();
+  const buckets = ((data.totals && data.totals.by_bucket) || []).map((b) => b.bucket_start);
   const cells = new Map();
-  for (const row of data.series || []) {
-    if (!index.has(row.bucket_start)) {
-      index.set(row.bucket_start, buckets.length);
-      buckets.push(row.bucket_start);
-    }
-    cells.set(row.camera_id + "\u0000" + row.bucket_start, row);
-  }
+  for (const row of data.series || []) cells.set(row.camera_id + "\u0000" + row.bucket_start, row);
   const cameras = data.cameras && data.cameras.length ? data.cameras :
     Array.from(new Set((data.series || []).map((r) => r.camera_id)));
   const value = (camera, i) => {

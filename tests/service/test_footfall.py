@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 
-from service import footfall
+from service import footfall, repository
+from service.db import make_engine, make_sessionmaker, upgrade_database
 from service.footfall import (
     assign_online,
     assign_visitor,
     bucket_edges,
+    cells_limit_advice,
     cluster_visitors,
     count_error,
-    footfall_series,
+    footfall_report,
     pairwise_precision_recall,
     parse_bucket,
 )
+from service.tables import GalleryItem
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -165,31 +169,66 @@ def test_cluster_visitors_slices_large_spans_and_splits_at_gaps(caplog):
 
 
 # ----------------------------------------------------------------------------- aggregation
-def test_footfall_series_hand_worked():
-    start, end = T0, T0 + timedelta(hours=2)
-    t = T0.timestamp()
-    times = np.array([t + 60, t + 120, t + 1800, t + 3700, t + 3800, t + 4000, t + 7300, t - 5])
-    cameras = np.array(["door", "door", "till", "door", "till", "till", "door", "door"], dtype=object)
-    visitors = np.array([1, 1, 1, 2, 1, 2, 3, 4])  # the last two fall outside [start, end)
-    out = footfall_series(times, cameras, visitors, start, end, 3600, ["door", "till", "aisle"])
+@pytest.fixture
+def gallery_db(tmp_path):
+    """A migrated SQLite gallery; `add(times, cameras, visitors)` inserts bare rows (no files, no vectors)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'gallery.db'}")
+    upgrade_database(engine)
+    sessions = make_sessionmaker(engine)
+
+    def add(times, cameras, visitors):
+        with sessions() as session, session.begin():
+            for at, camera, visitor in zip(times, cameras, visitors, strict=True):
+                session.add(
+                    GalleryItem(
+                        content_hash=uuid.uuid4().hex,
+                        camera_id=camera,
+                        captured_at=at,
+                        image_path="x",
+                        thumbnail_path="x",
+                        media_type="image/png",
+                        width=8,
+                        height=8,
+                        embedding=b"",
+                        embedding_dim=0,
+                        visitor_id=visitor,
+                    )
+                )
+
+    yield sessions, add
+    engine.dispose()
+
+
+def report(sessions, start, end, bucket_s, cameras=None):
+    with sessions() as session:
+        by_camera = repository.footfall_by_camera(session, cameras, start, end)
+        listed = cameras or sorted(by_camera)
+        counts = repository.footfall_by_bucket(session, cameras, start, end, bucket_s)
+    edges = bucket_edges(start, end, bucket_s)
+    return footfall_report(edges, listed, counts.cells, counts.by_bucket, by_camera, counts.total)
+
+
+def test_footfall_counts_hand_worked(gallery_db):
+    sessions, add = gallery_db
+    offsets = [60, 120, 1800, 3700, 3800, 4000, 7300, -5]
+    cameras = ["door", "door", "till", "door", "till", "till", "door", "door"]
+    visitors = [1, 1, 1, 2, 1, 2, 3, 4]  # the last two fall outside [start, end)
+    add([T0 + timedelta(seconds=o) for o in offsets], cameras, visitors)
+    out = report(sessions, T0, T0 + timedelta(hours=2), 3600, ["door", "till", "aisle"])
     rows = [
         (r["bucket_start"][11:16], r["camera_id"], r["sightings"], r["unique_visitors"])
         for r in out["series"]
     ]
-    assert rows == [
-        ("09:00", "aisle", 0, 0),
+    assert rows == [  # sparse: "aisle" saw nobody, so it has no rows
         ("09:00", "door", 2, 1),
         ("09:00", "till", 1, 1),
-        ("10:00", "aisle", 0, 0),
         ("10:00", "door", 1, 1),
         ("10:00", "till", 2, 2),
     ]
     assert out["series"][0]["bucket_start"] == "2026-11-23T09:00:00+00:00"
     assert out["series"][0]["bucket_end"] == "2026-11-23T10:00:00+00:00"
     totals = out["totals"]
-    assert (
-        totals["sightings"] == 6 and totals["unique_visitors"] == 2
-    )  # visitor 1 seen in both hours counts once
+    assert (totals["sightings"], totals["unique_visitors"]) == (6, 2)  # visitor 1 in both hours counts once
     assert totals["by_camera"] == {
         "aisle": {"sightings": 0, "unique_visitors": 0},
         "door": {"sightings": 3, "unique_visitors": 2},
@@ -198,27 +237,90 @@ def test_footfall_series_hand_worked():
     assert [(b["sightings"], b["unique_visitors"]) for b in totals["by_bucket"]] == [(3, 1), (3, 2)]
 
 
-def test_footfall_series_filter_default_cameras_and_time_zones():
-    t = T0.timestamp()
-    times = np.array([t + 10, t + 20, t + 30])
-    cameras = np.array(["b", "a", "c"], dtype=object)
-    visitors = np.array([5, 5, -1])
-    only_a_b = footfall_series(times, cameras, visitors, T0, T0 + timedelta(minutes=30), 900, ["a", "b"])
+def test_footfall_counts_filters_unknown_visitors_time_zones_and_empty(gallery_db):
+    sessions, add = gallery_db
+    add([T0 + timedelta(seconds=s) for s in (10, 20, 30)], ["b", "a", "c"], [5, 5, None])
+    only_a_b = report(sessions, T0, T0 + timedelta(minutes=30), 900, ["a", "b"])
     assert only_a_b["totals"]["sightings"] == 2 and only_a_b["totals"]["unique_visitors"] == 1
-    everything = footfall_series(times, cameras, visitors, T0, T0 + timedelta(minutes=30), 900)
+    everything = report(sessions, T0, T0 + timedelta(minutes=30), 900)
     assert sorted(everything["totals"]["by_camera"]) == ["a", "b", "c"]
-    assert everything["totals"]["unique_visitors"] == 2  # the unknown (-1) sighting is its own visitor
+    assert everything["totals"]["unique_visitors"] == 2  # the item without a visitor is its own visitor
     paris = timezone(timedelta(hours=1))
-    shifted = footfall_series(
-        times, cameras, visitors, T0.astimezone(paris), (T0 + timedelta(hours=1)).astimezone(paris), 3600
-    )
+    shifted = report(sessions, T0.astimezone(paris), (T0 + timedelta(hours=1)).astimezone(paris), 3600)
     assert shifted["series"][0]["bucket_start"] == "2026-11-23T09:00:00+00:00"  # always reported in UTC
-    empty = footfall_series(
-        np.zeros(0), np.zeros(0, object), np.zeros(0, np.int64), T0, T0 + timedelta(hours=1), 1800, ["x"]
+    empty = report(sessions, T0 + timedelta(hours=5), T0 + timedelta(hours=6), 1800, ["x"])
+    assert empty["series"] == [] and empty["totals"]["unique_visitors"] == 0
+    assert [b["sightings"] for b in empty["totals"]["by_bucket"]] == [0, 0]
+    assert empty["totals"]["by_camera"] == {"x": {"sightings": 0, "unique_visitors": 0}}
+
+
+def test_footfall_buckets_are_exact_to_the_microsecond(gallery_db):
+    """Bucket edges fall on a start with a fraction of a second; sightings on either side of an edge."""
+    sessions, add = gallery_db
+    start = T0 + timedelta(microseconds=250_001)
+    edge = start + timedelta(minutes=15)
+    tick = timedelta(microseconds=1)
+    add(
+        [start, edge - tick, edge, edge + tick, start + timedelta(minutes=30) - tick],
+        ["a"] * 5,
+        [1, 2, 3, 4, 5],
     )
-    assert [r["sightings"] for r in empty["series"]] == [0, 0] and empty["totals"]["unique_visitors"] == 0
-    with pytest.raises(ValueError, match="length"):
-        footfall_series(times, cameras[:2], visitors, T0, T0 + timedelta(hours=1), 60)
+    out = report(sessions, start, start + timedelta(minutes=30), 900)
+    assert [b["sightings"] for b in out["totals"]["by_bucket"]] == [2, 3]
+    assert report(sessions, start + tick, start + timedelta(minutes=30), 900)["totals"]["sightings"] == 4
+
+
+def test_footfall_counts_match_a_plain_count_on_random_data(gallery_db):
+    sessions, add = gallery_db
+    rng = np.random.default_rng(7)
+    n = 400
+    seconds = rng.integers(-3600, 6 * 3600, n)
+    cameras = [f"cam{c}" for c in rng.integers(0, 5, n)]
+    visitors = [int(v) for v in rng.integers(1, 60, n)]
+    times = [
+        T0 + timedelta(seconds=int(s), microseconds=int(u))
+        for s, u in zip(seconds, rng.integers(0, 10**6, n), strict=True)
+    ]
+    add(times, cameras, visitors)
+    start, end, bucket_s = T0 + timedelta(minutes=7), T0 + timedelta(hours=5), 1200
+    out = report(sessions, start, end, bucket_s)
+    cells, bucket_sets, camera_sets = {}, {}, {}
+    for at, camera, visitor in zip(times, cameras, visitors, strict=True):
+        if start <= at < end:
+            b = int((at - start) // timedelta(seconds=bucket_s))
+            cells.setdefault((b, camera), []).append(visitor)
+            bucket_sets.setdefault(b, []).append(visitor)
+            camera_sets.setdefault(camera, []).append(visitor)
+    edges = bucket_edges(start, end, bucket_s)
+    expected = [
+        (edges[b].isoformat(), camera, len(v), len(set(v))) for (b, camera), v in sorted(cells.items())
+    ]
+    got = [(r["bucket_start"], r["camera_id"], r["sightings"], r["unique_visitors"]) for r in out["series"]]
+    assert got == expected
+    assert [(b["sightings"], b["unique_visitors"]) for b in out["totals"]["by_bucket"]] == [
+        (len(bucket_sets.get(b, [])), len(set(bucket_sets.get(b, [])))) for b in range(len(edges) - 1)
+    ]
+    assert out["totals"]["by_camera"] == {
+        c: {"sightings": len(v), "unique_visitors": len(set(v))} for c, v in sorted(camera_sets.items())
+    }
+    assert out["totals"]["unique_visitors"] == len({v for vs in cells.values() for v in vs})
+
+
+def test_cells_limit_advice_names_the_numbers():
+    year = 366 * 86400.0
+    assert cells_limit_advice(86400, 3600, 106, 100_000) is None  # a day by the hour: 2,544 cells
+    advice = cells_limit_advice(year, 3600, 106, 100_000)
+    assert advice.startswith("8784 buckets x 106 cameras = 931104 cells, over the limit of 100000")
+    assert "a bucket of at least 10h" in advice  # 366 d / (100000 // 106 = 943 buckets) = 9.3 h -> 560 min
+    assert "a window of at most 39 days 7 h at this bucket" in advice  # 943 h
+    assert "at most 11 camera_id filters" in advice  # 100000 // 8784
+    # following the advice fits
+    assert cells_limit_advice(year, 10 * 3600, 106, 100_000) is None
+    assert cells_limit_advice(943 * 3600, 3600, 106, 100_000) is None
+    assert cells_limit_advice(year, 3600, 11, 100_000) is None
+    assert "camera_id" not in cells_limit_advice(
+        year, 60, 1, 100
+    )  # 527040 one-minute buckets: no camera fits
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -86,8 +86,10 @@ def test_footfall_on_a_scripted_scenario(client, monkeypatch, direct_candidates)
     till = client.get(
         "/metrics", params={**WINDOW, "camera_id": "till", "bucket": "30m"}, headers=SEARCH
     ).json()
-    assert till["cameras"] == ["till"] and len(till["series"]) == 4  # every bucket, zeros included
-    assert [s["sightings"] for s in till["series"]] == [2, 0, 0, 1]
+    assert till["cameras"] == ["till"]
+    # series is sparse (only non-empty cells); by_bucket lists every bucket, zeros included
+    assert [(s["bucket_start"][11:16], s["sightings"]) for s in till["series"]] == [("10:00", 2), ("11:30", 1)]
+    assert [b["sightings"] for b in till["totals"]["by_bucket"]] == [2, 0, 0, 1]
     assert till["totals"]["unique_visitors"] == 2
 
 
@@ -165,3 +167,36 @@ def test_process_killed_mid_ingest_leaves_no_half_item(tmp_path, embedder):
         assert [p for p in settings_dir.rglob("*") if p.is_file()] == []
         r = ingest(client, [identity_image(0, 0)])  # the same image can be ingested again
         assert r.json()["created"] == 1
+
+
+def test_too_many_buckets_x_cameras_is_refused_before_counting(tmp_path, embedder, monkeypatch):
+    """A year of 1 h buckets over 106 cameras once answered 133.8 MB in 13.6 s: buckets x cameras is capped,
+    the refusal comes before any cell is counted, and it names a request that fits."""
+    import service.repository
+
+    settings = make_settings(tmp_path, metrics_max_cells=50)
+    with TestClient(create_app(settings, embedder=embedder)) as client:
+        for i, camera in enumerate(["a", "b", "c"]):
+            ingest(client, [identity_image(i, 0)], camera_id=camera, captured_at="2026-11-20T10:05:00Z")
+        window = {"start": "2026-11-20T00:00:00Z", "end": "2026-11-21T00:00:00Z"}
+        counted = []
+        real = service.repository.footfall_by_bucket
+        monkeypatch.setattr(
+            service.repository, "footfall_by_bucket", lambda *a, **k: counted.append(1) or real(*a, **k)
+        )
+        r = client.get("/metrics", params={**window, "bucket": "15m"}, headers=SEARCH)
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "too_many_cells" and error["field"] == "bucket"
+        assert error["message"].startswith("96 buckets x 3 cameras = 288 cells, over the limit of 50")
+        assert "a bucket of at least 2h" in error["message"] and "a window of at most 4 h" in error["message"]
+        assert counted == []  # refused before the cells were counted
+        # the same window with the advised bucket, or with fewer cameras, is answered
+        fits = client.get("/metrics", params={**window, "bucket": "2h"}, headers=SEARCH)
+        assert fits.status_code == 200 and fits.json()["totals"]["sightings"] == 3 and counted == [1]
+        hourly = client.get(
+            "/metrics", params={**window, "bucket": "1h", "camera_id": ["a", "b"]}, headers=SEARCH
+        )
+        assert hourly.status_code == 200, hourly.text
+        body = hourly.json()
+        assert len(body["series"]) == 2 and len(body["totals"]["by_bucket"]) == 24  # sparse series
