@@ -149,7 +149,12 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
             store = ImageStore(settings.images_dir, settings.thumbnail_size)
             await asyncio.to_thread(sweep_files, sessions, store)
             index = await asyncio.to_thread(
-                GalleryIndex.open, settings.index_path, model.dim, settings.index_kind, sessions
+                GalleryIndex.open,
+                settings.index_path,
+                model.dim,
+                settings.index_kind,
+                sessions,
+                settings.index_storage,
             )
             index.store.set_search_params(nprobe=settings.index_nprobe, ef_search=settings.index_ef_search)
         except BaseException:

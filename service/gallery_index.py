@@ -32,6 +32,16 @@ def db_vectors(session: Session, ids: np.ndarray | list[int], dim: int) -> dict[
     return vectors
 
 
+def database_source(sessions: sessionmaker[Session], dim: int):
+    """The store's exact-vector source: float32 embeddings read from the database by id."""
+
+    def read(ids: np.ndarray) -> dict[int, np.ndarray]:
+        with sessions() as session:
+            return db_vectors(session, ids, dim)
+
+    return read
+
+
 class GalleryIndex:
     """A VectorStore plus the file it is saved to; ``dirty`` while it holds changes not yet saved."""
 
@@ -46,8 +56,12 @@ class GalleryIndex:
         return self._saved_generation != self.store.generation
 
     @classmethod
-    def open(cls, path: Path, dim: int, kind: str, sessions: sessionmaker[Session]) -> GalleryIndex:
-        """Load the saved index if it holds exactly the database's ids, else rebuild it from the database."""
+    def open(
+        cls, path: Path, dim: int, kind: str, sessions: sessionmaker[Session], storage: str = "fp32"
+    ) -> GalleryIndex:
+        """Load the saved index if it holds exactly the database's ids, else rebuild it from the database.
+
+        The store re-scores from the database (``attach_vector_source``) when it scans a reduced copy."""
         path = Path(path)
         with sessions() as session:
             ids = db_ids(session)
@@ -57,14 +71,19 @@ class GalleryIndex:
             except Exception as exc:  # corrupt or unreadable: never served, rebuilt
                 logger.warning("index file %s cannot be loaded (%s); rebuilding from the database", path, exc)
             else:
-                if store.kind != kind:
+                held = (store.kind, getattr(store, "storage", "fp32"))
+                if held != (kind, storage):
                     logger.warning(
-                        "index file %s is %s, the settings ask for %s; rebuilding", path, store.kind, kind
+                        "index file %s is %s, the settings ask for %s; rebuilding",
+                        path,
+                        held,
+                        (kind, storage),
                     )
                 elif store.dim == dim and np.array_equal(store.ids(), ids):
                     logger.info(
                         "loaded index %s with %d vectors (consistent with the database)", path, len(store)
                     )
+                    store.attach_vector_source(database_source(sessions, dim))
                     return cls(store, path)
                 else:
                     logger.warning(
@@ -75,15 +94,19 @@ class GalleryIndex:
                     )
         else:
             logger.info("no index file at %s; building it from the database (%d items)", path, len(ids))
-        gallery = cls(cls._build(dim, kind, ids, sessions), path)
+        store = cls._build(dim, kind, storage, ids, sessions)
+        store.attach_vector_source(database_source(sessions, dim))
+        gallery = cls(store, path)
         gallery.rebuilt = True
         gallery._saved_generation = None
         gallery.save()
         return gallery
 
     @staticmethod
-    def _build(dim: int, kind: str, ids: np.ndarray, sessions: sessionmaker[Session]) -> VectorStore:
-        index = create_store(dim, kind)
+    def _build(
+        dim: int, kind: str, storage: str, ids: np.ndarray, sessions: sessionmaker[Session]
+    ) -> VectorStore:
+        index = create_store(dim, kind, storage=storage)
         with sessions() as session:
             if kind != "flat" and len(ids):
                 sample = ids[np.linspace(0, len(ids) - 1, min(len(ids), 50_000)).astype(np.int64)]

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.errors import ReidError
@@ -52,6 +52,8 @@ class Settings(BaseSettings):
         None, ge=1, le=65536
     )  # IVF lists probed per query (None: the index's default)
     index_ef_search: int | None = Field(None, ge=1, le=65536)  # HNSW candidate list size
+    # flat index: vectors held and scanned as float32, or as float16 with a float32 re-score of the best
+    index_storage: Literal["fp32", "fp16"] = "fp32"
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(40_000_000, ge=64)
     max_files_per_request: int = Field(64, ge=1, le=1024)
@@ -64,6 +66,12 @@ class Settings(BaseSettings):
     metrics_max_cells: int = Field(100_000, ge=1)  # buckets x cameras of one GET /metrics
     metrics_max_window_days: float = Field(366.0, gt=0)
     thumbnail_size: int = Field(128, ge=16, le=1024)
+
+    @model_validator(mode="after")
+    def _check_index_storage(self) -> Settings:
+        if self.index_storage == "fp16" and self.index_kind != "flat":
+            raise ValueError("REID_INDEX_STORAGE=fp16 is for REID_INDEX_KIND=flat (exact search)")
+        return self
 
     @field_validator("api_keys")
     @classmethod

@@ -20,10 +20,14 @@ from __future__ import annotations
 import hashlib
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import numpy as np
 
 from model.errors import ReidError
+
+# ids (n,) int64 -> {id: float32 vector (dim,)} for the ids that still exist
+VectorSource = Callable[[np.ndarray], dict[int, np.ndarray]]
 
 
 class VectorStoreFileError(ReidError):
@@ -49,6 +53,11 @@ class VectorStore(ABC):
     def train_if_needed(self, sample_vectors: np.ndarray) -> bool:
         """Give an engine that learns a layout (IVF) a sample before bulk loading; True if it trained."""
         return False
+
+    def attach_vector_source(self, source: VectorSource | None) -> None:
+        """Where exact float32 vectors can be read by id (the database, the source of truth). An engine
+        that scans a reduced-precision copy re-scores its best candidates from it; others ignore it."""
+        return None
 
     def set_search_params(self, **params) -> None:
         """Engine-specific speed / recall knobs (e.g. nprobe, ef_search); unknown knobs are ignored."""

@@ -12,7 +12,15 @@ Filtered search (``allowed_ids``) returns the top k among the allowed ids, fille
 ids exist: small allowed sets are scored exactly from the stored vectors (faster and exact), larger
 ones go through faiss ``IDSelectorBatch``; an approximate kind that comes back short falls back to exact.
 
-On a GPU build with a visible GPU, unfiltered flat / IVF searches run on a GPU copy made lazily.
+Storage (flat kind): ``fp32`` keeps the vectors as given; ``fp16`` keeps them in half precision
+(faiss ``IndexScalarQuantizer`` QT_fp16: half the memory and half the bytes each scan reads), scans
+them with a float16 matrix product for the best ``rescore_candidates(k)`` and re-scores those in
+float32 from the attached vector source (the database) or, without one, from the stored values
+widened to float32 (scores then differ from float32 by about 1e-5).
+
+Unfiltered flat searches of a few queries go through a coalescer: concurrent searches share one
+scan (``coalesce.Coalescer``). On a GPU build with a visible GPU, unfiltered flat / IVF searches of
+fp32 storage run on a GPU copy made lazily.
 The file format is ``persistence``'s container with the ``faiss.write_index`` stream as payload.
 """
 
@@ -28,17 +36,37 @@ import faiss
 import numpy as np
 
 from service.vectorstore import persistence
-from service.vectorstore.base import VectorStore, VectorStoreFileError, check_ids, check_vectors
+from service.vectorstore.base import (
+    VectorSource,
+    VectorStore,
+    VectorStoreFileError,
+    check_ids,
+    check_vectors,
+)
+from service.vectorstore.coalesce import Coalescer
+from service.vectorstore.scan import scan_topc
 from service.vectorstore.topk import TopK, empty, pad, topk
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("flat", "ivf", "hnsw")
+STORAGES = ("fp32", "fp16")
 TRAIN_POINTS_PER_LIST = 39  # faiss warns below this many training points per centroid
 EXACT_SUBSET_FLAT = 4096  # allowed sets up to this size are scored by gathering their vectors (flat)
 EXACT_SUBSET_APPROX = 20_000  # the same for ivf / hnsw, where filtered approximate search may come back short
 EXACT_CHUNK = 65_536  # candidates scored per block in exact search over an id subset
 HNSW_COMPACT_FRACTION = 0.1
+COALESCE_MAX_QUERIES = 64  # query rows one shared scan takes at most
+
+
+def rescore_candidates(k: int) -> int:
+    """How many fp16-scan candidates are re-scored in float32 for a top-k answer.
+
+    float16 scores carry about 3 decimal digits (+-2.4e-4 near 0.5): the true top k are among the best
+    k + 64 unless more than 64 items score within about 5e-4 of the k-th (recall measured in
+    bench/index.py and tests/service/test_index.py).
+    """
+    return max(2 * k, k + 64)
 
 
 # faiss parallelises over queries: below its BLAS threshold a search runs on one thread anyway, and the
@@ -87,13 +115,19 @@ class FaissVectorStore(VectorStore):
         ef_search: int = 128,
         ef_construction: int = 80,
         use_gpu: bool | None = None,
+        storage: str = "fp32",
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"index kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        if storage not in STORAGES:
+            raise ValueError(f"index storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+        if storage == "fp16" and kind != "flat":
+            raise ValueError(f"fp16 storage is for the flat (exact) kind, not {kind!r}")
         if int(dim) <= 0:
             raise ValueError(f"index dim must be positive, got {dim}")
         self.dim = int(dim)
         self.kind = kind
+        self.storage = storage
         self.nlist = nlist
         self.nprobe = nprobe
         self.hnsw_m = int(hnsw_m)
@@ -110,6 +144,8 @@ class FaissVectorStore(VectorStore):
         self._gpu_res = None
         self._gpu_index = None
         self._generation = 0
+        self._source: VectorSource | None = None
+        self._coalescer = Coalescer(self._search_now, COALESCE_MAX_QUERIES)
 
     # ----------------------------------------------------------------- construction
     def _new_base(self):
@@ -117,6 +153,11 @@ class FaissVectorStore(VectorStore):
             hnsw = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             hnsw.hnsw.efConstruction = self.ef_construction
             return faiss.IndexIDMap2(hnsw)
+        if self.storage == "fp16":
+            half = faiss.IndexScalarQuantizer(
+                self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+            )
+            return faiss.IndexIDMap2(half)
         # flat, and ivf until trained
         return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
 
@@ -167,6 +208,9 @@ class FaissVectorStore(VectorStore):
             ivf.add_with_ids(vectors, ids)
         self._index = ivf
         self._changed()
+
+    def attach_vector_source(self, source: VectorSource | None) -> None:
+        self._source = source
 
     def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None, **_) -> None:
         """Trade speed for recall: IVF lists probed per query, HNSW candidate list size."""
@@ -219,13 +263,19 @@ class FaissVectorStore(VectorStore):
         return self._positions
 
     def _storage_matrix(self) -> np.ndarray:
-        """The flat storage's vectors as a (ntotal, dim) numpy view (no copy; valid until the next change)."""
+        """The flat storage's vectors as a (ntotal, dim) float32 or float16 numpy view (no copy; valid
+        until the next change, so used under the lock)."""
         storage = self._flat_storage()
+        if storage.ntotal == 0:
+            return np.empty((0, self.dim), dtype=np.float16 if self.storage == "fp16" else np.float32)
+        if self.storage == "fp16":  # QT_fp16 codes are the IEEE half-precision values, row by row
+            codes = faiss.rev_swig_ptr(storage.codes.data(), storage.ntotal * storage.code_size)
+            return codes.view(np.float16).reshape(storage.ntotal, self.dim)
         return faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * self.dim).reshape(
             storage.ntotal, self.dim
         )
 
-    def _flat_storage(self) -> faiss.IndexFlat:
+    def _flat_storage(self):
         inner = faiss.downcast_index(self._index.index)
         return faiss.downcast_index(inner.storage) if isinstance(inner, faiss.IndexHNSW) else inner
 
@@ -236,7 +286,7 @@ class FaissVectorStore(VectorStore):
         if self.is_ivf_trained:
             return self._index.reconstruct_batch(ids)
         sorted_ids, rows, _ = self._storage_rows()
-        return self._storage_matrix()[rows[np.searchsorted(sorted_ids, ids)]]
+        return self._storage_matrix()[rows[np.searchsorted(sorted_ids, ids)]].astype(np.float32, copy=False)
 
     def _all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         return self._sorted_ids.copy(), self._vectors_of(self._sorted_ids)
@@ -317,14 +367,60 @@ class FaissVectorStore(VectorStore):
         k = int(k)
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
+        gpu_scan = self.use_gpu and self.storage == "fp32"
+        if allowed_ids is None and self.kind == "flat" and len(queries) < FEW_QUERIES and not gpu_scan:
+            return self._coalescer.submit(queries, k)  # concurrent searches share one scan
+        return self._search_now(queries, k, allowed_ids)
+
+    def _search_now(self, queries: np.ndarray, k: int, allowed_ids=None) -> tuple[np.ndarray, np.ndarray]:
         with self._lock, _omp_threads(1 if len(queries) < FEW_QUERIES else None):
             if allowed_ids is not None:
                 allowed = np.unique(check_ids(allowed_ids, "allowed_ids"))
                 allowed = allowed[self._member_mask(allowed)]
-                return self._search_allowed(queries, k, allowed)
-            if len(self) == 0:
+                if self.storage != "fp16":
+                    return self._search_allowed(queries, k, allowed)
+                candidates = self._fp16_candidates(queries, k, allowed)
+            elif len(self) == 0:
                 return empty(len(queries), k)
-            return self._search_all(queries, k)
+            elif self.storage != "fp16":
+                return self._search_all(queries, k)
+            else:
+                candidates = self._fp16_candidates(queries, k, None)
+        return self._rescore(queries, *candidates, k)  # outside the lock: it may read the database
+
+    def _fp16_candidates(self, queries: np.ndarray, k: int, allowed: np.ndarray | None):
+        """fp16 storage: the best rescore_candidates(k) by float16 scores (among ``allowed`` if given)."""
+        c = rescore_candidates(k)
+        if allowed is not None and allowed.size <= max(EXACT_SUBSET_FLAT, c):
+            return self._exact(queries, c, allowed)
+        _, _, row_ids = self._storage_rows()
+        mask = None if allowed is None else np.isin(row_ids, allowed, assume_unique=True)
+        return scan_topc(queries, self._storage_matrix(), row_ids, c, mask)
+
+    def _rescore(self, queries: np.ndarray, scores: np.ndarray, ids: np.ndarray, k: int):
+        """Exact float32 scores for candidate ids (q, c) -> top k. Vectors come from the attached source
+        (the database); candidates it no longer has are dropped. Without a source: the stored values."""
+        wanted = np.unique(ids[ids >= 0])
+        if wanted.size == 0:
+            return empty(len(queries), k)
+        if self._source is not None:
+            found = self._source(wanted)
+            held = np.array([i for i in wanted.tolist() if i in found], dtype=np.int64)
+            vectors = (
+                np.stack([np.asarray(found[int(i)], dtype=np.float32) for i in held])
+                if held.size
+                else np.empty((0, self.dim), np.float32)
+            )
+        else:
+            with self._lock:
+                held = wanted[self._member_mask(wanted)]
+                vectors = self._vectors_of(held)
+        if held.size == 0:
+            return empty(len(queries), k)
+        rows = np.minimum(np.searchsorted(held, ids), held.size - 1)
+        valid = (ids >= 0) & (held[rows] == ids)
+        exact = np.take_along_axis(queries @ vectors.T, rows, axis=1)
+        return topk(np.where(valid, exact, -np.inf), np.where(valid, ids, -1), k)
 
     def _search_all(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         kk = min(k, len(self))
@@ -352,11 +448,12 @@ class FaissVectorStore(VectorStore):
     def _flat_scan(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k over the whole flat storage with a BLAS matrix product.
 
-        For a few queries faiss scans on one thread; the BLAS product splits the rows across the
-        cores, which roughly halves the memory-bound scan on 2 cores (100k x 2048: 18 ms vs 33 ms).
+        For a few queries faiss scans on one thread; the matrix product splits the rows across the
+        cores, which roughly halves the memory-bound scan on 2 cores (100k x 2048: 18 ms vs 33 ms),
+        and a batch of coalesced queries reads the matrix once.
         """
         _, _, row_ids = self._storage_rows()
-        return topk(queries @ self._storage_matrix().T, row_ids, k)
+        return scan_topc(queries, self._storage_matrix(), row_ids, k)
 
     def _search_allowed(self, queries: np.ndarray, k: int, allowed: np.ndarray):
         if allowed.size == 0:
@@ -418,6 +515,7 @@ class FaissVectorStore(VectorStore):
             "hnsw_m": self.hnsw_m,
             "ef_search": self.ef_search,
             "ef_construction": self.ef_construction,
+            "storage": self.storage,
             "tombstones": self._tombstones.tolist(),
         }
 
@@ -445,6 +543,7 @@ class FaissVectorStore(VectorStore):
                 ef_search=settings["ef_search"],
                 ef_construction=settings["ef_construction"],
                 use_gpu=use_gpu,
+                storage=settings.get("storage", "fp32"),
             )
             if index.d != self.dim:
                 raise ValueError(f"faiss index has dim {index.d}, header says {self.dim}")
@@ -454,6 +553,9 @@ class FaissVectorStore(VectorStore):
                 all_ids = _ivf_ids(index)
             elif isinstance(index, faiss.IndexIDMap2):
                 all_ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+                inner = faiss.downcast_index(index.index)
+                if self.storage == "fp16" and not isinstance(inner, faiss.IndexScalarQuantizer):
+                    raise ValueError(f"header says fp16 storage, the index holds {type(inner).__name__}")
             else:
                 raise ValueError(f"unexpected faiss index type {type(index).__name__}")
             self._index = index

@@ -61,6 +61,42 @@ def test_changing_the_index_kind_rebuilds_it(settings, embedder, tmp_path):
         assert not client.app.state.ctx.index.rebuilt
 
 
+def test_fp16_storage_answers_like_fp32_and_switching_rebuilds(settings, embedder, tmp_path):
+    with TestClient(create_app(settings, embedder=embedder)) as client:
+        _fill(client)
+        before = _search(client)
+        filtered_before = _search_camera(client, "cam-2")
+    half = make_settings(tmp_path, index_storage="fp16")
+    with TestClient(create_app(half, embedder=embedder)) as client:
+        index = client.app.state.ctx.index
+        assert index.rebuilt and index.store.storage == "fp16"
+        # scanned in float16, re-scored in float32 from the database: the same hits and scores (up
+        # to float32 summation order)
+        _same_hits(_search(client), before)
+        _same_hits(_search_camera(client, "cam-2"), filtered_before)
+    with TestClient(create_app(half, embedder=embedder)) as client:
+        assert not client.app.state.ctx.index.rebuilt
+        _same_hits(_search(client), before)
+    with pytest.raises(ValueError, match="fp16 is for REID_INDEX_KIND=flat"):
+        make_settings(tmp_path, index_storage="fp16", index_kind="hnsw")
+
+
+def _same_hits(got, want):
+    assert [i for i, _ in got] == [i for i, _ in want]
+    assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-5)
+
+
+def _search_camera(client, camera):
+    r = client.post(
+        "/search",
+        files=upload([identity_image(1, 99)]),
+        data={"top_k": 5, "camera_id": camera},
+        headers=SEARCH,
+    )
+    assert r.status_code == 200, r.text
+    return [(h["id"], h["score"]) for h in r.json()["hits"]]
+
+
 @pytest.mark.parametrize("damage", ["deleted", "corrupt", "stale"])
 def test_index_is_rebuilt_from_the_database(settings, embedder, damage, caplog):
     with TestClient(create_app(settings, embedder=embedder)) as client:
