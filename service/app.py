@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from model.embedder import Embedder
 from model.errors import ReidError
+from service import openapi
 from service.audit import AuditWriter
 from service.batcher import MicroBatcher
 from service.context import ServiceContext
@@ -228,6 +229,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
 
     for module in (health, gallery, search, footfall, cameras, visitors, audit):
         app.include_router(module.router)
+    openapi.install(app, settings)
     if STATIC_DIR.is_dir():  # the operator console (no build step); absent in a bare API checkout
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

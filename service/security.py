@@ -11,7 +11,8 @@ import logging
 import secrets
 from dataclasses import dataclass
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -64,8 +65,22 @@ class KeyRing:
         return None
 
 
-def _authenticate(request: Request, ctx: ServiceContext = Depends(get_ctx)) -> Principal:
-    secret = request.headers.get(KEY_HEADER)
+# Declares the header in OpenAPI (components.securitySchemes.ApiKey, and on every operation that needs a key,
+# with the role it needs: OpenAPI 3.1 lets a non-OAuth requirement list roles), so /docs can send a key.
+API_KEY = APIKeyHeader(
+    name=KEY_HEADER,
+    scheme_name="ApiKey",
+    description="An API key with the role the operation lists (ingest, search or admin; admin passes every "
+    "role). Create one with `reid keys create NAME --role ROLE`.",
+    auto_error=False,  # a missing key is answered below, in the service's error format
+)
+
+
+def _authenticate(
+    request: Request,
+    ctx: ServiceContext = Depends(get_ctx),
+    secret: str | None = Security(API_KEY),
+) -> Principal:
     if not secret:
         raise ApiError(
             401,
@@ -86,7 +101,7 @@ def _authenticate(request: Request, ctx: ServiceContext = Depends(get_ctx)) -> P
 def require(role: str):
     """Dependency: the caller's key must have `role` (or admin)."""
 
-    def dependency(principal: Principal = Depends(_authenticate)) -> Principal:
+    def dependency(principal: Principal = Security(_authenticate, scopes=[role])) -> Principal:  # noqa: B008
         if not principal.allows(role):
             raise ApiError(403, "forbidden", f"this API key has role {principal.role!r}; {role!r} is needed")
         return principal

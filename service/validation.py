@@ -25,8 +25,8 @@ CAMERA_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 # ISO 8601 extended calendar form, as RFC 3339 writes it: 2026-11-23, 2026-11-23T10:15, 2026-11-23T10:15:00.5Z,
 # 2026-11-23 10:15:00+01:00 (a space or T between date and time; offset Z or +hh:mm; none = UTC).
 ISO_TIME = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
-    r"([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?([Zz]|[+-][0-9]{2}:[0-9]{2})?)?"
+    r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"([Tt ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?"
 )
 SUPPORTED_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP"}
 MIN_SIDE = 8
