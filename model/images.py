@@ -10,12 +10,21 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from model.errors import ImageDecodeError
+from model.errors import (
+    CorruptImageError,
+    ImageDecodeError,
+    ImageTooLargeError,
+    ImageTooSmallError,
+    NotAnImageError,
+    UnsupportedImageFormatError,
+)
 
 ImageLike = Image.Image | np.ndarray | bytes | bytearray | memoryview | str | os.PathLike
 
@@ -55,25 +64,75 @@ def _from_array(array: np.ndarray) -> Image.Image:
     return to_rgb(Image.fromarray(np.ascontiguousarray(array)))
 
 
-def _decode(stream: io.IOBase | str | os.PathLike, what: str, max_pixels: int | None) -> Image.Image:
+@dataclass(frozen=True)
+class DecodedImage:
+    """An encoded image decoded once: the RGB image and what the file said about itself."""
+
+    image: Image.Image  # RGB
+    format: str  # PIL's name for the encoding, e.g. "JPEG", "PNG"
+    width: int
+    height: int
+
+
+def _decode(
+    stream: io.IOBase | str | os.PathLike,
+    what: str,
+    max_pixels: int | None,
+    formats: Collection[str] | None = None,
+    min_side: int = 1,
+) -> DecodedImage:
+    """Open once, check format and size from the header, then decode; typed errors name `what`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(stream) as image:
-                if max_pixels is not None and image.width * image.height > max_pixels:
-                    raise ImageDecodeError(
-                        f"{what} is {image.width}x{image.height} pixels, over the limit of {max_pixels}"
+                fmt = image.format or "unknown"
+                width, height = image.size
+                if formats is not None and fmt not in formats:
+                    supported = tuple(formats)
+                    raise UnsupportedImageFormatError(
+                        f"{what} is {fmt}; supported formats: {', '.join(supported)}", fmt, supported
+                    )
+                if max_pixels is not None and width * height > max_pixels:
+                    raise ImageTooLargeError(
+                        f"{what} is {width}x{height} pixels, over the limit of {max_pixels}",
+                        width,
+                        height,
+                        max_pixels,
+                    )
+                if width < min_side or height < min_side:
+                    raise ImageTooSmallError(
+                        f"{what} is {width}x{height} pixels; both sides must be at least {min_side}",
+                        width,
+                        height,
+                        min_side,
                     )
                 image.load()
-                return to_rgb(image)
+                return DecodedImage(to_rgb(image), fmt, width, height)
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"{what} is too large to decode safely: {exc}") from exc
+        raise ImageTooLargeError(f"{what} is too large to decode safely: {exc}", None, None, None) from exc
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError(f"{what} is not an image in a supported format") from exc
+        raise NotAnImageError(f"{what} is not an image in a supported format") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
-        raise ImageDecodeError(f"{what} is corrupt or truncated: {exc}") from exc
+        raise CorruptImageError(f"{what} is corrupt or truncated: {exc}", str(exc)) from exc
+
+
+def decode_bytes(
+    data: bytes,
+    name: str = "image data",
+    *,
+    max_pixels: int | None = None,
+    formats: Collection[str] | None = None,
+    min_side: int = 1,
+) -> DecodedImage:
+    """Encoded bytes -> DecodedImage, opening them once. Refused with a typed ImageDecodeError (which
+    names `name`): not an image, a format outside `formats`, more than `max_pixels` pixels (or a
+    decompression bomb), a side under `min_side`, corrupt or truncated data."""
+    if not data:
+        raise NotAnImageError(f"{name} is empty (0 bytes)")
+    return _decode(io.BytesIO(bytes(data)), name, max_pixels, formats, min_side)
 
 
 def load_image(source: ImageLike, max_pixels: int | None = None) -> Image.Image:
@@ -86,12 +145,12 @@ def load_image(source: ImageLike, max_pixels: int | None = None) -> Image.Image:
         data = bytes(source)
         if not data:
             raise ImageDecodeError("empty image data (0 bytes)")
-        return _decode(io.BytesIO(data), "image data", max_pixels)
+        return _decode(io.BytesIO(data), "image data", max_pixels).image
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         if not path.is_file():
             raise ImageDecodeError(f"image file not found: {path}")
         if path.stat().st_size == 0:
             raise ImageDecodeError(f"image file is empty (0 bytes): {path}")
-        return _decode(path, f"image file {path}", max_pixels)
+        return _decode(path, f"image file {path}", max_pixels).image
     raise ImageDecodeError(f"cannot read an image from a {type(source).__name__}")

@@ -4,19 +4,23 @@ every check on an item has passed."""
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import re
-import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from fastapi import Request, UploadFile
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BeforeValidator
 
-from model.errors import ImageDecodeError
-from model.images import load_image
+from model.errors import (
+    CorruptImageError,
+    ImageTooLargeError,
+    ImageTooSmallError,
+    NotAnImageError,
+    UnsupportedImageFormatError,
+)
+from model.images import decode_bytes
 from service.errors import ApiError, invalid
 
 logger = logging.getLogger(__name__)
@@ -174,46 +178,40 @@ def read_upload_bytes(upload: UploadFile, max_bytes: int, field: str = "files") 
 
 
 def decode_image(data: bytes, name: str, max_pixels: int, field: str = "files") -> tuple[Image.Image, str]:
-    """Bytes -> (RGB image, format) or ApiError: not an image, unsupported format, bomb, truncated."""
+    """Bytes -> (RGB image, format), decoded once by the model's rules (model.images.decode_bytes);
+    its typed errors become ApiErrors: not an image, unsupported format, too many pixels, too small,
+    corrupt or truncated."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as probe:
-                fmt = probe.format or "unknown"
-                width, height = probe.size
-    except UnidentifiedImageError:
+        decoded = decode_bytes(
+            data, name, max_pixels=max_pixels, formats=tuple(SUPPORTED_FORMATS), min_side=MIN_SIDE
+        )
+    except NotAnImageError:
         raise invalid(
             f"{name} is not an image (or not in a supported format)", field, code="not_an_image"
         ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except UnsupportedImageFormatError as exc:
+        supported = ", ".join(SUPPORTED_FORMATS[f] for f in exc.supported)
         raise ApiError(
-            413, "too_many_pixels", f"{name} has too many pixels to decode safely", field
+            415, "unsupported_format", f"{name} is {exc.format}; supported formats: {supported}", field
         ) from None
-    except Exception as exc:  # PIL raises many kinds on malformed headers
-        raise invalid(f"{name} is corrupt: {exc}", field, code="bad_image") from None
-    if fmt not in SUPPORTED_FORMATS:
-        supported = ", ".join(SUPPORTED_FORMATS.values())
-        raise ApiError(415, "unsupported_format", f"{name} is {fmt}; supported formats: {supported}", field)
-    if width * height > max_pixels:
-        raise ApiError(
-            413,
-            "too_many_pixels",
-            f"{name} is {width}x{height} pixels, over the limit of {max_pixels}",
-            field,
-        )
-    if width < MIN_SIDE or height < MIN_SIDE:
-        raise invalid(f"{name} is {width}x{height} pixels; both sides must be at least {MIN_SIDE}", field)
-    try:
-        image = load_image(data, max_pixels=max_pixels)
-    except ImageDecodeError as exc:
-        message = str(exc).replace("image data", name)
-        raise invalid(message, field, code="bad_image") from None
+    except ImageTooLargeError as exc:
+        if exc.limit is None:  # a decompression bomb
+            message = f"{name} has too many pixels to decode safely"
+        else:
+            message = f"{name} is {exc.width}x{exc.height} pixels, over the limit of {exc.limit}"
+        raise ApiError(413, "too_many_pixels", message, field) from None
+    except ImageTooSmallError as exc:
+        raise invalid(
+            f"{name} is {exc.width}x{exc.height} pixels; both sides must be at least {exc.min_side}", field
+        ) from None
+    except CorruptImageError as exc:
+        raise invalid(f"{name} is corrupt or truncated: {exc.reason}", field, code="bad_image") from None
     except Exception as exc:  # decoder bugs on hostile files are still the file's problem, not a 500
         logger.warning("decoding %s failed unexpectedly: %r", name, exc)
         raise invalid(
             f"{name} could not be decoded ({type(exc).__name__})", field, code="bad_image"
         ) from None
-    return image, fmt
+    return decoded.image, decoded.format
 
 
 def prepare_upload(

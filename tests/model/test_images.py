@@ -7,7 +7,14 @@ import pytest
 from PIL import Image
 
 from model import ImageDecodeError
-from model.images import load_image
+from model.errors import (
+    CorruptImageError,
+    ImageTooLargeError,
+    ImageTooSmallError,
+    NotAnImageError,
+    UnsupportedImageFormatError,
+)
+from model.images import decode_bytes, load_image
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -74,3 +81,25 @@ def test_truncated_and_missing_files(rgb, tmp_path):
 def test_pixel_limit(rgb):
     with pytest.raises(ImageDecodeError, match="over the limit"):
         load_image(png_bytes(rgb), max_pixels=100)
+
+
+def test_decode_bytes_gives_typed_errors_with_their_facts(rgb):
+    decoded = decode_bytes(png_bytes(rgb), "a.png", formats=("PNG",), min_side=8)
+    assert (decoded.format, decoded.width, decoded.height) == ("PNG", rgb.width, rgb.height)
+    assert decoded.image.mode == "RGB"
+    with pytest.raises(NotAnImageError, match="b.bin is not an image"):
+        decode_bytes(b"hello", "b.bin")
+    with pytest.raises(UnsupportedImageFormatError) as unsupported:
+        decode_bytes(png_bytes(rgb), "c.png", formats=("JPEG",))
+    assert unsupported.value.format == "PNG" and unsupported.value.supported == ("JPEG",)
+    with pytest.raises(ImageTooLargeError) as large:
+        decode_bytes(png_bytes(rgb), "d.png", max_pixels=10)
+    assert (large.value.width, large.value.height, large.value.limit) == (rgb.width, rgb.height, 10)
+    with pytest.raises(ImageTooSmallError) as small:
+        decode_bytes(png_bytes(rgb), "e.png", min_side=max(rgb.size) + 1)
+    assert small.value.min_side == max(rgb.size) + 1
+    buf = io.BytesIO()
+    rgb.resize((400, 400)).save(buf, format="JPEG")
+    with pytest.raises(CorruptImageError, match="f.jpg is corrupt or truncated") as corrupt:
+        decode_bytes(buf.getvalue()[:300], "f.jpg")
+    assert corrupt.value.reason and "f.jpg" not in corrupt.value.reason

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import PIL.Image
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -258,10 +259,10 @@ def test_other_bad_requests(strict_client, method, path, kwargs, status):
 def test_decoder_crash_on_a_hostile_file_is_a_4xx(strict_client, monkeypatch):
     import service.validation
 
-    def explode(data, max_pixels=None):
+    def explode(data, name, **limits):
         raise IndexError("decoder bug")
 
-    monkeypatch.setattr(service.validation, "load_image", explode)
+    monkeypatch.setattr(service.validation, "decode_bytes", explode)
     r = strict_client.post("/gallery", files=upload([encoded("PNG")], ["odd.png"]), data=GOOD, headers=INGEST)
     assert_error(r, 422, "bad_image", "files", "odd.png")
     assert_nothing_written(strict_client)
@@ -310,7 +311,10 @@ def test_camera_ids_are_stored_as_sent(client):
     assert_error(r, 422, field="camera_id", mentions="camera_id")
     assert_nothing_written(client)
     ok = client.post(
-        "/gallery", files=upload([identity_image(0, 0)]), data={**GOOD, "camera_id": "Cam_1.a:b-c"}, headers=INGEST
+        "/gallery",
+        files=upload([identity_image(0, 0)]),
+        data={**GOOD, "camera_id": "Cam_1.a:b-c"},
+        headers=INGEST,
     )
     assert ok.status_code == 200, ok.text
     assert client.get("/gallery/1", headers=SEARCH).json()["camera_id"] == "Cam_1.a:b-c"
@@ -332,3 +336,18 @@ def test_the_iso_8601_forms_that_are_accepted(text, expected):
     from service import validation
 
     assert validation.timestamp(text, "start").isoformat() == expected
+
+
+def test_an_upload_is_decoded_once(strict_client, monkeypatch):
+    """validation.py opened each upload with PIL, then model/images.py opened it again (before: 2)."""
+    opened = []
+    real_open = PIL.Image.open
+
+    def counting_open(*args, **kwargs):
+        opened.append(1)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(PIL.Image, "open", counting_open)
+    r = strict_client.post("/gallery", files=upload([encoded("PNG")], ["one.png"]), data=GOOD, headers=INGEST)
+    assert r.status_code == 200, r.text
+    assert len(opened) == 1
