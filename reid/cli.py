@@ -13,7 +13,7 @@ import logging
 import sys
 
 # Modules that contribute subcommands, in the order they appear in --help.
-COMMAND_MODULES = ("model.cli", "model.export_cli", "training.cli", "service.cli", "reid.demo")
+COMMAND_MODULES = ("model.cli", "model.export_cli", "training.cli", "service.cli", "video.cli", "reid.demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

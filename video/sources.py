@@ -1,0 +1,218 @@
+"""Video sources: files (anything FFmpeg decodes through OpenCV) and live streams (RTSP / HTTP) with
+reconnect. Both yield `Frame`s; bad sources raise `VideoError` with one line naming the source.
+
+Capture time of a frame: for a file, `start` + the frame's timestamp in the file; for a stream, the
+wall clock when the frame was read. Frame skipping (`fps`) keeps the first frame of each 1/fps slot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from video.errors import VideoError
+
+logger = logging.getLogger(__name__)
+
+STREAM_SCHEMES = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp|srt)://", re.IGNORECASE)
+# a file whose decoder stops this many frames short of what its container announces is truncated
+TRUNCATION_SLACK = 2
+
+
+@dataclass
+class Frame:
+    index: int  # frame number in the source (0-based), counting skipped frames
+    seconds: float  # position in the source (file) or since the stream was opened
+    captured_at: datetime
+    image: np.ndarray  # (H, W, 3) uint8 BGR, as OpenCV decodes
+
+
+def is_stream(spec: str) -> bool:
+    return bool(STREAM_SCHEMES.match(spec))
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as exc:  # pragma: no cover - the "video" extra is missing
+        raise VideoError("video ingest needs OpenCV: pip install 'rga-reid[video]'") from exc
+    return cv2
+
+
+class _Skipper:
+    """Keeps the first frame of each 1/fps slot (fps None or >= the source's: every frame)."""
+
+    def __init__(self, fps: float | None) -> None:
+        if fps is not None and fps <= 0:
+            raise VideoError(f"--fps must be > 0, got {fps}")
+        self.fps = fps
+        self.last_slot = -1
+
+    def keep(self, seconds: float) -> bool:
+        if self.fps is None:
+            return True
+        slot = int(np.floor(seconds * self.fps + 1e-6))
+        if slot <= self.last_slot:
+            return False
+        self.last_slot = slot
+        return True
+
+
+class FileSource:
+    """A video file. Iterating decodes it once, start to end; a file that cannot be opened, holds no
+    frame, or ends before its announced length raises VideoError."""
+
+    live = False
+
+    def __init__(self, path: str | Path, start: datetime, fps: float | None = None) -> None:
+        self.path = Path(path)
+        if start.tzinfo is None:
+            raise VideoError("--start needs a timezone (e.g. 2024-06-03T10:00:00+00:00)")
+        self.start = start
+        self.skipper = _Skipper(fps)
+        if not self.path.is_file():
+            raise VideoError(f"{self.path}: no such file")
+        self.name = str(self.path)
+        cv2 = _cv2()
+        self.capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        if not self.capture.isOpened():
+            raise VideoError(f"{self.path}: not a video FFmpeg can open (unknown container or corrupt file)")
+        self.native_fps = float(self.capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        if not np.isfinite(self.native_fps) or self.native_fps <= 0:
+            raise VideoError(f"{self.path}: the file gives no frame rate")
+        self.announced = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.width = int(self.capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        self.height = int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.decoded = 0  # frames decoded so far (skipped ones included)
+
+    @property
+    def duration_seconds(self) -> float:
+        """Length of the decoded video (after iterating it)."""
+        return self.decoded / self.native_fps
+
+    def key(self) -> str:
+        """A short content hash: the same file gives the same track references on every run."""
+        digest = hashlib.sha256()
+        with self.path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()[:12]
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = 0
+        try:
+            while True:
+                ok, image = self.capture.read()
+                if not ok or image is None:
+                    break
+                seconds = index / self.native_fps
+                if self.skipper.keep(seconds):
+                    yield Frame(index, seconds, self.start + timedelta(seconds=seconds), image)
+                index += 1
+        finally:
+            self.capture.release()
+            self.decoded = index
+        if index == 0:
+            if self.announced > 0:
+                raise VideoError(
+                    f"{self.path}: no frame could be decoded (a codec this FFmpeg build lacks, or corrupt data)"
+                )
+            raise VideoError(f"{self.path}: the video holds no frames")
+        if self.announced and index < self.announced - TRUNCATION_SLACK:
+            raise VideoError(
+                f"{self.path}: truncated or corrupt: decoded {index} of the {self.announced} frames it announces"
+            )
+
+
+class StreamSource:
+    """A live stream (RTSP / HTTP / ...). A stream that cannot be opened after `attempts` tries raises
+    VideoError; one that drops is reopened with backoff, up to `attempts` times in a row."""
+
+    live = True
+
+    def __init__(
+        self,
+        url: str,
+        fps: float | None = None,
+        attempts: int = 5,
+        backoff_s: float = 1.0,
+        timeout_s: float = 10.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.url = url
+        self.name = re.sub(r"//[^/@]*@", "//", url)  # never log credentials in the URL
+        self.skipper = _Skipper(fps)
+        self.attempts = max(1, attempts)
+        self.backoff_s = backoff_s
+        self.timeout_ms = int(timeout_s * 1000)
+        self.clock = clock
+        self.opened_at = clock()
+        self.capture = self._open()
+
+    def key(self) -> str:
+        """Unique per stream and run: track ids restart when the ingest restarts."""
+        text = f"{self.name}|{self.opened_at.isoformat()}"
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def _open(self):
+        cv2 = _cv2()
+        for attempt in range(1, self.attempts + 1):
+            capture = cv2.VideoCapture(
+                self.url,
+                cv2.CAP_FFMPEG,
+                [
+                    cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                    self.timeout_ms,
+                    cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                    self.timeout_ms,
+                ],
+            )
+            if capture.isOpened():
+                return capture
+            capture.release()
+            if attempt < self.attempts:
+                delay = self.backoff_s * 2 ** (attempt - 1)
+                logger.warning(
+                    "%s: cannot connect (attempt %d/%d); retrying in %.1f s",
+                    self.name,
+                    attempt,
+                    self.attempts,
+                    delay,
+                )
+                time.sleep(delay)
+        raise VideoError(f"{self.name}: stream unreachable after {self.attempts} attempts")
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = 0
+        try:
+            while True:
+                ok, image = self.capture.read()
+                if not ok or image is None:
+                    logger.warning("%s: stream dropped; reconnecting", self.name)
+                    self.capture.release()
+                    self.capture = self._open()  # raises after `attempts` failures in a row
+                    continue
+                now = self.clock()
+                seconds = (now - self.opened_at).total_seconds()
+                if self.skipper.keep(seconds):
+                    yield Frame(index, seconds, now, image)
+                index += 1
+        finally:
+            self.capture.release()
+
+
+def open_source(spec: str, start: datetime | None, fps: float | None = None, **stream_options):
+    """A FileSource for a path (needs `start`), a StreamSource for a URL."""
+    if is_stream(spec):
+        return StreamSource(spec, fps=fps, **stream_options)
+    if start is None:
+        raise VideoError("--start is needed for video files (the capture time of their first frame)")
+    return FileSource(spec, start, fps)

@@ -1,0 +1,73 @@
+"""Tracking people within one camera: ByteTrack (Zhang et al., ECCV 2022) from `supervision`.
+
+Why this one: supervision (Roboflow, MIT licence, released monthly) ships a plain-numpy ByteTrack
+whose only heavy dependencies are numpy/scipy/matplotlib/PyAV; it needs no GPU, no weights and no
+OpenCV GUI build. Its successor, the `trackers` package (Apache-2.0, same authors), requires the
+full `opencv-python` (OpenCV 5, which dropped the HOG detector, and libGL), which cannot sit beside
+the headless OpenCV 4 the default detector needs; BoxMOT is AGPL-3.0 and norfair needs numpy < 2.
+supervision removed ByteTrack in 0.31, so the pin is `supervision>=0.30,<0.31`: this class is the
+only place that touches it, so moving to `trackers.ByteTrackTracker` later is a local change.
+
+`Tracker.update` takes one processed frame's detections and returns (track id, box, score) for the
+boxes that belong to a confirmed track. Ids count from 1 and are unique for the tracker's life,
+i.e. within one camera and source.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from video.detectors.base import Detections
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    """ByteTrack's knobs, in seconds where the library counts frames (so --fps does not change them)."""
+
+    activation_threshold: float = 0.35  # a detection this confident may start a track
+    lost_seconds: float = 2.0  # a track unseen this long is over
+    match_threshold: float = 0.8  # 1 - IoU gate for matching
+    min_frames: int = 3  # a track confirmed by fewer processed frames is noise
+
+
+class Tracker:
+    def __init__(self, fps: float, settings: TrackerSettings | None = None) -> None:
+        try:
+            import supervision as sv
+        except ImportError as exc:  # pragma: no cover - the "video" extra is missing
+            from video.errors import VideoError
+
+            raise VideoError("video tracking needs supervision: pip install 'rga-reid[video]'") from exc
+        self.sv = sv
+        self.settings = settings or TrackerSettings()
+        self.fps = fps
+        self.lost_frames = max(1, int(round(self.settings.lost_seconds * fps)))
+        with warnings.catch_warnings():  # "deprecated in 0.28": see the module docstring
+            warnings.simplefilter("ignore")
+            self.tracker = sv.ByteTrack(
+                track_activation_threshold=self.settings.activation_threshold,
+                # supervision scales its buffer by frame_rate / 30
+                lost_track_buffer=self.lost_frames,
+                minimum_matching_threshold=self.settings.match_threshold,
+                frame_rate=30,
+                minimum_consecutive_frames=1,
+            )
+
+    def update(self, detections: Detections) -> list[tuple[int, np.ndarray, float]]:
+        sv = self.sv
+        found = sv.Detections(
+            xyxy=detections.boxes.astype(np.float32).reshape(-1, 4),
+            confidence=detections.scores.astype(np.float32),
+            class_id=np.zeros(len(detections), int),
+        )
+        tracked = self.tracker.update_with_detections(found)
+        if tracked.tracker_id is None:
+            return []
+        scores = tracked.confidence if tracked.confidence is not None else np.ones(len(tracked))
+        return [
+            (int(tid), np.asarray(box, np.float32), float(score))
+            for tid, box, score in zip(tracked.tracker_id, tracked.xyxy, scores, strict=True)
+        ]
