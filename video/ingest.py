@@ -152,14 +152,19 @@ def ingest_video(
             if not source.live:
                 tracks = list(tracks)  # the whole file decodes before anything is sent
                 segment_start = segment_start + timedelta(seconds=source.duration_seconds)
+            pending: list[CropUpload] = []  # a file's crops go out in full batches across tracks
             for track in tracks:
                 uploads = uploads_of(track, policy.jpeg_quality)
                 report.tracks += 1
                 report.crops += len(uploads)
                 if sink is not None:
                     sink.write(track, uploads)
-                else:
+                elif source.live:
                     client.send(uploads)
+                else:
+                    pending.extend(uploads)
+            if pending:
+                client.send(pending)
             report.sources += 1
             logger.info("%s: done", source.name)
     except KeyboardInterrupt:

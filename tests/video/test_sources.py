@@ -34,7 +34,9 @@ def test_same_file_same_key(store_video, truth, tmp_path):
     copy = tmp_path / "copy.avi"
     copy.write_bytes(path.read_bytes())
     assert FileSource(path, START).key() == FileSource(copy, START).key()
-    assert FileSource(path, START).key() != FileSource(store_video / truth["cameras"][1]["video"], START).key()
+    assert (
+        FileSource(path, START).key() != FileSource(store_video / truth["cameras"][1]["video"], START).key()
+    )
 
 
 def test_missing_file(tmp_path):
