@@ -1,0 +1,211 @@
+"""Benchmark: video ingest on the rendered store (`reid synth --preset store-video`).
+
+    python -m bench.video [--preset store-video] [--data data/bench] [--fps 5] [--detector hog]
+                          [--detector-weights FILE] [--cameras N] [--service] [--write]
+
+Per camera: frames/s of decode + detect + track (wall clock, and per CPU-second: the machine is
+shared), MOT scores against the ground truth (motmetrics: MOTA, IDF1, recall, identity switches,
+fragmentations) and the unique-visitor count from tracking alone (one track = one visitor) next
+to the true number of passes. With --service, the chosen crops are then sent to an in-process
+service over loopback HTTP (random-weight embedder: only the delivery rate means something) and
+crops/s delivered is measured, with the service's GET /metrics unique-visitor count over all
+cameras. --write appends the table to BENCHMARKS.md with the machine and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.report import append_section, command_line, machine_description
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_camera(root: Path, camera: dict, detector, fps: float | None) -> tuple[dict, list]:
+    from video.evaluation import TrackBox, count_error, read_truth_boxes, score_tracks
+    from video.pipeline import PipelineStats, track_source
+    from video.sources import FileSource
+
+    start = datetime.fromisoformat(camera["start"])
+    source = FileSource(root / camera["video"], start, fps)
+    processed: list[int] = []
+
+    def frames():
+        for frame in source:
+            processed.append(frame.index)
+            yield frame
+
+    stats = PipelineStats()
+    wall, cpu = time.perf_counter(), _cpu()
+    tracks = list(
+        track_source(
+            frames(),
+            camera_id=camera["camera_id"],
+            source_key=source.key(),
+            detector=detector,
+            fps=min(fps or source.native_fps, source.native_fps),
+            stats=stats,
+        )
+    )
+    wall, cpu = time.perf_counter() - wall, _cpu() - cpu
+    predicted = [TrackBox(f, t.track_id, b) for t in tracks for f, _, b, _ in t.boxes]
+    scores = score_tracks(read_truth_boxes(root, camera["camera_id"]), predicted, processed)
+    return {
+        "camera": camera["camera_id"],
+        "frames": stats.frames,
+        "wall_s": wall,
+        "frames_per_s": stats.frames / wall,
+        "frames_per_cpu_s": stats.frames / max(cpu, 1e-9),
+        "tracks": len(tracks),
+        **scores,
+        "count_error": None,
+        "_count_error": count_error,
+    }, tracks
+
+
+def deliver(tracks: list, url_holder: dict) -> dict:
+    """Send every chosen crop to an in-process service; crops/s and the service's visitor count."""
+    import socket
+    import tempfile
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from model.embedder import Embedder
+    from service.app import create_app
+    from service.settings import Settings
+    from video.client import GalleryClient
+    from video.ingest import uploads_of
+
+    uploads = [u for t in tracks for u in uploads_of(t, 92)]
+    with tempfile.TemporaryDirectory() as tmp, socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        settings = Settings(_env_file=None, dev_mode=True, data_dir=Path(tmp), device="cpu", retention_days=0)
+        embedder = Embedder.random_init(variant="rgasc", device="cpu", batch_size=16)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(settings, embedder=embedder), host="127.0.0.1", port=port, log_level="warning"
+            )
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{port}"
+        while True:
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        try:
+            with GalleryClient(url, "dev-ingest-key", batch_size=16) as client:
+                started = time.perf_counter()
+                stats = client.send(uploads)
+                seconds = time.perf_counter() - started
+            times = sorted(u.captured_at for u in uploads)
+            with httpx.Client(base_url=url, headers={"X-API-Key": "dev-admin-key"}, timeout=120) as http:
+                metrics = http.get(
+                    "/metrics",
+                    params={
+                        "start": times[0].isoformat(),
+                        "end": datetime.now(UTC).isoformat(),
+                        "bucket": "1d",
+                    },
+                ).json()
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+    return {
+        "crops": len(uploads),
+        "created": stats.created,
+        "seconds": seconds,
+        "crops_per_s": len(uploads) / seconds,
+        "metrics": metrics,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="store-video")
+    parser.add_argument("--data", default="data/bench", help="where the rendered videos are kept (reused)")
+    parser.add_argument("--fps", type=float, default=5.0, help="frames/s processed (frame skipping)")
+    parser.add_argument("--detector", default="hog")
+    parser.add_argument("--detector-weights")
+    parser.add_argument("--hog-upscale", type=float, default=1.0)
+    parser.add_argument("--cameras", type=int, help="only the first N cameras")
+    parser.add_argument("--service", action="store_true", help="also deliver the crops to a loopback service")
+    parser.add_argument("--write", action="store_true", help="append the results to BENCHMARKS.md")
+    args = parser.parse_args()
+
+    from training.datasets.synthetic.video import generate_video
+    from training.datasets.synthetic.video_plan import VideoSceneConfig
+    from video.detectors import build_detector
+
+    machine = machine_description()
+    root = generate_video(VideoSceneConfig.from_preset(args.preset), Path(args.data) / args.preset)
+    truth = json.loads((root / "ground_truth.json").read_text())
+    detector = build_detector(args.detector, args.detector_weights, hog_upscale=args.hog_upscale)
+    cameras = truth["cameras"][: args.cameras] if args.cameras else truth["cameras"]
+    rows, all_tracks = [], []
+    for camera in cameras:
+        row, tracks = run_camera(root, camera, detector, args.fps)
+        true_passes = truth["truth"]["per_camera"][camera["camera_id"]]["passes"]
+        row["true_passes"] = true_passes
+        row["count_error"] = row.pop("_count_error")(row["tracks"], true_passes)
+        rows.append(row)
+        all_tracks += tracks
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
+    delivered = deliver(all_tracks, {}) if args.service else None
+    if delivered:
+        print(json.dumps({k: v for k, v in delivered.items() if k != "metrics"}))
+    load_end = os.getloadavg()[0]
+
+    lines = [
+        f"\n## Video ingest on `{args.preset}` ({datetime.now(UTC):%Y-%m-%d})\n",
+        f"Machine: {machine}; load average {load_end:.1f} at the end. Command: `{command_line()}`.",
+        f"Detector `{args.detector}`, {args.fps:g} frames/s processed of {cameras[0]['fps']:g}, "
+        f"{cameras[0]['width']}x{cameras[0]['height']}.\n",
+        "| camera | frames | frames/s (wall) | frames per CPU-s | MOTA | IDF1 | recall | ID switches "
+        "| fragmentations | tracks | true passes | count error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['camera']} | {r['frames']} | {r['frames_per_s']:.2f} | {r['frames_per_cpu_s']:.2f} "
+            f"| {r['mota']:.3f} | {r['idf1']:.3f} | {r['recall']:.3f} | {r['id_switches']} "
+            f"| {r['fragmentations']} | {r['tracks']} | {r['true_passes']} | {100 * r['count_error']:+.1f}% |"
+        )
+    total_tracks = sum(r["tracks"] for r in rows)
+    total_passes = sum(r["true_passes"] for r in rows)
+    lines.append(
+        f"\nAll cameras, tracking alone: {total_tracks} tracks for {total_passes} true passes "
+        f"({100 * (total_tracks - total_passes) / total_passes:+.1f}%); {truth['truth']['visitors']} true visitors."
+    )
+    if delivered:
+        totals = delivered["metrics"].get("totals", {})
+        lines.append(
+            f"Delivered {delivered['crops']} crops to a loopback service (random-weight RGA-SC embedder on "
+            f"the CPU, same machine) in {delivered['seconds']:.1f} s: {delivered['crops_per_s']:.1f} crops/s. "
+            f"Service unique visitors over all cameras: {totals.get('unique_visitors', 'n/a')} "
+            f"(true: {truth['truth']['visitors']}; random weights: not a re-ID result)."
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.write:
+        append_section(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
