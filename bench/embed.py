@@ -3,6 +3,7 @@
     python -m bench.embed                        # CPU defaults: batches 1 and 64, fp32, eager
     python -m bench.embed --device cuda --batch-sizes 1 64 256 --precisions fp32 bf16 --modes eager compiled
     python -m bench.embed ... --record           # also append the table to BENCHMARKS.md
+    python -m bench.embed ... --json rows.jsonl  # also one JSON line per configuration, as each finishes
 
 Times the network's forward on preprocessed batches (the embedder's `_run` path:
 channels_last, autocast on CUDA), synchronising the device around each call, and
@@ -17,10 +18,11 @@ import contextlib
 import datetime as dt
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
-from bench.report import append_section, command_line, machine_description
+from bench.report import append_json_line, append_section, command_line, machine_description
 from model import build_model
 
 
@@ -64,6 +66,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--variant", default="rgasc")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="default: the network's 256x128",
+    )
+    parser.add_argument(
+        "--ratios", type=int, nargs=3, default=[8, 8, 8], help="RGA ratios (8 4 4 for 128x64 inputs)"
+    )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=None)
     parser.add_argument("--forms", nargs="+", default=["fast", "direct"], choices=["fast", "direct"])
     parser.add_argument("--precisions", nargs="+", default=None, choices=["fp32", "bf16"])
@@ -72,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--record", action="store_true", help="append the table to BENCHMARKS.md")
+    parser.add_argument("--json", type=Path, help="append one JSON line per configuration to this file")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -87,17 +101,33 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
         torch.backends.cudnn.allow_tf32 = False
 
-    net = build_model(args.variant).eval().to(device, memory_format=torch.channels_last)
-    rows = []
+    size = {"input_size": tuple(args.input_size)} if args.input_size else {}
+    net = (
+        build_model(args.variant, ratios=tuple(args.ratios), **size)
+        .eval()
+        .to(device, memory_format=torch.channels_last)
+    )
+    rows, failures = [], 0
     for form in args.forms:
         net.set_rga_form(form)
         for precision in precisions:
             for mode in args.modes:
                 for batch in batch_sizes:
                     torch._dynamo.reset()
-                    result = time_config(net, device, batch, precision, mode == "compiled", iters, warmup)
-                    row = {"form": form, "precision": precision, "mode": mode, "batch": batch, **result}
+                    config = {"form": form, "precision": precision, "mode": mode, "batch": batch}
+                    try:
+                        result = time_config(net, device, batch, precision, mode == "compiled", iters, warmup)
+                    except Exception as exc:  # e.g. compilation failing: say so and measure the rest
+                        error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+                        print(f"{form} {precision} {mode} batch {batch}: FAILED ({error})", flush=True)
+                        append_json_line(args.json, {**config, "error": error, "device": str(device)})
+                        failures += 1
+                        if device.type == "cuda":
+                            torch.cuda.empty_cache()
+                        continue
+                    row = {**config, **result}
                     rows.append(row)
+                    append_json_line(args.json, {**row, "device": str(device), "variant": args.variant})
                     print(
                         f"{form:6s} {precision} {mode:8s} batch {batch:4d}: {row['images_per_s']:9.1f} img/s, "
                         f"{row['median_ms']:8.2f} ms/batch (p90 {row['p90_ms']:.2f})",
@@ -120,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Command: `{command_line(argv)}`  \nIterations: {iters} timed after {warmup} warm-up.\n\n{table}\n"
         )
         append_section(section)
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -49,3 +49,14 @@ def append_section(text: str) -> None:
     """Append one section (it starts with its own `## ` heading) to BENCHMARKS.md."""
     with BENCHMARKS.open("a", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def append_json_line(path: str | os.PathLike | None, record: dict) -> None:
+    """Append one result as a JSON line (no-op without a path): a run stopped part-way keeps what it measured."""
+    if path is None:
+        return
+    import json
+
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()

@@ -2,6 +2,7 @@
 
     python -m bench.service                                   # CPU smoke: small network, small galleries
     python -m bench.service --variant rgasc --input-size 256 128 --sizes 10000 100000 --clients 8 --record
+    python -m bench.service ... --json results.jsonl          # also one JSON line per measurement
 
 1. Pure embedding: the embedder on the same JPEG bytes, in batches of the service's batch size.
 2. Ingest: `--clients` concurrent HTTP clients post `--files-per-request` images at a time into an
@@ -9,7 +10,8 @@
 3. Search: for each gallery size the database is bulk-loaded with random unit vectors (the
    service rebuilds its index from them at start; that time is reported), then `--clients`
    clients send `--searches` searches from a stored item (index + database path) and a few with
-   a query photo (adds one embedding); latency p50 / p99 per request.
+   a query photo (adds one embedding); latency p50 / p99 per request, and which search path the
+   service's index took (faiss on the GPU or on the CPU), read from the running service.
 4. Search under ingest (--under-ingest N): on the first gallery size, `--clients` clients search from
    stored items while N other clients keep posting new images; search p50 / p99 and the ingest rate
    (the audit write of a search and the ingest's commit compete for the database's write lock).
@@ -37,9 +39,10 @@ import httpx
 import numpy as np
 import torch
 import uvicorn
+from fastapi import Request
 from sqlalchemy import insert
 
-from bench.report import append_section, command_line
+from bench.report import append_json_line, append_section, command_line
 from model.embedder import Embedder
 from service.app import create_app
 from service.db import make_engine, upgrade_database
@@ -107,8 +110,40 @@ def serve_child(spec_json: str) -> int:
     spec = json.loads(spec_json)
     settings = Settings(_env_file=None, **spec["settings"])
     app = create_app(settings, embedder=make_embedder(spec["model"]))
+
+    def bench_search_path(request: Request) -> dict:
+        return search_path(request.app)
+
+    app.add_api_route("/_bench/search-path", bench_search_path, methods=["GET"])
     uvicorn.run(app, host="127.0.0.1", port=spec["port"], log_level="warning")
     return 0
+
+
+def search_path(app) -> dict:
+    """Which search path the running service's index takes (a benchmark-only route asks this in the child).
+
+    Looks through the context's index wrappers for the faiss-backed store's `use_gpu` flag (it turns
+    False when a GPU copy could not be made), so the answer is what searches ran on, not what was asked.
+    """
+    ctx = getattr(app.state, "ctx", None)
+    node, chain = getattr(ctx, "index", None), []
+    for _ in range(4):  # GalleryIndex -> VectorIndex -> ...
+        if node is None:
+            break
+        chain.append(type(node).__name__)
+        if hasattr(node, "use_gpu"):
+            break
+        node = getattr(node, "index", None) or getattr(node, "store", None)
+    use_gpu = getattr(node, "use_gpu", None)
+    kind = getattr(node, "kind", None)
+    try:
+        import faiss
+
+        faiss_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    except ImportError:
+        faiss_gpus = None
+    path = "unknown" if use_gpu is None else ("faiss GPU" if use_gpu else "faiss CPU")
+    return {"path": path, "kind": kind, "objects": chain, "faiss_gpus": faiss_gpus}
 
 
 def _images(n: int) -> list[bytes]:
@@ -259,7 +294,7 @@ def bench_search_under_ingest(
     return times, during, elapsed
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path)
     parser.add_argument(
@@ -284,8 +319,9 @@ def main() -> int:
     )
     parser.add_argument("--under-ingest-images", type=int, default=2000)
     parser.add_argument("--record", action="store_true", help="append the results to BENCHMARKS.md")
+    parser.add_argument("--json", type=Path, help="append one JSON line per measurement to this file")
     parser.add_argument("--serve-child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.serve_child:
         return serve_child(args.serve_child)
 
@@ -321,6 +357,22 @@ def main() -> int:
         with LiveService(settings, model) as url:
             ingest_s = bench_ingest(url, images, args.clients, args.files_per_request)
         overhead = (ingest_s - pure_s) / pure_s
+        append_json_line(
+            args.json,
+            {
+                "kind": "ingest",
+                "device": str(embedder.device),
+                "images": len(images),
+                "clients": args.clients,
+                "files_per_request": args.files_per_request,
+                "batch_size": args.batch_size,
+                "ingest_s": ingest_s,
+                "pure_embedding_s": pure_s,
+                "ingest_images_per_s": len(images) / ingest_s,
+                "pure_images_per_s": len(images) / pure_s,
+                "overhead": overhead,
+            },
+        )
         lines.append(
             f"ingest {len(images)} images, {args.clients} clients x {args.files_per_request}/request: "
             f"{len(images) / ingest_s:.1f} images/s over HTTP vs {len(images) / pure_s:.1f} images/s pure "
@@ -335,12 +387,31 @@ def main() -> int:
                 by_photo = bench_search(
                     url, args.clients, max(10, args.searches // 10), size, images[0], args.top_k
                 )
+                path = httpx.get(f"{url}/_bench/search-path", timeout=30).json()
+            append_json_line(
+                args.json,
+                {
+                    "kind": "search",
+                    "gallery": size,
+                    "startup_s": live.startup_s,
+                    "clients": args.clients,
+                    "top_k": args.top_k,
+                    "index_kind": args.index_kind,
+                    "searches": len(by_id),
+                    "item_p50_ms": _percentile(by_id, 50) * 1000,
+                    "item_p99_ms": _percentile(by_id, 99) * 1000,
+                    "photo_searches": len(by_photo),
+                    "photo_p50_ms": _percentile(by_photo, 50) * 1000,
+                    "photo_p99_ms": _percentile(by_photo, 99) * 1000,
+                    "search_path": path,
+                },
+            )
             lines.append(
                 f"gallery {size}: start-up (process, model, index rebuild) {live.startup_s:.1f} s; search from an item "
                 f"p50 {_percentile(by_id, 50) * 1000:.1f} ms p99 {_percentile(by_id, 99) * 1000:.1f} ms; "
                 f"from a photo p50 {_percentile(by_photo, 50) * 1000:.1f} ms p99 "
                 f"{_percentile(by_photo, 99) * 1000:.1f} ms ({args.clients} clients, top_k {args.top_k}, "
-                f"{args.index_kind})"
+                f"{args.index_kind}, {path['path']})"
             )
             if args.under_ingest and size == args.sizes[0]:
                 fresh = _images_unique(args.under_ingest_images)

@@ -3,6 +3,7 @@
     python -m bench.train                                      # CPU: rgasc and none, fp32, 3 steps
     python -m bench.train --device cuda --precisions fp32 bf16 --steps 50 --warmup 10
     python -m bench.train ... --record                         # also append the table to BENCHMARKS.md
+    python -m bench.train ... --json rows.jsonl                # also one JSON line per configuration
 
 One step is what training.train does per batch: forward (bf16 autocast for "bf16"), the recipe's loss
 (label-smoothed CE on feat + batch-hard triplet on feat_), backward, Adam step; channels_last on CUDA,
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from bench.report import append_section, command_line, machine_description
+from bench.report import append_json_line, append_section, command_line, machine_description
 from model import build_model
 from training.losses import ReIDLoss
 
@@ -40,10 +41,11 @@ def time_training_step(
     input_size,
     steps: int,
     warmup: int,
+    ratios=(8, 8, 8),
 ) -> dict:
     torch.manual_seed(0)
     num_classes = 751
-    net = build_model(variant, num_classes, tuple(input_size)).set_rga_form("fast").train()
+    net = build_model(variant, num_classes, tuple(input_size), tuple(ratios)).set_rga_form("fast").train()
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     net.to(device, memory_format=memory_format)
     criterion = ReIDLoss()
@@ -81,7 +83,7 @@ def run_in_subprocess(args: argparse.Namespace, variant: str, precision: str) ->
     command = [
         sys.executable, "-m", "bench.train", "--single", "--device", args.device,
         "--variants", variant, "--precisions", precision, "--batch", str(args.batch), "--ids", str(args.ids),
-        "--input-size", *map(str, args.input_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
+        "--input-size", *map(str, args.input_size), "--ratios", *map(str, args.ratios), "--steps", str(args.steps), "--warmup", str(args.warmup),
     ]  # fmt: skip
     if args.threads:
         command += ["--threads", str(args.threads)]
@@ -104,10 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         "--ids", type=int, default=16, help="identities per batch (default 16, K = batch / ids)"
     )
     parser.add_argument("--input-size", type=int, nargs=2, default=[256, 128], metavar=("H", "W"))
+    parser.add_argument(
+        "--ratios", type=int, nargs=3, default=[8, 8, 8], help="RGA ratios (8 4 4 for 128x64 inputs)"
+    )
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 50 on CUDA, 3 on CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 10 / 1)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--record", action="store_true", help="append the table to BENCHMARKS.md")
+    parser.add_argument("--json", type=Path, help="append one JSON line per configuration to this file")
     parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)  # one config, JSON out
     args = parser.parse_args(argv)
 
@@ -135,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             args.input_size,
             args.steps,
             args.warmup,
+            args.ratios,
         )
         print(json.dumps(result))
         return 0
@@ -144,12 +151,24 @@ def main(argv: list[str] | None = None) -> int:
         for precision in args.precisions:
             if on_cuda:
                 result = time_training_step(
-                    variant, device, precision, args.batch, args.ids, args.input_size, args.steps, args.warmup
+                    variant,
+                    device,
+                    precision,
+                    args.batch,
+                    args.ids,
+                    args.input_size,
+                    args.steps,
+                    args.warmup,
+                    args.ratios,
                 )
                 torch.cuda.empty_cache()
             else:
                 result = run_in_subprocess(args, variant, precision)
             rows.append({"variant": variant, "precision": precision, **result})
+            append_json_line(
+                args.json,
+                {**rows[-1], "batch": args.batch, "input_size": list(args.input_size), "device": str(device)},
+            )
             print(
                 f"{variant:6s} {precision}: {result['images_per_s']:8.1f} img/s, {result['median_s']:.3f} s/step, "
                 f"peak {result['peak_gib']:.2f} GiB",
