@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv browser test lint demo clean-venv
+.PHONY: venv browser test lint demo clean-venv devicekit gpu-check
 
 venv: $(STAMP)
 
@@ -30,6 +30,20 @@ test: venv browser
 # The main job: synthetic store -> short training run -> service -> ingest -> search -> footfall; keeps serving.
 demo: venv
 	$(BIN)/reid demo $(DEMO_ARGS)
+
+# Wheels for the lent GPU machine (CPython 3.12, manylinux x86-64): what the GPU check needs that its image
+# lacks, never torch. Needs a package registry; see docs/gpu.md.
+KIT_PYTHON ?= 3.12
+devicekit: venv
+	$(BIN)/python -m bench.devicekit --out .whl --python-version $(KIT_PYTHON)
+
+# The one-shot GPU check (docs/gpu.md): report under $(GPU_CHECK_OUT). On the GPU machine the image's python3
+# runs it (no venv there), with the kit from `make devicekit` when .whl/ holds one; without CUDA it runs a
+# reduced CPU form that only tests the check.
+GPU_CHECK_OUT ?= gpu-check
+GPU_PYTHON ?= $(shell test -x $(BIN)/python && echo $(BIN)/python || echo $(PYTHON))
+gpu-check:
+	$(GPU_PYTHON) -m bench.gpu_check --out $(GPU_CHECK_OUT) $(if $(wildcard .whl/*.whl),--kit .whl) $(GPU_CHECK_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -109,6 +109,7 @@ def test_full_rgasc_embedder(images):
     assert out.shape == (3, 2048) and np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cpu_and_cuda_agree(images):
     cpu = Embedder.random_init(variant="rgasc", device="cpu").embed(images)
