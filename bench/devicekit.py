@@ -107,6 +107,8 @@ CHECK_MODULES = [
     "uvicorn",
     "python_multipart",
     "faiss",
+    "onnx",
+    "onnxruntime",
 ]
 
 PLATFORMS = [
@@ -126,9 +128,15 @@ def distribution_of(module: str) -> str:
     return normalise(MODULE_DISTRIBUTIONS.get(module, module))
 
 
+# Optional extras whose packages the check imports too (`reid` imports every subcommand's module).
+KIT_EXTRAS = ("onnx",)
+
+
 def project_requirements(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
-    """pyproject's runtime dependencies as requirement strings."""
-    return list(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"])
+    """pyproject's runtime dependencies, and those of KIT_EXTRAS, as requirement strings."""
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    extras = project.get("optional-dependencies", {})
+    return list(project["dependencies"]) + [r for name in KIT_EXTRAS for r in extras.get(name, [])]
 
 
 def requirement_name(requirement: str) -> str:
