@@ -11,7 +11,7 @@
    service rebuilds its index from them at start; that time is reported), then `--clients`
    clients send `--searches` searches from a stored item (index + database path) and a few with
    a query photo (adds one embedding); latency p50 / p99 per request, and which search path the
-   service's index took (faiss on the GPU or on the CPU), read from the running service.
+   service's index took (faiss on the GPU, faiss or an exact scan on the CPU), read from the running service.
 4. Search under ingest (--under-ingest N): on the first gallery size, `--clients` clients search from
    stored items while N other clients keep posting new images; search p50 / p99 and the ingest rate
    (the audit write of a search and the ingest's commit compete for the database's write lock).
@@ -124,6 +124,8 @@ def search_path(app) -> dict:
 
     Looks through the context's index wrappers for the faiss-backed store's `use_gpu` flag (it turns
     False when a GPU copy could not be made), so the answer is what searches ran on, not what was asked.
+    Asked after the searches. Without a GPU, flat searches of a few queries are an exact matrix-product
+    scan on the CPU (service/vectorstore), the other kinds faiss's own CPU search.
     """
     ctx = getattr(app.state, "ctx", None)
     node, chain = getattr(ctx, "index", None), []
@@ -142,8 +144,16 @@ def search_path(app) -> dict:
         faiss_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     except ImportError:
         faiss_gpus = None
-    path = "unknown" if use_gpu is None else ("faiss GPU" if use_gpu else "faiss CPU")
-    return {"path": path, "kind": kind, "objects": chain, "faiss_gpus": faiss_gpus}
+    storage = getattr(node, "storage", None)
+    if use_gpu is None:
+        path = "unknown"
+    elif use_gpu:
+        path = "faiss GPU"
+    elif kind == "flat":  # few queries: a matrix product over the stored vectors on the CPU
+        path = f"CPU exact scan ({storage or 'fp32'})"
+    else:
+        path = f"faiss CPU ({kind})"
+    return {"path": path, "kind": kind, "storage": storage, "objects": chain, "faiss_gpus": faiss_gpus}
 
 
 def _images(n: int) -> list[bytes]:
