@@ -19,9 +19,12 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 
 NO_WEIGHTS_HELP = (
     "no --weights given. Embeddings from an untrained network are meaningless, so this refuses to run.\n"
-    "Get weights by training one (`reid synth --out data/synth && reid train --config "
-    "training/configs/synthetic.yaml`; on a real dataset use its config), or pass a checkpoint written by the "
-    "official RGA code (checkpoint_600.pth.tar). Pass --random-init to embed with random weights (tests only)."
+    "Weights that work here: the model `make demo` trained (--weights data/demo/model.pt); "
+    "a model you train (`reid synth --preset store --out data/synthetic` then "
+    "`reid train --config synthetic --root data/synthetic`, which writes runs/synthetic/final.pt; "
+    "for a real dataset `reid train --config market1501 --root data/market1501`); "
+    "or a checkpoint written by the official RGA code (checkpoint_600.pth.tar). "
+    "--random-init embeds with random weights (tests only)."
 )
 
 
@@ -86,7 +89,7 @@ def run_embed(args: argparse.Namespace) -> int:
         "embedding %d images on %s (%s) with %s", len(files), embedder.device, embedder.runtime, embedder.feature
     )
     vectors = np.empty((len(files), embedder.dim), dtype=np.float32)
-    with tqdm(total=len(files), unit="img", desc="embed") as bar:
+    with tqdm(total=len(files), unit="img", desc="embed", disable=None) as bar:  # None: a terminal only
         for start in range(0, len(files), args.batch_size):
             chunk = files[start : start + args.batch_size]
             vectors[start : start + len(chunk)] = embedder.embed(chunk)

@@ -14,11 +14,15 @@ import sys
 
 # Modules that contribute subcommands, in the order they appear in --help.
 COMMAND_MODULES = ("model.cli", "model.export_cli", "training.cli", "service.cli", "video.cli", "reid.demo")
+# Loggers whose INFO lines are hidden unless --verbose.
+QUIET_LOGGERS = ("httpx", "faiss", "alembic")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reid", description="Person re-identification with RGA-SC.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, and the INFO lines of faiss, alembic and httpx"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
@@ -33,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if not args.verbose:  # one line per HTTP request drowns the progress of `reid demo`
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+    # One line per HTTP request drowns the progress of `reid demo`; faiss's loader and alembic's migration
+    # context print half a dozen lines each at every start that say nothing to an operator.
+    for noisy in QUIET_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.NOTSET if args.verbose else logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from sqlalchemy import select
 
 from model.embedder import Embedder
 from model.errors import ReidError
+from model.health import ModelHealth, check_model
 from service import openapi
 from service.audit import AuditWriter
 from service.batcher import MicroBatcher
@@ -36,6 +38,7 @@ from service.security import KeyRing
 from service.settings import Settings
 from service.storage import ImageStore
 from service.tables import GalleryItem, ServiceState
+from service.trust import operator_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +73,9 @@ def load_embedder(settings: Settings) -> Embedder:
     )
 
 
+_HEALTH: weakref.WeakKeyDictionary[Embedder, ModelHealth] = weakref.WeakKeyDictionary()
+
+
 def model_fingerprint(embedder: Embedder) -> str:
     """What decides the vectors: preprocessing, the embedded feature and every weight (model.fingerprint);
     the same for torch and a faithful fp32 ONNX export of the same weights."""
@@ -102,6 +108,19 @@ def check_model_matches_data(sessions, embedder: Embedder, allow_change: bool = 
             session.add(ServiceState(key="embedding_model", value=fingerprint))
         else:
             state.value = fingerprint
+
+
+def log_model_health(embedder: Embedder) -> ModelHealth:
+    """Embed the fixed probe batch and log the spread of their similarities (loudly when collapsed).
+    Measured once per embedder object (its weights do not change while it serves)."""
+    health = _HEALTH.get(embedder)
+    if health is None:
+        health = _HEALTH[embedder] = check_model(embedder)
+    if health.collapsed:
+        logger.warning("model health: %s", health.verdict)
+    else:
+        logger.info("model health: %s", health.verdict)
+    return health
 
 
 def sweep_files(sessions, store: ImageStore) -> int:
@@ -147,6 +166,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
             sessions = make_sessionmaker(engine)
             model = embedder or await asyncio.to_thread(load_embedder, settings)
             await asyncio.to_thread(check_model_matches_data, sessions, model, settings.allow_model_change)
+            health = await asyncio.to_thread(log_model_health, model)
             store = ImageStore(settings.images_dir, settings.thumbnail_size)
             await asyncio.to_thread(sweep_files, sessions, store)
             index = await asyncio.to_thread(
@@ -179,6 +199,8 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
             KeyRing(settings.bootstrap_keys()),
             audit_writer,
         )
+        ctx.model_health = health
+        ctx.warnings = operator_warnings(settings.dev_mode, model.meta.source, health)
         metrics.index_size.set(len(index))
         app.state.ctx = ctx
         tasks = [asyncio.create_task(_maintain_index(ctx), name="index-maintenance")]

@@ -89,6 +89,8 @@ def _sessions(settings):
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    """Check what can fail before uvicorn starts (settings, port, database, weights), each as one line that
+    says what to do; then serve with the loaded model."""
     import uvicorn
 
     from service.app import create_app
@@ -96,8 +98,18 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = _settings(
         args, host=args.host, port=args.port, weights=args.weights, dev_mode=True if args.dev else None
     )
-    settings.check_safe()
-    app = create_app(settings)
+    settings.check_safe(warn=False)  # the service's start-up says it (once) in dev mode
+    check_port_free(settings.host, settings.port)
+    engine, sessions = _open_database(settings)
+    try:
+        if not settings.dev_mode and not settings.bootstrap_keys() and not _stored_keys(sessions):
+            logger.warning(
+                "no API key exists: every request but /healthz, /readyz and the console page will be refused "
+                "(401). Create one with `reid keys create NAME --role admin` (or set REID_API_KEYS)"
+            )
+    finally:
+        engine.dispose()
+    app = create_app(settings, embedder=load_weights(settings))
     with _exit_zero_after_graceful_stop(app):
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     if not app.state.stopped_cleanly:
@@ -124,6 +136,85 @@ def _exit_zero_after_graceful_stop(app):
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A ReidError naming the port and what to do when it cannot be bound (uvicorn would print a traceback)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ReidError(f"cannot resolve the bind address {host!r} ({exc}); set --host / REID_HOST") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise ReidError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} (is another `reid serve` running?); "
+                "stop it, or pick another port with --port N / REID_PORT"
+            ) from None
+
+
+def _open_database(settings):
+    """Engine and sessions on the migrated database, or a ReidError naming the URL and what to check."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return _sessions(settings)
+    except ImportError as exc:
+        raise ReidError(
+            f"cannot open the database {_safe_url(settings.resolved_database_url)}: its driver is not installed "
+            f"({exc}); install it, or use the default SQLite database (unset REID_DATABASE_URL)"
+        ) from None
+    except (SQLAlchemyError, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).split("\n")[0]
+        raise ReidError(
+            f"cannot open the database {_safe_url(settings.resolved_database_url)}: {reason}; check "
+            "REID_DATABASE_URL (or --data-dir): the server must be reachable and the folder writable"
+        ) from None
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown as given
+        return url
+
+
+def _stored_keys(sessions) -> int:
+    from sqlalchemy import func, select
+
+    from service.tables import ApiKey
+
+    with sessions() as session:
+        return session.execute(select(func.count()).select_from(ApiKey).where(~ApiKey.revoked)).scalar_one()
+
+
+def load_weights(settings):
+    """The service's embedder; a missing, damaged or unfitting weights file is one line with what to do."""
+    from model.errors import CheckpointError
+    from service.app import load_embedder
+
+    advice = (
+        "pass a checkpoint written by `reid train` or the official RGA code with --weights FILE / REID_WEIGHTS "
+        "(`make demo` writes data/demo/model.pt)"
+    )
+    try:
+        return load_embedder(settings)
+    except CheckpointError as exc:
+        message = str(exc).split("\n")[0]
+        if message.startswith("cannot read weights file"):
+            message = f"cannot read the weights file {settings.weights}: damaged, truncated or not a PyTorch checkpoint"
+        raise ReidError(f"{message}; {advice}") from None
+    except RuntimeError as exc:  # e.g. REID_DEVICE=cuda without a GPU
+        raise ReidError(f"cannot load the model: {str(exc).splitlines()[0]}") from None
 
 
 def run_db_upgrade(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from model.embedder import Embedder
+from model.health import ModelHealth
 from service.audit import AuditWriter
 from service.batcher import MicroBatcher
 from service.errors import ApiError
@@ -50,6 +51,8 @@ class ServiceContext:
     # Serialises the dedupe check, visitor assignment, row insert and index add of ingests.
     ingest_lock: threading.Lock = field(default_factory=threading.Lock)
     ready: bool = False
+    model_health: ModelHealth | None = None  # the probe-batch check of start-up (model.health)
+    warnings: list[dict[str, str]] = field(default_factory=list)  # service.trust.operator_warnings
 
     @property
     def model_name(self) -> str:

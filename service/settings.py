@@ -99,9 +99,11 @@ class Settings(BaseSettings):
             keys += [(secret, role, secret) for secret, role in DEV_KEYS.items()]
         return keys
 
-    def check_safe(self) -> None:
-        """Refuse insecure settings outside dev mode; warn loudly inside it."""
+    def check_safe(self, warn: bool = True) -> None:
+        """Refuse insecure settings outside dev mode; warn loudly inside it (unless `warn` is False)."""
         if self.dev_mode:
+            if not warn:
+                return
             logger.warning(
                 "DEV MODE: well-known API keys (%s) are accepted%s. Never expose this instance.",
                 ", ".join(DEV_KEYS),

@@ -48,6 +48,25 @@ def test_demo_runs_every_step_and_a_second_run_reuses_them(tmp_path, capsys):
     sightings = re.search(r"(\d+) sightings", out).group(1)
     assert re.search(r"(\d+) sightings", out2).group(1) == sightings
 
+    # Every run, not only the first, says what the model is worth: here random weights, at chance.
+    for text in (out, out2):
+        assert "random weights (--random-init), never trained" in text
+        measured = re.search(r"mAP:\s+(\d\.\d{3}) on (\d+) synthetic query photos .*\(chance: (\d\.\d{3})\)", text)
+        assert measured, text
+        assert int(measured.group(2)) > 0
+        assert "health:  COLLAPSED" in text
+        assert "VERDICT: AT CHANCE" in text
+        assert "this visitor count is not a measurement of footfall" in text
+    assert re.search(r"mAP:.*", out).group(0) == re.search(r"mAP:.*", out2).group(0)  # same model, same number
+
+
+def test_at_chance_rule():
+    from reid.demo import at_chance
+
+    assert at_chance(0.05, 0.05) and at_chance(0.10, 0.05)  # 5 points above chance of 95 possible
+    assert not at_chance(0.30, 0.05)
+    assert at_chance(0.70, 0.68) and not at_chance(0.80, 0.68)
+
 
 def test_a_taken_port_is_a_clear_error(tmp_path, capsys):
     import socket

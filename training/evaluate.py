@@ -47,7 +47,7 @@ def extract_features(
     """(N, D) float32 unit-norm embeddings of the records' images, in order."""
     loader = build_eval_loader(records, embedder.input_size, batch_size=embedder.batch_size, workers=workers)
     features = np.empty((len(records), embedder.dim), dtype=np.float32)
-    with tqdm(total=len(records), desc=desc, unit="img", leave=False) as bar:
+    with tqdm(total=len(records), desc=desc, unit="img", leave=False, disable=None) as bar:  # terminal only
         for batch in loader:
             batch = check_batch(batch)
             features[batch.indices] = embedder.embed(batch.pixels)

@@ -269,7 +269,7 @@ def train_one_epoch(
         initial=position.iteration,
         desc=f"epoch {position.epoch}",
         unit="it",
-        disable=not (progress and distributed.is_main),
+        disable=None if (progress and distributed.is_main) else True,  # None: only on a terminal
         dynamic_ncols=True,
         leave=False,
     )

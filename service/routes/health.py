@@ -28,7 +28,14 @@ def readyz(request: Request):
         )
     with ctx.sessions() as session:
         items = session.execute(select(func.count(GalleryItem.id))).scalar_one()
-    return {"status": "ready", "model": ctx.model_name, "index_size": len(ctx.index), "gallery_items": items}
+    return {
+        "status": "ready",
+        "model": ctx.model_name,
+        "model_health": ctx.model_health.to_dict() if ctx.model_health is not None else None,
+        "warnings": ctx.warnings,
+        "index_size": len(ctx.index),
+        "gallery_items": items,
+    }
 
 
 @router.get("/metrics/service", response_class=Response, dependencies=[Depends(require_search)])

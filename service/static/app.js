@@ -560,6 +560,31 @@ function renderIngest(data, files) {
   table.append(tbody);
 }
 
+/* ------------------------------------------------------------------------------------------------ trust banner */
+
+/** GET /readyz (no key needed) and show its warnings (random or collapsed weights, dev keys) above everything. */
+async function refreshTrustBanner(attempt = 0) {
+  const banner = $("#trust-banner");
+  let data = null;
+  try {
+    const response = await fetch("/readyz");
+    data = await response.json();
+    if (response.status === 503 && attempt < 30) {
+      setTimeout(() => refreshTrustBanner(attempt + 1), 2000);
+      return;
+    }
+  } catch (_) {
+    return; /* the API calls themselves will say that the service cannot be reached */
+  }
+  const warnings = (data && data.warnings) || [];
+  clear(banner);
+  banner.hidden = warnings.length === 0;
+  for (const warning of warnings) {
+    banner.append(el("p", { "data-testid": "trust-warning", dataset: { code: warning.code } },
+                     el("strong", { text: "Warning: " }), warning.message));
+  }
+}
+
 /* ------------------------------------------------------------------------------------------------ tabs, key */
 
 function selectTab(name) {
@@ -628,6 +653,7 @@ function init() {
   if (!$("#ingest-captured-at").value) $("#ingest-captured-at").value = toInputValue(new Date());
 
   checkKey();
+  refreshTrustBanner();
 }
 
 document.addEventListener("DOMContentLoaded", init);

@@ -258,3 +258,18 @@ def test_browse_gallery_and_search_from_an_item(console, live_service):
         h["id"] for h in expected
     ]
     assert {h["camera_id"] for h in expected} == {"aisle-3"}
+
+
+def test_banner_warns_about_random_weights_and_dev_keys(console, live_service):
+    # before any key is given: /readyz needs none, and the operator must see this first
+    banner = console.get_by_test_id("trust-banner")
+    expect(banner).to_be_visible()
+    with live_service.client() as client:
+        ready = client.get("/readyz").json()
+    codes = [w["code"] for w in ready["warnings"]]
+    assert codes == ["random_weights", "dev_keys"]
+    warnings = console.get_by_test_id("trust-warning")
+    expect(warnings).to_have_count(len(codes))
+    assert warnings.evaluate_all("els => els.map(e => e.dataset.code)") == codes
+    expect(warnings.first).to_contain_text("RANDOM weights")
+    expect(warnings.nth(1)).to_contain_text("reid keys create")

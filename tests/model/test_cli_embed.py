@@ -51,3 +51,29 @@ def test_random_init_and_errors(image_dir, tmp_path, capsys):
     assert "no such file or folder" in capsys.readouterr().err
     assert main(["embed", str(image_dir), "--weights", str(tmp_path / "none.pt"), "--out", str(out)]) == 2
     assert "weights file not found" in capsys.readouterr().err
+
+
+def test_the_no_weights_hint_names_commands_that_work():
+    """Every command in the hint parses, `reid synth --out` and `reid train --root` name the same folder,
+    and the files it names are the ones those commands (and `make demo`) write."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from model.cli import NO_WEIGHTS_HELP
+    from reid.cli import build_parser
+    from training.config import load_config
+
+    parser = build_parser()
+    commands = [shlex.split(c) for c in re.findall(r"`(reid [^`]+)`", NO_WEIGHTS_HELP)]
+    assert len(commands) >= 3
+    parsed = {tuple(c[1:2]): [] for c in commands}
+    for command in commands:
+        parsed[tuple(command[1:2])].append(parser.parse_args(command[1:]))  # argparse exits on a bad command
+    synth = parsed[("synth",)][0]
+    train = next(a for a in parsed[("train",)] if a.config == "synthetic")
+    assert Path(synth.out) == Path(train.root)
+    cfg = load_config(train.config, [f"data.root={train.root}"])
+    assert str(cfg.run_dir / "final.pt") in NO_WEIGHTS_HELP
+    demo = parser.parse_args(["demo"])
+    assert f"--weights {demo.data / 'model.pt'}" in NO_WEIGHTS_HELP  # where `reid demo` saves its model

@@ -109,7 +109,7 @@ def _render_all(
     from tqdm import tqdm
 
     def progress_bar() -> tqdm:
-        return tqdm(total=len(specs), unit="img", desc="reid synth", disable=not progress)
+        return tqdm(total=len(specs), unit="img", desc="reid synth", disable=None if progress else True)
 
     if workers <= 1:
         _init_worker(config, root)
