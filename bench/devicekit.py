@@ -111,6 +111,16 @@ CHECK_MODULES = [
     "onnxruntime",
 ]
 
+# Imported only inside functions that the check never calls (video ingest: `reid ingest-video`, `reid synth
+# --preset store-video`, tracking evaluation), so neither the kit nor the probe needs them; the video extra
+# would add 36 MiB (PyAV through supervision). tests/bench/test_devicekit.py checks that importing what
+# the check runs does not import them.
+NOT_RUN_BY_THE_CHECK = {
+    "cv2": "video decoding and crops; the store-video preset",
+    "motmetrics": "video tracking evaluation",
+    "supervision": "video tracking",
+}
+
 PLATFORMS = [
     "manylinux_2_28_x86_64",
     "manylinux_2_27_x86_64",

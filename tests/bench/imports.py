@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FIRST_PARTY = {"model", "training", "service", "reid", "migrations", "bench", "tests"}
+# The project's own packages (every top-level folder with an __init__.py), the benchmarks and the tests.
+FIRST_PARTY = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()} | {"bench", "tests"}
 OPTIONAL_HANDLERS = {"ImportError", "ModuleNotFoundError", "Exception"}
 
 

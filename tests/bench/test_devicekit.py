@@ -31,12 +31,29 @@ def check_entry_modules() -> list[str]:
 def test_import_list_covers_everything_the_check_imports():
     used = third_party_imports(check_entry_modules(), [gpu_check.PROBE])
     assert {"torch", "fastapi", "sqlalchemy", "faiss", "pytest"} <= set(used)  # the walk found the stages
-    missing = {
-        module: sorted(users)[:3] for module, users in used.items() if module not in devicekit.CHECK_MODULES
-    }
+    known = set(devicekit.CHECK_MODULES) | set(devicekit.NOT_RUN_BY_THE_CHECK)
+    missing = {module: sorted(users)[:3] for module, users in used.items() if module not in known}
     assert not missing, (
         f"add these to bench.devicekit.CHECK_MODULES (and the kit if the image lacks them): {missing}"
     )
+
+
+def test_what_the_check_leaves_out_is_not_imported_when_its_commands_start():
+    """NOT_RUN_BY_THE_CHECK is only imported inside functions: starting the check's commands (the bench
+    modules, the `reid` command with every subcommand) imports none of it."""
+    script = (
+        "import sys, json\n"
+        "import bench.gpu_check, bench.embed, bench.train, bench.service, reid.cli\n"
+        "reid.cli.build_parser()\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert {"fastapi", "torch", "sqlalchemy"} <= loaded  # the script did import the check's modules
+    assert not loaded & set(devicekit.NOT_RUN_BY_THE_CHECK)
 
 
 def test_import_walk_sees_function_level_and_skips_optional_imports():
