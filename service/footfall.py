@@ -7,7 +7,8 @@ Pure functions over numpy arrays (no database, no faiss), tested on hand-worked 
   of them with ``link="mean"``), if that score reaches the threshold; otherwise it starts a new visitor.
 - ``cluster_visitors``: the offline regrouping behind ``reid recluster``. Average-linkage agglomerative
   clustering on cosine similarity, stopped at the threshold, where two sightings further apart in time
-  than the horizon may never share a cluster. Nearest-neighbour chain, O(n^2) time and memory per
+  than the horizon may never share a cluster. Person tracks (video ingest) start as one cluster each
+  and overlapping tracks of one camera never merge (``overlapping_visitors`` is the same rule online). Nearest-neighbour chain, O(n^2) time and memory per
   block; independent blocks are cut at time gaps longer than the horizon (exact), and a block still
   larger than ``max_block`` items is cut into consecutive time slices (logged: links across a cut are lost).
 - ``footfall_report``: GET /metrics's answer from counts the database made: sightings and unique visitors
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -83,6 +85,7 @@ def assign_visitor(
     horizon_s: float,
     *,
     link: str = "max",
+    exclude: Collection[int] = (),
 ) -> int | None:
     """The visitor a new sighting belongs to, or None for a new visitor.
 
@@ -90,7 +93,8 @@ def assign_visitor(
     (n,) int; candidates_times (n,) epoch seconds. Candidates further than ``horizon_s`` from
     ``captured_at`` (either side) are ignored. Each visitor scores the best similarity among its
     sightings (``link="max"``) or their mean (``link="mean"``); the best-scoring visitor is returned if its
-    score >= threshold (ties: the smaller visitor id).
+    score >= threshold (ties: the smaller visitor id). Visitors in ``exclude`` are never chosen (a
+    cannot-link, see ``overlapping_visitors``).
     """
     if link not in ("max", "mean"):
         raise ValueError(f"link must be 'max' or 'mean', got {link!r}")
@@ -103,6 +107,8 @@ def assign_visitor(
             f"candidates disagree in length: {len(vectors)} vectors, {len(visitors)} visitor ids, {len(times)} times"
         )
     near = np.abs(times - float(captured_at)) <= horizon_s
+    if len(exclude):
+        near &= ~np.isin(visitors, np.fromiter(exclude, dtype=np.int64))
     if not near.any():
         return None
     scores = vectors[near] @ vector
@@ -114,6 +120,14 @@ def assign_visitor(
         per_visitor = np.bincount(inverse, weights=scores) / np.bincount(inverse)
     best = int(np.argmax(per_visitor))  # labels are sorted: ties go to the smaller id
     return int(labels[best]) if per_visitor[best] >= threshold else None
+
+
+def overlapping_visitors(span: tuple[float, float], others: Iterable[tuple[int, float, float]]) -> set[int]:
+    """Cannot-link for tracks: the visitors of ``others`` (visitor id, first, last epoch seconds: other
+    tracks of the same camera) whose time span overlaps ``span`` (first, last). One camera cannot see one
+    person on two tracks at the same moment, so those visitors are someone else."""
+    lo, hi = span
+    return {int(visitor) for visitor, first, last in others if first <= hi and lo <= last}
 
 
 def assign_online(
@@ -154,6 +168,7 @@ def cluster_visitors(
     threshold: float,
     horizon_s: float,
     *,
+    tracks: np.ndarray | None = None,
     max_block: int = DEFAULT_MAX_BLOCK,
 ) -> np.ndarray:
     """Group sightings into visitors. vectors (n, d) unit-norm, times (n,) epoch seconds -> labels (n,).
@@ -161,10 +176,12 @@ def cluster_visitors(
     Average-linkage agglomerative clustering on cosine similarity: two clusters merge while the mean
     similarity over all their cross pairs is >= threshold, and never when any cross pair is further
     apart in time than ``horizon_s``. A label is the index of the cluster's earliest sighting (ties: the
-    smaller index), so labels are stable and comparable to ``assign_online``'s. ``cameras`` is accepted
-    for the service's interface and currently unused.
+    smaller index), so labels are stable and comparable to ``assign_online``'s.
+
+    ``tracks`` (n,) person-track references (None: not from a track) add two rules: the sightings of
+    one track are one visitor from the start (must-link), and two tracks of one camera (``cameras``,
+    needed then) whose time spans overlap are never one visitor (cannot-link).
     """
-    del cameras
     vectors = np.asarray(vectors, dtype=np.float32)
     times = np.asarray(times, dtype=np.float64).reshape(-1)
     n = len(times)
@@ -187,30 +204,73 @@ def cluster_visitors(
             )
         for start in range(0, len(block), max_block):
             part = block[start : start + max_block]
-            groups = _average_linkage(vectors[part], times[part], threshold, horizon_s)
+            groups = _average_linkage(
+                vectors[part],
+                times[part],
+                threshold,
+                horizon_s,
+                None if tracks is None else np.asarray(tracks, dtype=object)[part],
+                None if cameras is None else np.asarray(cameras, dtype=object)[part],
+            )
             for group in groups:
                 members = part[group]
                 labels[members] = members[np.lexsort((members, times[members]))[0]]
     return labels
 
 
-def _average_linkage(vectors: np.ndarray, times: np.ndarray, threshold: float, horizon_s: float) -> list:
+def _track_groups(tracks: np.ndarray | None, m: int) -> list[list[int]]:
+    """Start clusters: one per track (its rows), one per row without a track; in first-row order."""
+    if tracks is None:
+        return [[i] for i in range(m)]
+    groups: dict[object, list[int]] = {}
+    for i, track in enumerate(tracks.tolist()):
+        groups.setdefault(i if track is None else ("track", track), []).append(i)
+    return sorted(groups.values(), key=lambda rows: rows[0])
+
+
+def _average_linkage(
+    vectors: np.ndarray,
+    times: np.ndarray,
+    threshold: float,
+    horizon_s: float,
+    tracks: np.ndarray | None = None,
+    cameras: np.ndarray | None = None,
+) -> list:
     """Nearest-neighbour-chain average linkage stopped at ``threshold``; returns lists of row indices.
 
     Similarities are kept as sums over cross pairs (``total``) with pair counts from cluster sizes;
     pairs beyond the horizon make the whole cross sum -inf (cannot link). Reducible linkage, so stopping
     a chain whose best neighbour is below the threshold gives the same groups as the full dendrogram cut.
+    With ``tracks``, each track starts as one cluster, and overlapping tracks of one camera cannot link.
     """
-    m = len(vectors)
+    if tracks is not None and all(t is None for t in tracks.tolist()):
+        tracks = None
+    groups = _track_groups(tracks, len(vectors))
+    m = len(groups)
     if m == 1:
-        return [np.array([0])]
-    total = vectors @ vectors.T  # float32: a few thousand squared stays in memory
-    for row in range(0, m, 1024):
-        far = np.abs(times[row : row + 1024, None] - times[None, :]) > horizon_s
-        total[row : row + 1024][far] = -np.inf
+        return [np.array(groups[0])]
+    if tracks is None:
+        total = vectors @ vectors.T  # float32: a few thousand squared stays in memory
+        for row in range(0, m, 1024):
+            far = np.abs(times[row : row + 1024, None] - times[None, :]) > horizon_s
+            total[row : row + 1024][far] = -np.inf
+    else:  # sums over cross pairs of groups = products of the groups' vector sums
+        sums = np.stack([vectors[g].sum(axis=0) for g in groups])
+        total = sums @ sums.T
+        first = np.array([times[g].min() for g in groups])
+        last = np.array([times[g].max() for g in groups])
+        far = np.maximum(last[:, None] - first[None, :], last[None, :] - first[:, None]) > horizon_s
+        total[far] = -np.inf
+        if cameras is not None:
+            tracked = np.array([tracks[g[0]] is not None for g in groups])
+            camera = np.array([cameras[g[0]] for g in groups], dtype=object)
+            overlap = (first[:, None] <= last[None, :]) & (first[None, :] <= last[:, None])
+            total[
+                overlap & (camera[:, None] == camera[None, :]) & tracked[:, None] & tracked[None, :]
+            ] = -np.inf
     np.fill_diagonal(total, -np.inf)
-    size = np.ones(m, dtype=np.float32)
-    members: list[list[int] | None] = [[i] for i in range(m)]
+    size = np.array([len(g) for g in groups], dtype=np.float32)
+    members: list[list[int] | None] = [list(g) for g in groups]
     active = np.ones(m, dtype=bool)
     done: list[np.ndarray] = []
     chain: list[int] = []

@@ -24,7 +24,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from fastapi import UploadFile
@@ -51,6 +51,7 @@ class ItemMeta:
     camera_id: str
     captured_at: datetime
     external_ref: str | None = None
+    track_ref: str | None = None  # the person track the crop was cut from (one track = one visitor)
 
 
 @dataclass(frozen=True)
@@ -103,13 +104,16 @@ class Staged:
     media_type: str
     image_rel: str
     thumb_rel: str
+    track_ref: str | None = None
 
 
 def _before_commit(session: Session, item: GalleryItem) -> None:
     """Hook after an image's row is flushed, before the commit (tests use it to simulate crashes)."""
 
 
-def stage(ctx, prepared: PreparedImage, vector, camera_id, captured_at, external_ref) -> Staged:
+def stage(
+    ctx, prepared: PreparedImage, vector, camera_id, captured_at, external_ref, track_ref=None
+) -> Staged:
     """Encode and write the image's files (atomic; not yet referenced by any row)."""
     store = ctx.store
     data, ext, media_type = store.encode(prepared.data, prepared.image, prepared.format)
@@ -130,6 +134,7 @@ def stage(ctx, prepared: PreparedImage, vector, camera_id, captured_at, external
         media_type,
         image_rel,
         thumb_rel,
+        track_ref,
     )
 
 
@@ -148,14 +153,32 @@ class VisitorMatcher:
     span holds few items, all of them are compared; when it holds many, only each image's
     INDEX_CANDIDATES nearest (one batched index search restricted to those ids). Rows this request
     adds are candidates of the images after them (they are not in the index yet).
+
+    Person tracks (``track_ref``): an image of a track that already has a visitor joins it (must-link);
+    otherwise visitors seen on another track of the same camera whose time span overlaps this track's
+    are not candidates (cannot-link). A track's span is that of its stored crops and this request's.
     """
 
     def __init__(self, ctx, session: Session, staged: list[Staged]) -> None:
         self.threshold = ctx.settings.visitor_threshold
         self.horizon = ctx.settings.visitor_horizon_s
+        self.session = session
         self.per_image: list[np.ndarray] | None = None
         self.rows: dict[int, tuple[np.ndarray, int, float]] = {}  # id -> (vector, visitor id, time)
         self.added: list[tuple[np.ndarray, int, float]] = []
+        self.track_visitor: dict[str, int] = {}
+        self.track_span: dict[str, tuple[float, float]] = {}
+        refs = {s.track_ref for s in staged if s.track_ref}
+        if refs:
+            for ref, (visitor, first, last) in repository.track_summaries(session, refs).items():
+                if visitor is not None:
+                    self.track_visitor[ref] = int(visitor)
+                self.track_span[ref] = (first.timestamp(), last.timestamp())
+            for s in staged:
+                if s.track_ref:
+                    t = s.captured_at.timestamp()
+                    lo, hi = self.track_span.get(s.track_ref, (t, t))
+                    self.track_span[s.track_ref] = (min(lo, t), max(hi, t))
         if not staged:
             return
         span = timedelta(seconds=self.horizon)
@@ -175,8 +198,29 @@ class VisitorMatcher:
             vector = decode_embedding(row.embedding)
             self.rows[row.id] = (vector, row.visitor_id, row.captured_at.timestamp())
 
-    def assign(self, position: int, vector: np.ndarray, captured_at: datetime) -> int | None:
+    def _cannot_link(self, camera_id: str, track_ref: str) -> set[int]:
+        lo, hi = self.track_span[track_ref]
+        others = []
+        low = datetime.fromtimestamp(lo, UTC) - timedelta(seconds=self.horizon)
+        high = datetime.fromtimestamp(hi, UTC) + timedelta(seconds=self.horizon)
+        for ref, visitor, first, last in repository.camera_tracks_between(self.session, camera_id, low, high):
+            if ref != track_ref:
+                span = self.track_span.get(ref, (first.timestamp(), last.timestamp()))
+                others.append((visitor, *span))
+        return footfall.overlapping_visitors((lo, hi), others)
+
+    def assign(
+        self,
+        position: int,
+        vector: np.ndarray,
+        captured_at: datetime,
+        camera_id: str | None = None,
+        track_ref: str | None = None,
+    ) -> int | None:
         """The visitor of the best match among this image's candidates, or None for a new visitor."""
+        if track_ref and track_ref in self.track_visitor:
+            return self.track_visitor[track_ref]
+        exclude = self._cannot_link(camera_id, track_ref) if track_ref and camera_id else set()
         ids = self.rows.keys() if self.per_image is None else self.per_image[position]
         candidates = [self.rows[int(i)] for i in ids if int(i) in self.rows] + self.added
         if not candidates:
@@ -189,11 +233,16 @@ class VisitorMatcher:
             np.array([c[2] for c in candidates], dtype=np.float64),
             self.threshold,
             self.horizon,
+            exclude=exclude,
         )
         return None if match is None else int(match)
 
-    def added_row(self, vector: np.ndarray, visitor_id: int, captured_at: datetime) -> None:
+    def added_row(
+        self, vector: np.ndarray, visitor_id: int, captured_at: datetime, track_ref: str | None = None
+    ) -> None:
         self.added.append((vector, visitor_id, captured_at.timestamp()))
+        if track_ref:
+            self.track_visitor.setdefault(track_ref, visitor_id)
 
 
 def _referenced_hashes(ctx, hashes: list[str]) -> set[str]:
@@ -240,6 +289,7 @@ def commit(ctx, staged: list[Staged]) -> list[Stored | Exception]:
                                 camera_id=item_in.camera_id,
                                 captured_at=item_in.captured_at,
                                 external_ref=item_in.external_ref,
+                                track_ref=item_in.track_ref,
                                 image_path=item_in.image_rel,
                                 thumbnail_path=item_in.thumb_rel,
                                 media_type=item_in.media_type,
@@ -247,7 +297,13 @@ def commit(ctx, staged: list[Staged]) -> list[Stored | Exception]:
                                 height=item_in.prepared.height,
                                 embedding=item_in.vector.tobytes(),
                                 embedding_dim=int(item_in.vector.shape[0]),
-                                visitor_id=matcher.assign(pos, item_in.vector, item_in.captured_at),
+                                visitor_id=matcher.assign(
+                                    pos,
+                                    item_in.vector,
+                                    item_in.captured_at,
+                                    item_in.camera_id,
+                                    item_in.track_ref,
+                                ),
                             )
                             session.add(item)
                             session.flush()
@@ -258,7 +314,7 @@ def commit(ctx, staged: list[Staged]) -> list[Stored | Exception]:
                     except Exception as exc:  # this image only; the others go on
                         results[pos] = exc
                         continue
-                    matcher.added_row(item_in.vector, item.visitor_id, item_in.captured_at)
+                    matcher.added_row(item_in.vector, item.visitor_id, item_in.captured_at, item_in.track_ref)
                     known[item_in.prepared.content_hash] = (item.id, item.visitor_id)
                     results[pos] = Stored("created", item.id, item.visitor_id)
                     created.append((pos, item.id, item_in.vector))
@@ -338,7 +394,7 @@ async def ingest(ctx, uploads: Sequence[UploadFile], meta: Sequence[ItemMeta]) -
         try:
             m = meta[i]
             return await run_in_threadpool(
-                stage, ctx, prepared[i], vector, m.camera_id, m.captured_at, m.external_ref
+                stage, ctx, prepared[i], vector, m.camera_id, m.captured_at, m.external_ref, m.track_ref
             )
         except Exception as exc:  # noqa: BLE001 - reported per item
             return exc

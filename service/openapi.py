@@ -52,6 +52,10 @@ def string_constraints() -> dict[str, dict[str, Any]]:
             "maxLength": validation.MAX_EXTERNAL_REF,
             "pattern": r"^[^\u0000-\u001f]*$",  # no control characters
         },
+        "track_ref": {
+            "maxLength": validation.MAX_TRACK_REF,
+            "pattern": r"^[^\u0000-\u001f]*$",
+        },
     }
 
 
@@ -62,7 +66,8 @@ def list_limits(settings: Settings) -> dict[tuple[str, str, str], int]:
     """(method, path, field) -> the most values that field's list takes."""
     per_file = settings.max_files_per_request
     limits = {
-        ("post", "/gallery", name): per_file for name in ("files", "camera_id", "captured_at", "external_ref")
+        ("post", "/gallery", name): per_file
+        for name in ("files", "camera_id", "captured_at", "external_ref", "track_ref")
     }
     limits[("post", "/search", "files")] = settings.max_query_files
     for path, method in (("/gallery", "get"), ("/search", "post"), ("/metrics", "get")):

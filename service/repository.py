@@ -91,13 +91,14 @@ def page(
     *,
     limit: int,
     offset: int,
+    track_ref: str | None = None,
 ) -> tuple[int, list[GalleryItem]]:
     """(how many items match, one page of them: newest capture first, then highest id)."""
     total = session.execute(
-        filter_items(select(func.count(GalleryItem.id)), cameras, start, end, visitor_id)
+        filter_items(select(func.count(GalleryItem.id)), cameras, start, end, visitor_id, track_ref)
     ).scalar_one()
     rows = session.execute(
-        filter_items(select(GalleryItem), cameras, start, end, visitor_id)
+        filter_items(select(GalleryItem), cameras, start, end, visitor_id, track_ref)
         .order_by(GalleryItem.captured_at.desc(), GalleryItem.id.desc())
         .limit(limit)
         .offset(offset)
@@ -208,10 +209,17 @@ def footfall_by_bucket(
 
 
 def window_for_clustering(session: Session, start: datetime, end: datetime):
-    """Items captured in [start, end) in capture order: (ids, vectors, epoch times, camera ids)."""
+    """Items captured in [start, end) in capture order: (ids, vectors, epoch times, camera ids, track
+    refs (None where the item has no track))."""
     rows = session.execute(
         filter_items(
-            select(GalleryItem.id, GalleryItem.embedding, GalleryItem.captured_at, GalleryItem.camera_id),
+            select(
+                GalleryItem.id,
+                GalleryItem.embedding,
+                GalleryItem.captured_at,
+                GalleryItem.camera_id,
+                GalleryItem.track_ref,
+            ),
             start=start,
             end=end,
         ).order_by(GalleryItem.captured_at, GalleryItem.id)
@@ -222,7 +230,8 @@ def window_for_clustering(session: Session, start: datetime, end: datetime):
     )
     times = np.array([r.captured_at.timestamp() for r in rows], dtype=np.float64)
     cameras = np.array([r.camera_id for r in rows], dtype=object)
-    return ids, vectors, times, cameras
+    tracks = np.array([r.track_ref for r in rows], dtype=object)
+    return ids, vectors, times, cameras, tracks
 
 
 def set_visitor(session: Session, ids: Iterable[int], visitor_id: int) -> None:
@@ -240,3 +249,47 @@ def delete_rows(session: Session, ids: Iterable[int]) -> tuple[list[int], list[s
     for chunk in chunked(deleted):
         session.execute(delete(GalleryItem).where(GalleryItem.id.in_(chunk)))
     return deleted, [p for row in rows for p in (row.image_path, row.thumbnail_path)]
+
+
+def track_summaries(
+    session: Session, refs: Iterable[str]
+) -> dict[str, tuple[int | None, datetime, datetime]]:
+    """Stored person tracks among `refs`: track ref -> (its visitor, first and last capture time)."""
+    found: dict[str, tuple[int | None, datetime, datetime]] = {}
+    for chunk in chunked(sorted(set(refs))):
+        rows = session.execute(
+            select(
+                GalleryItem.track_ref,
+                func.min(GalleryItem.visitor_id),
+                func.min(GalleryItem.captured_at),
+                func.max(GalleryItem.captured_at),
+            )
+            .where(GalleryItem.track_ref.in_(chunk))
+            .group_by(GalleryItem.track_ref)
+        ).all()
+        found.update({ref: (visitor, first, last) for ref, visitor, first, last in rows})
+    return found
+
+
+def camera_tracks_between(
+    session: Session, camera_id: str, low: datetime, high: datetime
+) -> list[tuple[str, int, datetime, datetime]]:
+    """The person tracks of one camera with a crop captured in [low, high]: (track ref, visitor, first
+    and last capture time of those crops)."""
+    rows = session.execute(
+        select(
+            GalleryItem.track_ref,
+            func.min(GalleryItem.visitor_id),
+            func.min(GalleryItem.captured_at),
+            func.max(GalleryItem.captured_at),
+        )
+        .where(
+            GalleryItem.camera_id == camera_id,
+            GalleryItem.track_ref.is_not(None),
+            GalleryItem.visitor_id.is_not(None),
+            GalleryItem.captured_at >= low,
+            GalleryItem.captured_at <= high,
+        )
+        .group_by(GalleryItem.track_ref)
+    ).all()
+    return [(ref, int(visitor), first, last) for ref, visitor, first, last in rows]

@@ -34,6 +34,7 @@ class Item(BaseModel):
     camera_id: str
     captured_at: str
     external_ref: str | None
+    track_ref: str | None
     visitor_id: int | None
     width: int
     height: int
@@ -73,6 +74,7 @@ class Hit(BaseModel):
     captured_at: str
     visitor_id: int | None
     external_ref: str | None
+    track_ref: str | None
     image_url: str
     thumbnail_url: str
 
@@ -133,6 +135,7 @@ def item_dict(item: GalleryItem) -> dict[str, Any]:
         "camera_id": item.camera_id,
         "captured_at": iso(item.captured_at),
         "external_ref": item.external_ref,
+        "track_ref": item.track_ref,
         "visitor_id": item.visitor_id,
         "width": item.width,
         "height": item.height,

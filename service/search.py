@@ -26,6 +26,7 @@ HIT_COLUMNS = (  # not the embedding blobs
     GalleryItem.captured_at,
     GalleryItem.visitor_id,
     GalleryItem.external_ref,
+    GalleryItem.track_ref,
 )
 
 
@@ -100,6 +101,7 @@ def find(ctx: ServiceContext, query: np.ndarray, filters: SearchFilters) -> list
                 "captured_at": iso(row.captured_at),
                 "visitor_id": row.visitor_id,
                 "external_ref": row.external_ref,
+                "track_ref": row.track_ref,
                 "image_url": f"/gallery/{item_id}/image",
                 "thumbnail_url": f"/gallery/{item_id}/image?size=thumb",
             }

@@ -78,6 +78,9 @@ class GalleryItem(Base):
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
     embedding_dim: Mapped[int] = mapped_column(Integer)
     visitor_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    # the person track this crop was cut from (`<camera>/<source>/<id>`, sent by `reid ingest-video`):
+    # all crops of one track are one visitor
+    track_ref: Mapped[str | None] = mapped_column(String(128), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
     def vector(self) -> np.ndarray:

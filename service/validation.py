@@ -35,6 +35,7 @@ ISO_TIME = re.compile(
 SUPPORTED_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP"}
 MIN_SIDE = 8
 MAX_EXTERNAL_REF = 256
+MAX_TRACK_REF = 128
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)
 
@@ -243,3 +244,14 @@ def per_file(values: list[str] | None, n: int, field: str, *, required: bool) ->
     if len(values) != n:
         raise invalid(f"{len(values)} {field} values for {n} files: give one for all or one per file", field)
     return values
+
+
+def track_ref(value: str | None, field: str = "track_ref") -> str | None:
+    """A person track's reference (any text of 1..MAX_TRACK_REF characters without control characters)."""
+    if value is None or value == "":
+        return None
+    if len(value) > MAX_TRACK_REF:
+        raise invalid(f"track_ref is longer than {MAX_TRACK_REF} characters", field)
+    if any(ord(ch) < 32 for ch in value):
+        raise invalid("track_ref contains control characters", field)
+    return value

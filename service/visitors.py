@@ -26,10 +26,12 @@ def recluster(
     """Recompute visitor ids for items captured in [start, end). Each group is named after its smallest
     item id (ids are never reused, so names stay unique). Returns {"items", "visitors"}."""
     with lock or contextlib.nullcontext(), write_session(sessions) as session:
-        ids, vectors, times, cameras = repository.window_for_clustering(session, start, end)
+        ids, vectors, times, cameras, tracks = repository.window_for_clustering(session, start, end)
         if not len(ids):
             return {"items": 0, "visitors": 0}
-        labels = np.asarray(footfall.cluster_visitors(vectors, times, cameras, threshold, horizon_s))
+        labels = np.asarray(
+            footfall.cluster_visitors(vectors, times, cameras, threshold, horizon_s, tracks=tracks)
+        )
         names: dict[int, int] = {}
         for label, item_id in zip(labels.tolist(), ids.tolist(), strict=True):
             names[label] = min(names.get(label, item_id), item_id)

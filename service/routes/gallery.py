@@ -37,6 +37,11 @@ async def add_images(
     camera_id: list[str] = Form(..., description="one for all files, or one per file"),
     captured_at: list[str] = Form(..., description="ISO 8601; one for all files, or one per file"),
     external_ref: list[str] | None = Form(None, description="optional, one per file"),
+    track_ref: list[str] | None = Form(
+        None,
+        description="optional, one per file: the person track the crop was cut from (`reid ingest-video`); "
+        "all crops of a track are one visitor",
+    ),
 ):
     settings = ctx.settings
     n = len(files)
@@ -69,7 +74,12 @@ async def add_images(
             f"{len(external_ref)} external_ref values for {n} files: give one per file", "external_ref"
         )
     refs = [validation.external_ref(r) for r in (external_ref or [None] * n)]
-    meta = [ingest.ItemMeta(cameras[i], times[i], refs[i]) for i in range(n)]
+    if track_ref and not any(track_ref):
+        track_ref = None
+    if track_ref and len(track_ref) != n:
+        raise invalid(f"{len(track_ref)} track_ref values for {n} files: give one per file", "track_ref")
+    tracks = [validation.track_ref(t) for t in (track_ref or [None] * n)]
+    meta = [ingest.ItemMeta(cameras[i], times[i], refs[i], tracks[i]) for i in range(n)]
 
     result = await ingest.ingest(ctx, files, meta)
 
@@ -119,12 +129,16 @@ def list_items(
     visitor_id: Annotated[int | None, Query(ge=1, le=MAX_ID), WHOLE_NUMBER] = None,
     limit: Annotated[int, Query(ge=1, le=500), WHOLE_NUMBER] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000), WHOLE_NUMBER] = 0,
+    track_ref: str | None = Query(None, description="only the crops of this person track"),
 ):
     cameras = validation.camera_ids(camera_id)
     t0 = validation.timestamp(start, "start", required=False)
     t1 = validation.timestamp(end, "end", required=False)
     validation.window(t0, t1)
-    total, rows = repository.page(session, cameras, t0, t1, visitor_id, limit=limit, offset=offset)
+    track = validation.track_ref(track_ref)
+    total, rows = repository.page(
+        session, cameras, t0, t1, visitor_id, limit=limit, offset=offset, track_ref=track
+    )
     return {"items": [item_dict(r) for r in rows], "total": total, "limit": limit, "offset": offset}
 
 

@@ -180,3 +180,17 @@ def test_ingest_then_interrupted_rerun_creates_no_duplicates(
     assert _gallery(service_url, camera_id="cam1")["total"] == len(items)
     times = sorted(datetime.fromisoformat(i["captured_at"]) for i in items)
     assert datetime.fromisoformat(START) <= times[0] and (times[-1] - times[0]).total_seconds() < 16
+    # footfall from tracks: every crop has its track, a track is one visitor, one visitor per track
+    visitors_of = {}
+    for item in items:
+        assert item["track_ref"] and item["track_ref"].startswith("cam1/")
+        visitors_of.setdefault(item["track_ref"], set()).add(item["visitor_id"])
+    assert all(len(v) == 1 for v in visitors_of.values())
+    assert len({v for vs in visitors_of.values() for v in vs}) == len(visitors_of)
+    with httpx.Client(base_url=service_url, headers={"X-API-Key": ADMIN_KEY}) as c:
+        metrics = c.get(
+            "/metrics",
+            params={"start": START, "end": "2024-06-03T11:00:00+00:00", "bucket": "1h", "camera_id": "cam1"},
+        ).json()
+    assert metrics["totals"]["unique_visitors"] == len(visitors_of)
+    assert 1 <= len(visitors_of) <= truth["truth"]["per_camera"]["cam1"]["passes"] + 1
