@@ -37,7 +37,9 @@ def string_constraints() -> dict[str, dict[str, Any]]:
         "maxLength": 64,
         "examples": ["2026-11-20T10:05:00Z"],
     }
+    optional_iso = {**iso, "pattern": anchored(f"(?:{validation.ISO_TIME.pattern})?")}  # "" = not given
     return {
+        "optional_time": optional_iso,
         "camera_id": {
             "pattern": anchored(validation.CAMERA_ID.pattern),
             "minLength": 1,
@@ -76,8 +78,11 @@ def list_limits(settings: Settings) -> dict[tuple[str, str, str], int]:
 
 
 def _each_string(schema: dict, constraints: dict) -> None:
-    """Apply `constraints` to every string in `schema` (itself, an array's items, anyOf branches)."""
-    if schema.get("type") == "string" and "contentMediaType" not in schema:
+    """Apply `constraints` to every string in `schema` (itself, an array's items, anyOf branches); a file
+    part also gets OpenAPI 3.0's `format: binary`, which generators read as "send a file"."""
+    if schema.get("type") == "string" and "contentMediaType" in schema:
+        schema["format"] = "binary"
+    elif schema.get("type") == "string":
         schema.update(constraints)
     if isinstance(schema.get("items"), dict):
         _each_string(schema["items"], constraints)
@@ -101,8 +106,12 @@ def _each_integer(schema: dict) -> None:
 
 def _constrain(method: str, path: str, name: str, schema: dict, settings: Settings) -> None:
     strings = string_constraints()
-    if name in strings:
+    if name in ("start", "end") and path != "/visitors/recluster":  # optional filters: empty = not given
+        _each_string(schema, strings["optional_time"])
+    elif name in strings:
         _each_string(schema, strings[name])
+    elif name == "files":
+        _each_string(schema, {})
     if name in INTEGER_FIELDS:
         _each_integer(schema)
     limit = list_limits(settings).get((method, path, name))
@@ -132,7 +141,13 @@ def build_openapi(app: FastAPI, settings: Settings) -> dict:
         for method, operation in operations.items():
             for name, schema in _request_fields(document, method, operation):
                 _constrain(method, path, name, schema, settings)
-            roles = [role for requirement in operation.get("security", []) for role in requirement.get(_SCHEME, [])]
+            if "multipart/form-data" in operation.get("requestBody", {}).get("content", {}):
+                operation["responses"].setdefault(
+                    "400", {"description": "The body is not valid multipart/form-data", **error}
+                )
+            roles = [
+                role for requirement in operation.get("security", []) for role in requirement.get(_SCHEME, [])
+            ]
             if not roles:
                 continue
             note = f"Needs an API key (X-API-Key) with role `{roles[0]}`" + (

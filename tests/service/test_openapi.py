@@ -154,10 +154,41 @@ def test_times_are_declared_with_the_pattern_the_service_checks(api):
         [string] = list(_string_schemas(schema))
         pattern = ecma_pattern(string["pattern"])
         for value in TIME_SAMPLES:
-            assert bool(pattern.fullmatch(value)) == _accepted(lambda v: validation.timestamp(v, "t"), value), (
+            assert bool(pattern.fullmatch(value)) == _accepted(
+                lambda v: validation.timestamp(v, "t"), value
+            ), (
                 where,
                 value,
             )
+
+
+def test_optional_time_filters_declare_that_empty_means_not_given(api):
+    client, document = api
+    for name in ("start", "end"):
+        for where, schema in request_fields(document, name):
+            [string] = list(_string_schemas(schema))
+            empty_allowed = bool(ecma_pattern(string["pattern"]).fullmatch(""))
+            assert empty_allowed == (where != "post /visitors/recluster"), (where, name)
+    everything = client.get("/gallery", headers=SEARCH).json()
+    assert client.get("/gallery", params={"start": "", "end": ""}, headers=SEARCH).json() == everything
+    r = client.post("/visitors/recluster", json={"start": "", "end": "2026-11-20T00:00Z"}, headers=ADMIN)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "start"
+
+
+def test_files_and_malformed_multipart_are_declared(api):
+    client, document = api
+    for where, schema in request_fields(document, "files"):
+        [part] = list(_string_schemas(schema))
+        assert part["format"] == "binary", where
+    for _method, path, operation in operations(document):
+        if "multipart/form-data" in operation.get("requestBody", {}).get("content", {}):
+            assert "400" in operation["responses"], path
+    r = client.post(
+        "/search",
+        content=b"--xx\r\n[]--xx--\r\n",
+        headers={**SEARCH, "Content-Type": "multipart/form-data; boundary=xx"},
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
 
 
 def test_numeric_ranges_and_list_sizes_are_declared(api):
