@@ -4,6 +4,9 @@
     python -m bench.embed --device cuda --batch-sizes 1 64 256 --precisions fp32 bf16 --modes eager compiled
     python -m bench.embed ... --record           # also append the table to BENCHMARKS.md
     python -m bench.embed ... --json rows.jsonl  # also one JSON line per configuration, as each finishes
+    python -m bench.embed --side-by-side --official-root PATH --record
+                                                 # CPU: official code, torch, ONNX Runtime fp32/int8, `reid embed`
+                                                 # in one run (bench/embed_runtimes.py)
 
 Times the network's forward on preprocessed batches (the embedder's `_run` path:
 channels_last, autocast on CUDA), synchronising the device around each call, and
@@ -17,6 +20,7 @@ import argparse
 import contextlib
 import datetime as dt
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -61,6 +65,10 @@ def time_config(net, device, batch, precision, compiled, iters, warmup) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--side-by-side" in (sys.argv[1:] if argv is None else argv):
+        from bench.embed_runtimes import main as side_by_side
+
+        return side_by_side(argv)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
