@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import func, select
 
-from service.security import require_search
-from service.tables import GalleryItem
+from service import repository
+from service.deps import Ctx, SearchKey
 
 router = APIRouter(tags=["health"])
 
@@ -20,6 +19,7 @@ async def healthz() -> dict:
 
 @router.get("/readyz")
 def readyz(request: Request):
+    # The one handler that reads app.state itself: it must answer (503) exactly when `Ctx` would refuse.
     ctx = getattr(request.app.state, "ctx", None)
     if ctx is None or not ctx.ready:
         return JSONResponse(
@@ -27,7 +27,7 @@ def readyz(request: Request):
             status_code=503,
         )
     with ctx.sessions() as session:
-        items = session.execute(select(func.count(GalleryItem.id))).scalar_one()
+        items = repository.count(session)
     return {
         "status": "ready",
         "model": ctx.model_name,
@@ -38,11 +38,8 @@ def readyz(request: Request):
     }
 
 
-@router.get("/metrics/service", response_class=Response, dependencies=[Depends(require_search)])
-async def service_metrics(request: Request) -> Response:
+@router.get("/metrics/service", response_class=Response)
+async def service_metrics(ctx: Ctx, _: SearchKey) -> Response:
     """Prometheus text format: requests, latencies, batch sizes, index size."""
-    metrics = request.app.state.metrics
-    ctx = getattr(request.app.state, "ctx", None)
-    if ctx is not None:
-        metrics.index_size.set(len(ctx.index))
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    ctx.metrics.index_size.set(len(ctx.index))
+    return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

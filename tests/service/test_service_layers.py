@@ -10,7 +10,8 @@ from tests.service.conftest import ADMIN, SEARCH, identity_image, ingest
 
 
 @pytest.mark.parametrize(
-    "path", ["/gallery", "/gallery/1", "/gallery/1/image", "/cameras", "/audit", "/metrics"]
+    "path",
+    ["/gallery", "/gallery/1", "/gallery/1/image", "/cameras", "/audit", "/metrics", "/metrics/service"],
 )
 def test_every_route_answers_503_while_not_ready(client, path):
     """Routes that took the session or app.state.ctx directly skipped the readiness check (before: 200)."""
