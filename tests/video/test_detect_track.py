@@ -124,3 +124,19 @@ def test_onnx_detector_reads_an_end_to_end_layout(tmp_path):
     found = detector.detect([np.zeros((128, 192, 3), np.uint8)])[0]
     assert len(found) == 1  # other class and low score dropped
     assert found.boxes[0].tolist() == pytest.approx([30, 40, 150, 127])  # x * 3, y * 2, clipped to the frame
+
+
+@pytest.mark.gpu
+def test_torchvision_detector_batches_on_the_gpu(tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from video.detectors.torchvision_detector import build_network
+
+    path = tmp_path / "frcnn.pt"
+    torch.save(build_network("fasterrcnn_mobilenet_v3_large_fpn", num_classes=91).state_dict(), path)
+    detector = build_detector("torchvision", str(path), batch_size=8)
+    assert detector.device.type == "cuda" and detector.batch_size == 8
+    found = detector.detect([np.zeros((288, 384, 3), np.uint8)] * 8)
+    assert len(found) == 8

@@ -95,3 +95,55 @@ def test_a_file_needs_a_start(store_video, truth):
         open_source(str(store_video / truth["cameras"][0]["video"]), None)
     with pytest.raises(VideoError, match="timezone"):
         FileSource(store_video / truth["cameras"][0]["video"], datetime(2024, 6, 3, 10))
+
+
+class _FakeCapture:
+    """A stream that gives `frames` frames per connection; connection k fails to open when k in `down`."""
+
+    opened = 0
+
+    def __init__(self, plan):
+        self.plan = plan
+        _FakeCapture.opened += 1
+        self.connection = _FakeCapture.opened
+        self.left = plan["frames"]
+
+    def isOpened(self):
+        return self.connection not in self.plan["down"]
+
+    def read(self):
+        if self.left == 0:
+            return False, None
+        self.left -= 1
+        import numpy as np
+
+        return True, np.zeros((8, 8, 3), np.uint8)
+
+    def release(self):
+        pass
+
+
+def test_stream_reconnects_after_a_drop_and_gives_up_after_attempts(monkeypatch):
+    import types
+
+    import video.sources as sources
+
+    plan = {"frames": 3, "down": {3}}  # connection 2 drops after 3 frames; connection 3 fails; 4 works
+    fake = types.SimpleNamespace(
+        VideoCapture=lambda *a, **k: _FakeCapture(plan),
+        CAP_FFMPEG=0,
+        CAP_PROP_OPEN_TIMEOUT_MSEC=1,
+        CAP_PROP_READ_TIMEOUT_MSEC=2,
+    )
+    monkeypatch.setattr(sources, "_cv2", lambda: fake)
+    _FakeCapture.opened = 0
+    stream = StreamSource("rtsp://cam/1", attempts=2, backoff_s=0.0)
+    frames = []
+    with pytest.raises(VideoError, match="unreachable after 2 attempts"):
+        for frame in stream:
+            frames.append(frame)
+            if _FakeCapture.opened >= 4:
+                plan["down"] = {5, 6}  # from now on the camera is gone
+    assert len(frames) == 3 + 3 + 3  # connections 1, 2 and 4 each delivered their frames
+    assert [f.index for f in frames] == list(range(9))
+    assert frames[0].captured_at <= frames[-1].captured_at
