@@ -245,7 +245,6 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     app.add_middleware(BodySizeLimit, limit=body_limit)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.state.metrics = metrics
 
     from service.routes import audit, cameras, footfall, gallery, health, search, visitors
 
