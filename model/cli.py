@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from model.device import PRECISIONS
 from model.errors import ReidError
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--feature", choices=("feat_", "feat"), help="feature to embed with (default: the checkpoint's)")
     p.add_argument("--flip", action="store_true", help="horizontal-flip test-time augmentation")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
+    p.add_argument(
+        "--precision",
+        choices=(*PRECISIONS, "auto"),
+        default="auto",
+        help="fp32, bf16 (autocast), or auto (default: bf16 on CUDA, fp32 on the CPU)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=run_embed)
 
@@ -70,21 +77,25 @@ def collect_images(inputs: list[str]) -> list[Path]:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    from model.embedder import Embedder
+    from model.embedder import Embedder  # torch is imported when the command runs, not for `reid --help`
 
     if args.batch_size < 1:
         raise ReidError("--batch-size must be at least 1")
     if args.weights is None and not args.random_init:
         raise ReidError(NO_WEIGHTS_HELP)
     files = collect_images(args.inputs)
-    kwargs = dict(device=args.device, batch_size=args.batch_size, flip=args.flip, feature=args.feature)
-    try:
-        if args.weights is not None:
-            embedder = Embedder.from_checkpoint(args.weights, runtime=args.runtime, **kwargs)
-        else:
-            embedder = Embedder.random_init(variant=args.variant, runtime=args.runtime, **kwargs)
-    except RuntimeError as exc:  # e.g. CUDA requested without a GPU
-        raise ReidError(str(exc)) from exc
+    kwargs = dict(
+        device=args.device,
+        batch_size=args.batch_size,
+        flip=args.flip,
+        feature=args.feature,
+        precision=args.precision,
+        runtime=args.runtime,
+    )
+    if args.weights is not None:
+        embedder = Embedder.from_checkpoint(args.weights, **kwargs)
+    else:
+        embedder = Embedder.random_init(variant=args.variant, **kwargs)
     logger.info(
         "embedding %d images on %s (%s) with %s", len(files), embedder.device, embedder.runtime, embedder.feature
     )

@@ -1,12 +1,13 @@
 """Batched inference: images in, L2-normalised float32 embeddings out.
 
-Preprocessing is the official test transform, taken from the checkpoint's metadata:
-bilinear resize to the network's input size, scale to [0, 1], normalise by mean/std.
-On CUDA the network runs in bf16 autocast and channels_last (and, opt-in, compiled
-with CUDA graphs over a fixed batch shape for steady-state serving); on the CPU in
-float32 and channels_last. Any number of images is accepted (processed in chunks of
-`batch_size`), output order is input order, and the result does not depend on
-anything but the inputs.
+Preprocessing is the official test transform, taken from the checkpoint's metadata
+(model.images.resize_to_input, then scale to [0, 1] and normalise by mean/std).
+Precision is a choice (model.device): "fp32" as the official code tests, "bf16" autocast as the fast
+option on CUDA, "auto" (the default) = bf16 on CUDA, fp32 on the CPU. The network runs channels_last
+unless told otherwise (a trainer evaluating its own network passes its training layout, so nothing has
+to be undone afterwards), and, opt-in, compiled with CUDA graphs over a fixed batch shape for
+steady-state serving. Any number of images is accepted (processed in chunks of `batch_size`), output
+order is input order, and the result does not depend on anything but the inputs.
 """
 
 from __future__ import annotations
@@ -19,24 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from model.checkpoint import ModelMeta
+from model.device import autocast, resolve_device, resolve_precision
 from model.fingerprint import torch_fingerprint
-from model.images import ImageLike, load_image
+from model.images import ImageLike, resize_to_input
 from model.resnet_rga import DEFAULT_INPUT_SIZE, RGAReID
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None/"auto" -> CUDA when available, else CPU; "cuda" without a GPU is an error."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("CUDA was asked for but no CUDA device is available; use --device cpu")
-    return device
 
 
 class Embedder:
@@ -51,6 +42,9 @@ class Embedder:
         feature: "feat_" or "feat"; defaults to meta.embed_feature.
         compile: compile the network (CUDA graphs on CUDA); batches are padded to
             `batch_size` so one graph serves every call. For steady-state serving.
+        precision: "fp32", "bf16" (autocast) or "auto" (bf16 on CUDA, fp32 on the CPU).
+        channels_last: run the network in the channels_last memory format (faster convolutions);
+            False keeps the network's parameters in their contiguous layout.
 
     `net` may also be a `model.onnx_network.OnnxNetwork` (an exported file run by ONNX Runtime):
     same preprocessing, batching, flip and normalisation; see `from_checkpoint(..., runtime=)`.
@@ -65,6 +59,8 @@ class Embedder:
         flip: bool = False,
         feature: str | None = None,
         compile: bool = False,
+        precision: str | None = "auto",
+        channels_last: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -77,13 +73,15 @@ class Embedder:
         if not isinstance(net, torch.nn.Module) and device in (None, "auto"):
             device = net.default_device()  # ONNX Runtime: CUDA only when its build has a GPU provider
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.batch_size = batch_size
         self.flip = flip
         self.feature = feature
         self.input_size = tuple(meta.input_size)
         if compile and not isinstance(net, torch.nn.Module):
             raise ValueError("compile=True needs the torch runtime")
-        self.net = net.eval().to(self.device, memory_format=torch.channels_last)
+        self.net = net.eval().to(self.device, memory_format=self.memory_format)
         self._fingerprint: str | None = None
         self._mean = torch.tensor(meta.mean, device=self.device).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(meta.std, device=self.device).view(1, 3, 1, 1) * 255.0
@@ -98,7 +96,7 @@ class Embedder:
     def from_checkpoint(
         cls, path: str | Path, runtime: str | None = None, cache_dir: str | Path | None = None, **kwargs
     ) -> Embedder:
-        """Load our checkpoint, an official RGA checkpoint (see model.checkpoint) or our ONNX export.
+        """Load our checkpoint, an official RGA checkpoint (see model.builder) or our ONNX export.
 
         runtime: None picks by file (.onnx -> "onnxruntime", else "torch"); "onnxruntime" with a
         checkpoint exports it to ONNX once and caches the file (see model.runtime).
@@ -152,25 +150,16 @@ class Embedder:
         return self._fingerprint
 
     # -- preprocessing ----------------------------------------------------------------
-    def _resize(self, image: ImageLike) -> np.ndarray:
-        height, width = self.input_size
-        rgb = load_image(image)
-        if rgb.size != (width, height):
-            rgb = rgb.resize((width, height), Image.BILINEAR)
-        return np.asarray(rgb, dtype=np.uint8)
-
     def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor:
-        """Images -> normalised (N, 3, H, W) float32 tensor on the embedder's device (channels_last)."""
-        pixels = torch.from_numpy(np.stack([self._resize(im) for im in images]))  # (N, H, W, 3) uint8
-        x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        """Images -> normalised (N, 3, H, W) float32 tensor on the embedder's device (in its memory format)."""
+        pixels = torch.from_numpy(np.stack([resize_to_input(im, self.input_size) for im in images]))
+        x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()  # (N, 3, H, W)
         x = (x - self._mean) / self._std
-        return x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous(memory_format=self.memory_format)
 
     # -- inference --------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.device, self.precision)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         """One forward pass of a preprocessed batch -> the chosen feature, float32."""
@@ -190,7 +179,7 @@ class Embedder:
             return torch.empty((0, self.dim), device=self.device)
         chunks = []
         for start in range(0, x.shape[0], self.batch_size):
-            batch = x[start : start + self.batch_size].to(self.device).contiguous(memory_format=torch.channels_last)
+            batch = x[start : start + self.batch_size].to(self.device).contiguous(memory_format=self.memory_format)
             feats = self._run(batch)
             if self.flip:
                 feats = feats + self._run(batch.flip(3))

@@ -62,7 +62,7 @@ def compare_runtimes(weights: Path, onnx_path: Path, images: list[Path]) -> floa
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from model.checkpoint import load_checkpoint
+    from model.builder import load_checkpoint
     from model.onnx_export import DEFAULT_OPSET, export_onnx
 
     if args.out.suffix.lower() != ".onnx":

@@ -154,3 +154,16 @@ def load_image(source: ImageLike, max_pixels: int | None = None) -> Image.Image:
             raise ImageDecodeError(f"image file is empty (0 bytes): {path}")
         return _decode(path, f"image file {path}", max_pixels).image
     raise ImageDecodeError(f"cannot read an image from a {type(source).__name__}")
+
+
+def resize_to_input(source: ImageLike, input_size: tuple[int, int] | list[int]) -> np.ndarray:
+    """The test-time transform's image part: decode, bilinear resize to (H, W) -> (H, W, 3) uint8 array.
+
+    The one resize used for evaluation and inference (the official test transform: PIL bilinear resize,
+    then scale and normalise, which the embedder does on the device).
+    """
+    height, width = int(input_size[0]), int(input_size[1])
+    image = load_image(source)
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)

@@ -161,21 +161,3 @@ class RGAReID(nn.Module):
     def forward(self, x: torch.Tensor) -> ReIDOutput:
         return self.forward_head(self.forward_features(x))
 
-
-def build_model(
-    variant: str = "rgasc",
-    num_classes: int = 0,
-    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
-    ratios: tuple[int, int, int] = (8, 8, 8),
-    backbone_weights: str | None = None,
-) -> RGAReID:
-    """Build the network; `backbone_weights` is a torchvision ResNet-50 ImageNet state-dict file.
-
-    Nothing is downloaded: without `backbone_weights` the backbone keeps its random initialisation.
-    """
-    net = RGAReID(variant, num_classes, input_size, ratios)
-    if backbone_weights is not None:
-        from model.checkpoint import load_backbone_weights
-
-        load_backbone_weights(net, backbone_weights)
-    return net

@@ -15,7 +15,8 @@ import logging
 import os
 from pathlib import Path
 
-from model.checkpoint import ModelMeta, load_checkpoint
+from model.builder import load_checkpoint
+from model.checkpoint import ModelMeta
 from model.errors import ReidError
 from model.resnet_rga import RGAReID
 

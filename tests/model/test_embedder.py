@@ -1,11 +1,16 @@
 """The embedder: normalised, deterministic, order-preserving, chunked, flip TTA, any input type or size."""
 
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from model import Embedder
+from model import Embedder, ModelMeta, RGAReID
+
+from .conftest import randomize_batchnorm
 
 
 def person(seed: int, size=(64, 128)) -> Image.Image:
@@ -93,10 +98,35 @@ def test_any_input_size_is_resized(embedder, images):
     assert float(out[1] @ out[2]) > 0.95  # same picture at another size, same person
 
 
-def test_feature_choice_and_bad_arguments(images):
-    feat = Embedder.random_init(variant="none", input_size=(128, 64), feature="feat").embed(images[:2])
-    feat_ = Embedder.random_init(variant="none", input_size=(128, 64), feature="feat_").embed(images[:2])
-    assert feat.shape == feat_.shape
+def test_preprocess_resizes_and_normalises_with_the_metadata_mean_and_std():
+    emb = Embedder.random_init(variant="none", input_size=(128, 64))
+    x = emb.preprocess([Image.new("RGB", (30, 70), (255, 128, 0))])
+    assert x.shape == (1, 3, 128, 64) and x.dtype == torch.float32
+    for c, value in enumerate((255, 128, 0)):
+        expected = (value / 255 - emb.meta.mean[c]) / emb.meta.std[c]
+        assert torch.allclose(x[0, c], torch.full((128, 64), expected), atol=1e-5)
+
+
+def test_feature_choice_embeds_the_chosen_output(images):
+    # A fresh BNNeck (running mean 0, variance 1, weight 1, bias 0) is a near-identity, which would hide
+    # a feature argument that is ignored: give it non-trivial statistics first.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = RGAReID("none", 0, (128, 64))
+    randomize_batchnorm(net.feat_bn)
+    meta = ModelMeta(variant="none", input_size=(128, 64), source="random-init")
+    chosen = {name: Embedder(copy.deepcopy(net), meta, feature=name) for name in ("feat", "feat_")}
+    x = chosen["feat"].preprocess(images[:2])
+    with torch.inference_mode():
+        out = net.eval()(x)
+    for name, emb in chosen.items():
+        expected = torch.nn.functional.normalize(getattr(out, name), dim=1).numpy()
+        assert np.allclose(emb.embed(images[:2]), expected, atol=1e-4), name
+    assert not np.allclose(chosen["feat"].embed(images[:2]), chosen["feat_"].embed(images[:2]), atol=1e-2)
+    assert Embedder(net, dataclasses.replace(meta, embed_feature="feat")).feature == "feat"  # the default
+
+
+def test_bad_arguments(images):
     with pytest.raises(ValueError, match="feature"):
         Embedder.random_init(variant="none", input_size=(128, 64), feature="logits")
     with pytest.raises(ValueError, match="batch_size"):

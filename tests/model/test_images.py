@@ -14,7 +14,7 @@ from model.errors import (
     NotAnImageError,
     UnsupportedImageFormatError,
 )
-from model.images import decode_bytes, load_image
+from model.images import decode_bytes, load_image, resize_to_input
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -103,3 +103,13 @@ def test_decode_bytes_gives_typed_errors_with_their_facts(rgb):
     with pytest.raises(CorruptImageError, match="f.jpg is corrupt or truncated") as corrupt:
         decode_bytes(buf.getvalue()[:300], "f.jpg")
     assert corrupt.value.reason and "f.jpg" not in corrupt.value.reason
+
+
+def test_resize_to_input_is_a_pil_bilinear_resize_to_height_by_width(rgb):
+    out = resize_to_input(rgb, (16, 8))
+    assert out.shape == (16, 8, 3) and out.dtype == np.uint8
+    assert np.array_equal(out, np.asarray(rgb.resize((8, 16), Image.BILINEAR)))
+    assert np.array_equal(resize_to_input(rgb, (40, 20)), np.asarray(rgb))  # already the size: untouched
+    assert np.array_equal(resize_to_input(png_bytes(rgb), [16, 8]), out)
+    with pytest.raises(ImageDecodeError):
+        resize_to_input(b"not an image", (16, 8))

@@ -1,0 +1,65 @@
+"""Where and in what precision the network runs: one device resolver and one autocast switch for every caller.
+
+    device = resolve_device("auto")                    # CUDA when there is one, else the CPU
+    device = resolve_device("cuda", local_rank=1)      # a DDP rank's own GPU
+    with autocast(device, "bf16"):                     # "fp32" is a no-op context
+        out = net(x)
+
+Precision names: "fp32" (the official recipe trains and tests in float32) and "bf16" (bfloat16 autocast:
+the documented fast option on CUDA; on the CPU it runs too, slowly, and exists for tests). "auto" means
+bf16 on CUDA and fp32 on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from model.errors import ReidError
+
+PRECISIONS = ("fp32", "bf16")
+
+
+class DeviceError(ReidError, RuntimeError):
+    """A device or precision that cannot be used here (CUDA asked for without a GPU, unknown name)."""
+
+
+def resolve_device(device: str | torch.device | None = "auto", local_rank: int | None = None) -> torch.device:
+    """None / "auto" -> CUDA when available, else CPU; "cuda" without a GPU is a DeviceError.
+
+    A CUDA device without an index becomes ``cuda:<local_rank>`` when ``local_rank`` is given (DDP), so
+    every rank of a run takes its own GPU; the CPU ignores ``local_rank``.
+    """
+    if device is None or device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise DeviceError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from exc
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError("CUDA was asked for but no CUDA device is available; use the cpu device")
+        if resolved.index is None and local_rank is not None:
+            resolved = torch.device("cuda", local_rank)
+    elif resolved.type != "cpu":
+        raise DeviceError(f"unsupported device {device!r}; use cpu, cuda, cuda:N or auto")
+    return resolved
+
+
+def resolve_precision(precision: str | None, device: torch.device) -> str:
+    """"fp32" / "bf16" as given; None / "auto" -> bf16 on CUDA, fp32 elsewhere. DeviceError for anything else."""
+    if precision is None or precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise DeviceError(f"precision must be one of {', '.join(PRECISIONS)} or auto, got {precision!r}")
+    return precision
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The forward-pass context for a precision: bf16 autocast on the device, or nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise DeviceError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
