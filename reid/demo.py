@@ -246,7 +246,7 @@ def measure_map(client, dataset, gallery_pid: dict[int, int], gallery_cam: dict[
     mAP of a random ranking of the same gallery (chance). Items beyond the top 1000 count as tied last."""
     import numpy as np
 
-    from training.metrics import evaluate_rank
+    from training.retrieval_metrics import evaluate_rank
     from training.visualize import pick_queries
 
     ids = sorted(gallery_pid)

@@ -7,6 +7,9 @@ import json
 import logging
 from pathlib import Path
 
+from model.device import PRECISIONS
+from model.errors import ReidError
+from training.config import load_config
 from training.datasets import cli as datasets_cli
 
 logger = logging.getLogger(__name__)
@@ -63,6 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
     ev.add_argument("--out", type=Path, default=Path("eval"), help="output folder (default eval)")
     ev.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
+    ev.add_argument(
+        "--precision",
+        choices=(*PRECISIONS, "auto"),
+        default="fp32",
+        help="fp32 (default: as the official code tests) or bf16 autocast (the fast option on CUDA)",
+    )
     ev.add_argument("--batch-size", type=int, default=128)
     ev.add_argument("--workers", type=int, default=2, help="image decoding processes (default 2)")
     ev.add_argument(
@@ -71,10 +80,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=run_evaluate)
 
 
-def run_train(args: argparse.Namespace) -> int:
-    from model.errors import ReidError
-    from training.config import load_config
+# training.train and training.evaluate (torch, torchvision, the datasets) are imported when their
+# command runs, not when `reid --help` builds the parser.
 
+
+def run_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.root is not None:
         overrides.append(f"data.root={args.root}")
@@ -85,7 +95,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.config is not None:
         cfg = load_config(args.config, overrides)
     elif args.resume is not None:
-        from training.train import config_for_resume
+        from training.run_state import config_for_resume
 
         cfg = config_for_resume(args.resume, overrides)
     else:
@@ -104,7 +114,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from model.errors import ReidError
     from training.evaluate import evaluate_checkpoint
 
     if args.batch_size < 1:
@@ -118,6 +127,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         rerank=args.rerank,
         out_dir=args.out,
         device=args.device,
+        precision=args.precision,
         batch_size=args.batch_size,
         workers=args.workers,
         ranked_lists=args.ranked_lists,

@@ -22,7 +22,9 @@ from typing import Any
 
 import yaml
 
+from model.device import PRECISIONS
 from model.errors import ReidError
+from model.resnet_rga import VARIANTS
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ class TrainConfig:
     epochs: int = 600
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    amp: bool = True  # bf16 autocast on CUDA (the CPU always trains in float32)
+    precision: str = "fp32"  # fp32 (the official recipe) | bf16 (autocast, the fast option on CUDA)
     channels_last: bool = True  # on CUDA
     checkpoint_every: int = 40  # epochs between checkpoints (0 = only the final one)
     eval_every: int = 0  # epochs between evaluations during training (0 = none)
@@ -138,8 +140,6 @@ class Config:
     def validate(self) -> Config:
         """Check values that every run needs; raise ConfigError naming the key."""
         problems = []
-        from model.resnet_rga import VARIANTS
-
         if self.model.variant not in VARIANTS:
             problems.append(f"model.variant must be one of {', '.join(VARIANTS)}, got {self.model.variant!r}")
         size = self.model.input_size
@@ -157,6 +157,8 @@ class Config:
             problems.append("train.max_iters_per_epoch must be >= 1 (or null)")
         if self.train.device not in ("auto", "cpu", "cuda") and not self.train.device.startswith("cuda:"):
             problems.append(f"train.device must be auto, cpu or cuda, got {self.train.device!r}")
+        if self.train.precision not in PRECISIONS:
+            problems.append(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.train.precision!r}")
         if self.eval.feature not in ("feat_", "feat"):
             problems.append(f"eval.feature must be feat_ or feat, got {self.eval.feature!r}")
         if self.train.log_every < 1:
@@ -320,5 +322,14 @@ def load_config(name_or_path: str | Path, overrides: typing.Iterable[str] = ()) 
 
 
 def config_from_dict(mapping: dict[str, Any]) -> Config:
-    """Rebuild a Config from `to_dict()` output (as saved with a run)."""
+    """Rebuild a Config from `to_dict()` output (as saved with a run).
+
+    Runs saved before ``train.precision`` existed carry ``train.amp`` (true = bf16 autocast on CUDA, which
+    is what they trained with); it is read as the precision it meant.
+    """
+    train = mapping.get("train")
+    if isinstance(train, dict) and "amp" in train:
+        train = dict(train)
+        train.setdefault("precision", "bf16" if train.pop("amp") else "fp32")
+        mapping = {**mapping, "train": train}
     return apply_mapping(Config(), mapping, "saved configuration").validate()

@@ -1,4 +1,4 @@
-"""DataLoaders for training (P x K batches, recipe augmentation) and evaluation (plain resize).
+"""DataLoaders for training (P x K batches, recipe augmentation) and evaluation (the embedder's resize).
 
 Augmentation is a pure function of ``(seed, epoch, batch number, slot in the batch)``: each item gets a
 generator seeded from those four numbers, so the images of a batch do not depend on the number of
@@ -21,11 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from model.errors import ReidError
-from model.images import load_image
+from model.images import load_image, resize_to_input
 from training.datasets.base import ImageRecord
 from training.sampler import RandomIdentityBatchSampler
 from training.transforms import build_train_transform
@@ -246,12 +245,9 @@ class EvalImages(Dataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, int] | BadImage:
         record = self.records[index]
         try:
-            image = load_image(record.path)
+            return resize_to_input(record.path, (self.height, self.width)), index
         except ReidError as exc:
             return BadImage(Path(record.path), _reason(exc))
-        if image.size != (self.width, self.height):
-            image = image.resize((self.width, self.height), Image.BILINEAR)
-        return np.asarray(image, dtype=np.uint8), index
 
 
 def collate_eval(items: list[Any]) -> EvalBatch | BadBatch:

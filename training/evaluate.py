@@ -4,7 +4,7 @@
 
 Embeddings come from ``model.Embedder`` (the checkpoint's preprocessing, L2-normalised ``feat_`` or
 ``feat``, optional flip TTA); distances are cosine (1 - dot product of unit vectors), or k-reciprocal
-re-ranked (k1=20, k2=6, lambda=0.3); CMC / mAP / mINP come from ``training.metrics.evaluate_rank``.
+re-ranked (k1=20, k2=6, lambda=0.3); CMC / mAP / mINP come from ``training.retrieval_metrics.evaluate_rank``.
 The output folder gets ``<name>.json`` (the report) and ``ranked_lists.png`` (a few queries and their
 top 10, green = same person, red = not).
 """
@@ -27,8 +27,9 @@ from model.errors import ReidError
 from training.data import build_eval_loader, check_batch
 from training.datasets import load_dataset
 from training.datasets.base import ImageRecord, ReIDDataset
-from training.metrics import evaluate_rank
 from training.rerank import k_reciprocal_rerank
+from training.retrieval_metrics import evaluate_rank
+from training.visualize import draw_ranked_lists
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +116,6 @@ def write_report(
     result: EvaluationResult, out_dir: str | Path, name: str = "eval", ranked_lists: int = 6
 ) -> dict[str, Path]:
     """Write ``<name>.json`` and (when ``ranked_lists`` > 0) ``ranked_lists.png``; returns their paths."""
-    from training.visualize import draw_ranked_lists
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"report": out_dir / f"{name}.json"}
@@ -142,6 +141,7 @@ def evaluate_checkpoint(
     rerank: bool = False,
     out_dir: str | Path | None = None,
     device: str | None = None,
+    precision: str = "fp32",
     batch_size: int = 128,
     workers: int = 2,
     ranked_lists: int = 6,
@@ -151,12 +151,9 @@ def evaluate_checkpoint(
 
     Returns the report dict, with ``report_path`` and ``picture_path`` when written.
     """
-    try:
-        embedder = Embedder.from_checkpoint(
-            weights, device=device, flip=flip, feature=feature, batch_size=batch_size
-        )
-    except RuntimeError as exc:  # CUDA asked for without a GPU
-        raise ReidError(str(exc)) from exc
+    embedder = Embedder.from_checkpoint(
+        weights, device=device, flip=flip, feature=feature, batch_size=batch_size, precision=precision
+    )
     data = load_dataset(dataset, root, **(dataset_options or {}))
     logger.info(
         "evaluating %s on %s (%d queries, %d gallery)", weights, dataset, len(data.query), len(data.gallery)

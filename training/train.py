@@ -5,226 +5,67 @@
     result = train(load_config("synthetic", ["data.root=data/synthetic", "train.max_minutes=6"]))
     result["checkpoint"]   # <run_dir>/final.pt in our checkpoint format (model.load_checkpoint reads it)
 
-Read top to bottom like torchvision's reference train.py: ``train`` sets up (distributed, seeds, data,
-model, optimizer, schedule, resume) and runs ``train_one_epoch`` per epoch, then checkpoints and evaluates.
+Read top to bottom like torchvision's reference train.py: ``train`` sets up (``set_up``: runtime, run
+folder, data, model, optimizer, schedule, resume) and runs ``train_one_epoch`` per epoch, then checkpoints
+and evaluates. The process's runtime (distributed, device, seeds, RNG state) is in training.runtime; the
+run's state on disk (run folder, log, resume file) in training.run_state.
 
-- CUDA: bf16 autocast (forward + loss), channels_last, the fast RGA form; the CPU trains in float32.
+- Precision (``train.precision``): "fp32" as the official code trains, or "bf16" autocast (forward + loss),
+  the fast option on CUDA. CUDA also runs channels_last (``train.channels_last``) and the fast RGA form.
 - DDP when launched by torchrun (RANK / WORLD_SIZE / LOCAL_RANK in the environment): every rank takes its
   own share of each epoch's P x K batches; only rank 0 writes files, logs progress and evaluates.
-- A run folder ``<output_dir>/<name>`` holds config.yaml (the resolved configuration), log.jsonl,
-  checkpoints/epoch_NNNN.pt every ``checkpoint_every`` epochs, final.pt, and resume.pt.
-- resume.pt holds model, optimizer, schedule, sampler state, the position (epoch and batch within it) and
-  RNG states; since augmentation is a function of (seed, epoch, batch, slot) (training.data) a resumed run
-  continues exactly as if it had not stopped (a test checks the weights are equal).
+- A resumed run continues exactly as if it had not stopped (augmentation is a function of (seed, epoch,
+  batch, slot), training.data; a test checks the weights are equal).
 - ``train.max_minutes``: the run stops after the iteration that crosses the budget and writes final.pt and
   resume.pt, so the budget never costs the work done.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import logging
 import math
-import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from model.checkpoint import ModelMeta, atomic_torch_save, save_checkpoint
+from model.builder import build_model
+from model.checkpoint import ModelMeta, save_checkpoint
+from model.device import autocast
+from model.embedder import Embedder
 from model.errors import ReidError
-from model.resnet_rga import build_model
-from training.config import Config, ConfigError, config_from_dict
-from training.data import build_train_loader, check_batch
+from training.config import Config, ConfigError
+from training.data import SeededBatches, build_train_loader, check_batch
 from training.datasets import load_dataset
+from training.datasets.base import ReIDDataset
+from training.evaluate import evaluate_embedder, write_report
 from training.losses import ReIDLoss
+from training.run_state import (
+    Position,
+    RunLog,
+    check_resume_config,
+    read_resume_file,
+    save_resume,
+    unused_run_dir,
+)
+from training.runtime import (
+    Distributed,
+    budget_spent,
+    init_distributed,
+    seed_everything,
+    set_rng_states,
+    shutdown_distributed,
+    training_device,
+)
 from training.schedule import WarmupMultiStepLR
 
 logger = logging.getLogger(__name__)
-
-RESUME_FORMAT = "rga-reid-resume/1"
-# Parts of the configuration a resumed run must share with the run it continues.
-RESUME_FIXED = (
-    "data.dataset",
-    "data.options",
-    "data.ids_per_batch",
-    "data.num_instances",
-    "augment",
-    "model",
-    "loss",
-    "optim",
-    "train.seed",
-)
-
-
-# -- setup helpers -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_kind: str) -> Distributed:
-    """Join the process group when launched by torchrun; a single process otherwise."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return Distributed()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-    if device_kind == "cuda":
-        torch.cuda.set_device(local_rank)
-    logger.info("distributed: rank %d of %d", rank, world_size)
-    return Distributed(rank, world_size, local_rank)
-
-
-def resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ReidError("train.device is cuda but no CUDA device is available; use train.device=cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch, NumPy and random for this training process (the run's entry point owns them)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_states() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": random.getstate(),
-    }
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    if states.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    name, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
-def _get(cfg_dict: dict[str, Any], dotted: str) -> Any:
-    value: Any = cfg_dict
-    for part in dotted.split("."):
-        value = value[part]
-    return value
-
-
-def check_resume_config(saved: dict[str, Any], cfg: Config) -> None:
-    """The parts of the configuration that shape the run must match the saved run's."""
-    current = cfg.to_dict()
-    differing = [key for key in RESUME_FIXED if _get(saved, key) != _get(current, key)]
-    if differing:
-        details = "; ".join(f"{k}: was {_get(saved, k)!r}, now {_get(current, k)!r}" for k in differing)
-        raise ConfigError(f"cannot resume with a different configuration ({details})")
-
-
-def unused_run_dir(run_dir: Path) -> Path:
-    """``run_dir``, or ``run_dir-1``, ``run_dir-2``, ... when it already holds a run (never overwrite one)."""
-    candidate, number = run_dir, 0
-    while (candidate / "config.yaml").exists():
-        number += 1
-        candidate = run_dir.with_name(f"{run_dir.name}-{number}")
-    if candidate != run_dir:
-        logger.warning(
-            "%s already holds a run (continue it with --resume); writing to %s", run_dir, candidate
-        )
-    return candidate
-
-
-def read_resume_file(path: str | Path) -> dict[str, Any]:
-    """Load resume.pt (or the resume.pt inside a run folder); a ReidError if it is not one."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "resume.pt"
-    if not path.is_file():
-        raise ReidError(f"resume file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated, or not a torch file
-        raise ReidError(f"cannot read resume file {path}: {exc}".split("\n")[0]) from exc
-    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
-        raise ReidError(f"{path} is not a resume file written by `reid train` (expected {RESUME_FORMAT})")
-    state["path"] = path
-    return state
-
-
-class RunLog:
-    """log.jsonl (one JSON object a line) plus TensorBoard scalars when tensorboard is installed."""
-
-    def __init__(self, run_dir: Path, enabled: bool) -> None:
-        self.enabled = enabled
-        self._file = None
-        self._tb = None
-        if not enabled:
-            return
-        self._file = (run_dir / "log.jsonl").open("a", encoding="utf-8")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(run_dir / "tensorboard"))
-        except Exception:  # tensorboard not installed: JSONL only
-            self._tb = None
-
-    def write(self, kind: str, step: int, **values: Any) -> None:
-        if not self.enabled:
-            return
-        record = {"kind": kind, "step": step, "time": round(time.time(), 3), **values}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-        if self._tb is not None:
-            for key, value in values.items():
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    self._tb.add_scalar(f"{kind}/{key}", value, step)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        if self._tb is not None:
-            self._tb.close()
-
-
-@dataclass
-class Position:
-    """Where the run is: next epoch to run, batches of it already done, optimizer steps so far."""
-
-    epoch: int = 0
-    iteration: int = 0
-    step: int = 0
 
 
 @dataclass
@@ -240,53 +81,64 @@ class EpochResult:
     losses: list[float] = field(default_factory=list)
 
 
+@dataclass
+class TrainingRun:
+    """Everything ``set_up`` builds and the loop uses."""
+
+    cfg: Config
+    distributed: Distributed
+    device: torch.device
+    run_dir: Path
+    log: RunLog
+    dataset: ReIDDataset
+    loader: DataLoader
+    batches: SeededBatches
+    num_classes: int
+    iterations_per_epoch: int
+    model: nn.Module  # DDP-wrapped under torchrun
+    model_without_ddp: nn.Module
+    criterion: ReIDLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: WarmupMultiStepLR
+    position: Position
+    channels_last: bool
+    deadline: float | None
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
 # -- one epoch -----------------------------------------------------------------------------------------
 
 
-def train_one_epoch(
-    model: nn.Module,
-    criterion: ReIDLoss,
-    optimizer: torch.optim.Optimizer,
-    loader: torch.utils.data.DataLoader,
-    position: Position,
-    *,
-    num_iterations: int,
-    device: torch.device,
-    autocast: contextlib.AbstractContextManager,
-    channels_last: bool,
-    deadline: float | None,
-    distributed: Distributed,
-    log: RunLog,
-    log_every: int,
-    progress: bool,
-) -> EpochResult:
-    """Run batches ``position.iteration .. num_iterations - 1`` of ``position.epoch``; updates ``position``."""
+def train_one_epoch(run: TrainingRun) -> EpochResult:
+    """Run batches ``position.iteration .. iterations_per_epoch - 1`` of ``position.epoch``; updates it."""
+    model, optimizer, position, distributed = run.model, run.optimizer, run.position, run.distributed
     model.train()
     result = EpochResult()
     totals = {"loss": 0.0, "cross_entropy": 0.0, "triplet": 0.0, "accuracy": 0.0}
     bar = tqdm(
-        total=num_iterations,
+        total=run.iterations_per_epoch,
         initial=position.iteration,
         desc=f"epoch {position.epoch}",
         unit="it",
-        disable=None if (progress and distributed.is_main) else True,  # None: only on a terminal
+        disable=None if (run.cfg.train.progress and distributed.is_main) else True,  # None: only on a terminal
         dynamic_ncols=True,
         leave=False,
     )
     start = time.perf_counter()
     window_start, window_images = start, 0
-    for batch in loader:
-        if position.iteration >= num_iterations:
+    for batch in run.loader:
+        if position.iteration >= run.iterations_per_epoch:
             break
         batch = check_batch(batch)
-        images = batch.images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        pids = batch.pids.to(device, non_blocking=True)
+        images = batch.images.to(run.device, non_blocking=True).contiguous(memory_format=run.memory_format)
+        pids = batch.pids.to(run.device, non_blocking=True)
 
-        with autocast:
+        with autocast(run.device, run.cfg.train.precision):
             out = model(images)
-            losses = criterion(out.logits, out.feat_, pids)
+            losses = run.criterion(out.logits, out.feat_, pids)
         optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
         optimizer.step()
@@ -317,20 +169,19 @@ def train_one_epoch(
             loss=f"{values['loss']:.3f}", acc=f"{values['accuracy']:.2f}", img_s=f"{images_per_s:.1f}"
         )
         bar.update(1)
-        if position.step % log_every == 0:
-            lr = optimizer.param_groups[0]["lr"]
-            log.write(
+        if position.step % run.cfg.train.log_every == 0:
+            run.log.write(
                 "iter",
                 position.step,
                 epoch=position.epoch,
                 iteration=position.iteration,
-                lr=lr,
+                lr=optimizer.param_groups[0]["lr"],
                 images_per_s=round(images_per_s, 2),
                 **values,
             )
             window_start, window_images = now, 0
 
-        if deadline is not None and _budget_spent(deadline, device, distributed):
+        if run.deadline is not None and budget_spent(run.deadline, run.device, distributed):
             result.stopped = True
             break
     bar.close()
@@ -341,16 +192,7 @@ def train_one_epoch(
     return result
 
 
-def _budget_spent(deadline: float, device: torch.device, distributed: Distributed) -> bool:
-    spent = time.monotonic() >= deadline
-    if distributed.enabled:  # every rank stops at the same iteration
-        flag = torch.tensor([1.0 if spent else 0.0], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        spent = bool(flag.item() > 0)
-    return spent
-
-
-# -- checkpoints ---------------------------------------------------------------------------------------
+# -- set-up --------------------------------------------------------------------------------------------
 
 
 def model_meta(cfg: Config, num_classes: int, epoch: int) -> ModelMeta:
@@ -365,54 +207,29 @@ def model_meta(cfg: Config, num_classes: int, epoch: int) -> ModelMeta:
     )
 
 
-def save_resume(
-    path: Path,
-    cfg: Config,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: WarmupMultiStepLR,
-    sampler_state: dict[str, Any],
-    position: Position,
-    num_classes: int,
-) -> None:
-    atomic_torch_save(
-        {
-            "format": RESUME_FORMAT,
-            "config": cfg.to_dict(),
-            "num_classes": num_classes,
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "sampler": sampler_state,
-            "position": dataclasses.asdict(position),
-            "rng": rng_states(),
-        },
-        path,
-    )
+def _build_network(cfg: Config, num_classes: int, from_resume: bool) -> nn.Module:
+    """The network, with the same initial weights on every rank (seeded apart from the global RNG)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        try:
+            model = build_model(
+                cfg.model.variant,
+                num_classes,
+                tuple(cfg.model.input_size),
+                tuple(cfg.model.ratios),
+                backbone_weights=None if from_resume else cfg.model.backbone_weights,
+            )
+        except ValueError as exc:
+            raise ConfigError(
+                f"model.input_size={cfg.model.input_size}, model.ratios={cfg.model.ratios}: {exc}"
+            ) from exc
+    return model.set_rga_form("fast")
 
 
-# -- the run -------------------------------------------------------------------------------------------
-
-
-def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
-    """Train as configured (or continue the run saved in ``resume``: resume.pt or its run folder).
-
-    Returns a dict: ``checkpoint`` (Path of final.pt), ``run_dir``, ``epochs_done`` (completed epochs),
-    ``iterations`` (optimizer steps in all), ``last_loss`` (mean loss of the last epoch run),
-    ``images_per_s`` (training throughput of this invocation), ``stopped_by_budget``, ``seconds``, and
-    ``metrics`` (the final evaluation, when ``train.evaluate_at_end``; else None).
-    Raises ReidError (ConfigError, DataError, DatasetError, ...) for problems a user can fix.
-    """
-    cfg.validate()
-    started = time.monotonic()
-    state = read_resume_file(resume) if resume is not None else None
-    if state is not None:
-        check_resume_config(state["config"], cfg)
-
-    device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
+def set_up(cfg: Config, state: dict[str, Any] | None, started: float) -> TrainingRun:
+    """Runtime, run folder, data, model, loss, optimizer and schedule; restored from ``state`` when resuming."""
+    device = training_device(cfg.train.device)
     distributed = init_distributed(device.type)
-    if distributed.enabled and device.type == "cuda":
-        device = torch.device("cuda", distributed.local_rank)
     on_cuda = device.type == "cuda"
     seed_everything(cfg.train.seed + distributed.rank)
     if on_cuda:
@@ -420,13 +237,12 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
 
     run_dir = state["path"].parent if state is not None else unused_run_dir(cfg.run_dir)
     if distributed.enabled:
-        dist.barrier()  # every rank chose the run folder before rank 0 creates it
+        torch.distributed.barrier()  # every rank chose the run folder before rank 0 creates it
     if distributed.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / "config.yaml")
     log = RunLog(run_dir, enabled=distributed.is_main)
 
-    # data
     dataset = load_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.options)
     if distributed.is_main:
         logger.info("%s", dataset.summary())
@@ -447,22 +263,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
     if cfg.train.max_iters_per_epoch is not None:
         iterations_per_epoch = min(iterations_per_epoch, cfg.train.max_iters_per_epoch)
 
-    # model, loss, optimizer, schedule
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
-        try:
-            model = build_model(
-                cfg.model.variant,
-                num_classes,
-                tuple(cfg.model.input_size),
-                tuple(cfg.model.ratios),
-                backbone_weights=None if state else cfg.model.backbone_weights,
-            )
-        except ValueError as exc:
-            raise ConfigError(
-                f"model.input_size={cfg.model.input_size}, model.ratios={cfg.model.ratios}: {exc}"
-            ) from exc
-    model.set_rga_form("fast")
+    model = _build_network(cfg, num_classes, from_resume=state is not None)
     channels_last = on_cuda and cfg.train.channels_last
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     criterion = ReIDLoss(
@@ -493,217 +294,85 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
     model_without_ddp = model
     if distributed.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if on_cuda else None)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if on_cuda and cfg.train.amp
-        else contextlib.nullcontext()
-    )
     deadline = started + 60.0 * cfg.train.max_minutes if cfg.train.max_minutes is not None else None
-
-    def save_resume_file() -> None:
-        save_resume(
-            run_dir / "resume.pt",
-            cfg,
-            model_without_ddp,
-            optimizer,
-            scheduler,
-            batches.sampler.state_dict(),
-            position,
-            num_classes,
-        )
-
-    def evaluate(final: bool):
-        return _evaluate_during_training(
-            cfg,
-            model_without_ddp,
-            num_classes,
-            position,
-            dataset,
-            run_dir,
-            log,
-            distributed,
-            device,
-            final=final,
-        )
-
-    def save_all(checkpoint_path: Path | None) -> None:
-        if not distributed.is_main:
-            return
-        save_resume_file()
-        if checkpoint_path is not None:
-            extra = {"iteration": position.iteration, "step": position.step, "config": cfg.to_dict()}
-            save_checkpoint(
-                checkpoint_path, model_without_ddp, model_meta(cfg, num_classes, position.epoch), extra
-            )
-
-    if distributed.is_main:
-        logger.info(
-            "training %s (%d classes) on %s: %d iterations/epoch of %d images, epochs %d..%d%s",
-            cfg.model.variant,
-            num_classes,
-            device,
-            iterations_per_epoch,
-            cfg.batch_size * distributed.world_size,
-            position.epoch,
-            cfg.train.epochs - 1,
-            f", budget {cfg.train.max_minutes:g} min" if deadline is not None else "",
-        )
-
-    run_images, run_seconds = 0, 0.0
-    last = EpochResult()
-    stopped = False
-    while position.epoch < cfg.train.epochs:
-        batches.set_epoch(position.epoch, start=position.iteration, stop=iterations_per_epoch)
-        try:
-            epoch_result = train_one_epoch(
-                model,
-                criterion,
-                optimizer,
-                loader,
-                position,
-                num_iterations=iterations_per_epoch,
-                device=device,
-                autocast=autocast,
-                channels_last=channels_last,
-                deadline=deadline,
-                distributed=distributed,
-                log=log,
-                log_every=cfg.train.log_every,
-                progress=cfg.train.progress,
-            )
-        except KeyboardInterrupt:
-            # keep the work: resume.pt at the last completed iteration, then stop as asked
-            if distributed.is_main:
-                save_resume_file()
-                logger.warning(
-                    "interrupted at epoch %d, iteration %d; continue with --resume %s",
-                    position.epoch,
-                    position.iteration,
-                    run_dir / "resume.pt",
-                )
-            log.close()
-            raise
-        run_images += epoch_result.images
-        run_seconds += epoch_result.seconds
-        if epoch_result.iterations:
-            last = epoch_result
-        if epoch_result.stopped and position.iteration < iterations_per_epoch:
-            stopped = True
-            break
-        log.write(
-            "epoch",
-            position.step,
-            epoch=position.epoch,
-            lr=optimizer.param_groups[0]["lr"],
-            loss=epoch_result.loss,
-            cross_entropy=epoch_result.cross_entropy,
-            triplet=epoch_result.triplet,
-            accuracy=epoch_result.accuracy,
-            images_per_s=round(epoch_result.images / max(epoch_result.seconds, 1e-9), 2),
-            seconds=round(epoch_result.seconds, 2),
-        )
-        if distributed.is_main:
-            logger.info(
-                "epoch %d: loss %.4f (ce %.4f, triplet %.4f), acc %.3f, %.1f img/s",
-                position.epoch,
-                epoch_result.loss,
-                epoch_result.cross_entropy,
-                epoch_result.triplet,
-                epoch_result.accuracy,
-                epoch_result.images / max(epoch_result.seconds, 1e-9),
-            )
-        scheduler.step()
-        position.epoch += 1
-        position.iteration = 0
-        every = cfg.train.checkpoint_every
-        if every and position.epoch % every == 0 and position.epoch < cfg.train.epochs:
-            save_all(run_dir / "checkpoints" / f"epoch_{position.epoch:04d}.pt")
-        if (
-            cfg.train.eval_every
-            and position.epoch % cfg.train.eval_every == 0
-            and position.epoch < cfg.train.epochs
-        ):
-            evaluate(final=False)
-            model.train()
-        if epoch_result.stopped:
-            stopped = True
-            break
-
-    if stopped and distributed.is_main:
-        logger.info(
-            "time budget of %g min spent: stopping at epoch %d, iteration %d",
-            cfg.train.max_minutes,
-            position.epoch,
-            position.iteration,
-        )
-    final_path = run_dir / "final.pt"
-    save_all(final_path)
-    metrics = None
-    if cfg.train.evaluate_at_end:
-        metrics = evaluate(final=True)
-    log.close()
-    if distributed.enabled:
-        dist.barrier()
-        dist.destroy_process_group()
-    images_per_s = run_images / run_seconds if run_seconds > 0 else 0.0
-    return {
-        "checkpoint": final_path,
-        "run_dir": run_dir,
-        "epochs_done": position.epoch,
-        "iterations": position.step,
-        "last_loss": last.loss,
-        "images_per_s": images_per_s,
-        "stopped_by_budget": stopped,
-        "seconds": time.monotonic() - started,
-        "metrics": metrics,
-    }
+    return TrainingRun(
+        cfg=cfg,
+        distributed=distributed,
+        device=device,
+        run_dir=run_dir,
+        log=log,
+        dataset=dataset,
+        loader=loader,
+        batches=batches,
+        num_classes=num_classes,
+        iterations_per_epoch=iterations_per_epoch,
+        model=model,
+        model_without_ddp=model_without_ddp,
+        criterion=criterion,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        position=position,
+        channels_last=channels_last,
+        deadline=deadline,
+    )
 
 
-def _evaluate_during_training(
-    cfg: Config,
-    model: nn.Module,
-    num_classes: int,
-    position: Position,
-    dataset,
-    run_dir: Path,
-    log: RunLog,
-    distributed: Distributed,
-    device: torch.device,
-    final: bool,
-) -> dict[str, Any] | None:
-    """Evaluate on the dataset's query/gallery split (rank 0); write eval JSON (+ picture when final)."""
-    metrics = None
-    if distributed.is_main:
-        if not dataset.query or not dataset.gallery:
-            logger.warning("no query/gallery split in %s: skipping evaluation", dataset.name)
+# -- saving and evaluating -----------------------------------------------------------------------------
+
+
+def save_resume_file(run: TrainingRun) -> None:
+    save_resume(
+        run.run_dir / "resume.pt",
+        run.cfg,
+        run.model_without_ddp,
+        run.optimizer,
+        run.scheduler,
+        run.batches.sampler.state_dict(),
+        run.position,
+        run.num_classes,
+    )
+
+
+def save_state(run: TrainingRun, checkpoint_path: Path | None) -> None:
+    """resume.pt, and a checkpoint in our format at ``checkpoint_path`` (rank 0 only)."""
+    if not run.distributed.is_main:
+        return
+    save_resume_file(run)
+    if checkpoint_path is not None:
+        position = run.position
+        extra = {"iteration": position.iteration, "step": position.step, "config": run.cfg.to_dict()}
+        meta = model_meta(run.cfg, run.num_classes, position.epoch)
+        save_checkpoint(checkpoint_path, run.model_without_ddp, meta, extra)
+
+
+def evaluate(run: TrainingRun, final: bool) -> dict[str, Any] | None:
+    """Evaluate on the dataset's query/gallery split (rank 0); write eval JSON (+ picture when final).
+
+    The embedder runs the network in the training's memory layout and precision, so training goes on
+    with the network exactly as it was; the caller puts it back in train mode.
+    """
+    cfg, position, metrics = run.cfg, run.position, None
+    if run.distributed.is_main:
+        if not run.dataset.query or not run.dataset.gallery:
+            logger.warning("no query/gallery split in %s: skipping evaluation", run.dataset.name)
         else:
-            from model.embedder import Embedder
-            from training.evaluate import evaluate_embedder, write_report
-
-            was_training = model.training
             embedder = Embedder(
-                model,
-                model_meta(cfg, num_classes, position.epoch),
-                device=device,
+                run.model_without_ddp,
+                model_meta(cfg, run.num_classes, position.epoch),
+                device=run.device,
                 batch_size=cfg.eval.batch_size,
                 flip=cfg.eval.flip,
                 feature=cfg.eval.feature,
+                precision=cfg.train.precision,
+                channels_last=run.channels_last,
             )
             result = evaluate_embedder(
-                embedder, dataset, rerank=cfg.eval.rerank, workers=min(cfg.data.workers, 2)
+                embedder, run.dataset, rerank=cfg.eval.rerank, workers=min(cfg.data.workers, 2)
             )
             name = "eval" if final else f"eval_epoch_{position.epoch:04d}"
-            write_report(result, run_dir, name=name, ranked_lists=cfg.eval.ranked_lists if final else 0)
-            model.train(was_training)
-            # the embedder moves the network to channels_last; give training back its own layout
-            layout = (
-                torch.channels_last
-                if device.type == "cuda" and cfg.train.channels_last
-                else torch.contiguous_format
-            )
-            model.to(memory_format=layout)
+            write_report(result, run.run_dir, name=name, ranked_lists=cfg.eval.ranked_lists if final else 0)
             metrics = result.report
-            log.write(
+            run.log.write(
                 "eval",
                 position.step,
                 epoch=position.epoch,
@@ -715,16 +384,130 @@ def _evaluate_during_training(
                 100 * metrics["rank1"],
                 100 * metrics["mAP"],
             )
-    if distributed.enabled:
-        dist.barrier()
+    if run.distributed.enabled:
+        torch.distributed.barrier()
     return metrics
 
 
-def config_for_resume(resume: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """The configuration saved with a run (its config.yaml) with overrides applied: for `--resume` alone."""
-    from training.config import apply_overrides
+# -- the run -------------------------------------------------------------------------------------------
 
-    state = read_resume_file(resume)
-    cfg = config_from_dict(state["config"])
-    apply_overrides(cfg, overrides)
-    return cfg.validate()
+
+def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
+    """Train as configured (or continue the run saved in ``resume``: resume.pt or its run folder).
+
+    Returns a dict: ``checkpoint`` (Path of final.pt), ``run_dir``, ``epochs_done`` (completed epochs),
+    ``iterations`` (optimizer steps in all), ``last_loss`` (mean loss of the last epoch run),
+    ``images_per_s`` (training throughput of this invocation), ``stopped_by_budget``, ``seconds``, and
+    ``metrics`` (the final evaluation, when ``train.evaluate_at_end``; else None).
+    Raises ReidError (ConfigError, DataError, DatasetError, ...) for problems a user can fix.
+    """
+    cfg.validate()
+    started = time.monotonic()
+    state = read_resume_file(resume) if resume is not None else None
+    if state is not None:
+        check_resume_config(state["config"], cfg)
+    run = set_up(cfg, state, started)
+    position, distributed = run.position, run.distributed
+    if distributed.is_main:
+        logger.info(
+            "training %s (%d classes) on %s in %s: %d iterations/epoch of %d images, epochs %d..%d%s",
+            cfg.model.variant,
+            run.num_classes,
+            run.device,
+            cfg.train.precision,
+            run.iterations_per_epoch,
+            cfg.batch_size * distributed.world_size,
+            position.epoch,
+            cfg.train.epochs - 1,
+            f", budget {cfg.train.max_minutes:g} min" if run.deadline is not None else "",
+        )
+
+    run_images, run_seconds = 0, 0.0
+    last = EpochResult()
+    stopped = False
+    while position.epoch < cfg.train.epochs:
+        run.batches.set_epoch(position.epoch, start=position.iteration, stop=run.iterations_per_epoch)
+        try:
+            epoch_result = train_one_epoch(run)
+        except KeyboardInterrupt:
+            # keep the work: resume.pt at the last completed iteration, then stop as asked
+            if distributed.is_main:
+                save_resume_file(run)
+                logger.warning(
+                    "interrupted at epoch %d, iteration %d; continue with --resume %s",
+                    position.epoch,
+                    position.iteration,
+                    run.run_dir / "resume.pt",
+                )
+            run.log.close()
+            raise
+        run_images += epoch_result.images
+        run_seconds += epoch_result.seconds
+        if epoch_result.iterations:
+            last = epoch_result
+        if epoch_result.stopped and position.iteration < run.iterations_per_epoch:
+            stopped = True
+            break
+        _log_epoch(run, epoch_result)
+        run.scheduler.step()
+        position.epoch += 1
+        position.iteration = 0
+        more_to_come = position.epoch < cfg.train.epochs
+        every = cfg.train.checkpoint_every
+        if every and position.epoch % every == 0 and more_to_come:
+            save_state(run, run.run_dir / "checkpoints" / f"epoch_{position.epoch:04d}.pt")
+        if cfg.train.eval_every and position.epoch % cfg.train.eval_every == 0 and more_to_come:
+            evaluate(run, final=False)
+        if epoch_result.stopped:
+            stopped = True
+            break
+
+    if stopped and distributed.is_main:
+        logger.info(
+            "time budget of %g min spent: stopping at epoch %d, iteration %d",
+            cfg.train.max_minutes,
+            position.epoch,
+            position.iteration,
+        )
+    final_path = run.run_dir / "final.pt"
+    save_state(run, final_path)
+    metrics = evaluate(run, final=True) if cfg.train.evaluate_at_end else None
+    run.log.close()
+    shutdown_distributed(distributed)
+    return {
+        "checkpoint": final_path,
+        "run_dir": run.run_dir,
+        "epochs_done": position.epoch,
+        "iterations": position.step,
+        "last_loss": last.loss,
+        "images_per_s": run_images / run_seconds if run_seconds > 0 else 0.0,
+        "stopped_by_budget": stopped,
+        "seconds": time.monotonic() - started,
+        "metrics": metrics,
+    }
+
+
+def _log_epoch(run: TrainingRun, result: EpochResult) -> None:
+    images_per_s = result.images / max(result.seconds, 1e-9)
+    run.log.write(
+        "epoch",
+        run.position.step,
+        epoch=run.position.epoch,
+        lr=run.optimizer.param_groups[0]["lr"],
+        loss=result.loss,
+        cross_entropy=result.cross_entropy,
+        triplet=result.triplet,
+        accuracy=result.accuracy,
+        images_per_s=round(images_per_s, 2),
+        seconds=round(result.seconds, 2),
+    )
+    if run.distributed.is_main:
+        logger.info(
+            "epoch %d: loss %.4f (ce %.4f, triplet %.4f), acc %.3f, %.1f img/s",
+            run.position.epoch,
+            result.loss,
+            result.cross_entropy,
+            result.triplet,
+            result.accuracy,
+            images_per_s,
+        )

@@ -1,4 +1,4 @@
-"""Image transforms of the RGA recipe (train augmentation and test preprocessing).
+"""Image transforms of the RGA recipe: the training augmentation.
 
 Train, in this order (as the official ``main_imgreid.py`` + ``img_trainers.py``):
   1. ``Random2DTranslation``: with probability p resize to round(1.125 * (H, W)) (288x144 for 256x128) and
@@ -8,7 +8,8 @@ Train, in this order (as the official ``main_imgreid.py`` + ``img_trainers.py``)
   4. ``RandomErasing`` with p = 0.5 on the normalised tensor: area fraction uniform in [0.02, 0.4], aspect
      (height / width) uniform in [0.3, 3.33] (uniform like the official code; torchvision's samples the
      ratio log-uniformly), fill 0, up to 100 attempts to fit the rectangle inside the image.
-Test: bilinear resize to (H, W), to float tensor, normalise.
+Test-time preprocessing (bilinear resize to (H, W), to float, normalise) is the embedder's, written once:
+``model.images.resize_to_input`` then ``model.Embedder.preprocess``.
 
 Randomness: each random transform draws from ``generator`` if one is given, else from torch's global RNG,
 which ``DataLoader`` seeds differently in each worker (and which ``torch.manual_seed`` makes repeatable).
@@ -31,10 +32,10 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from model.checkpoint import IMAGENET_MEAN, IMAGENET_STD
+
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
@@ -193,13 +194,3 @@ def build_train_transform(
             ),
         ]
     )
-
-
-def build_test_transform(
-    input_size: Sequence[int] = (256, 128),
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> v2.Compose:
-    """Evaluation preprocessing: bilinear resize to input_size, float32 (3, H, W), normalised."""
-    size = _check_size(input_size)
-    return v2.Compose([v2.Resize(list(size), antialias=True), *_to_normalised_tensor(mean, std)])

@@ -14,7 +14,7 @@ from model.embedder import Embedder
 from model.resnet_rga import RGAReID
 from reid.cli import main
 from training.datasets import load_dataset
-from training.metrics import evaluate_rank
+from training.retrieval_metrics import evaluate_rank
 from training.visualize import BORDER, GAP, MATCH_COLOUR, MISS_COLOUR, THUMB, draw_ranked_lists, ranked_list
 
 

@@ -34,7 +34,7 @@ def test_overrides_are_yaml_parsed_and_typed():
             "model.input_size=[128,64]",
             "optim.lr=3e-4",
             "model.backbone_weights=null",
-            "train.amp=false",
+            "train.precision=bf16",
             "data.options.split=detected",
             "name=demo",
         ],
@@ -43,7 +43,7 @@ def test_overrides_are_yaml_parsed_and_typed():
     assert cfg.train.max_minutes == 6.0 and isinstance(cfg.train.max_minutes, float)
     assert cfg.model.input_size == [128, 64]
     assert cfg.optim.lr == pytest.approx(3e-4)
-    assert cfg.model.backbone_weights is None and cfg.train.amp is False
+    assert cfg.model.backbone_weights is None and cfg.train.precision == "bf16"
     assert cfg.data.options == {"split": "detected"}
     assert cfg.run_dir.as_posix() == "runs/demo"
 

@@ -8,7 +8,8 @@ import shutil
 import pytest
 import torch
 
-from model.checkpoint import load_checkpoint, read_checkpoint_file
+from model.builder import load_checkpoint
+from model.checkpoint import read_checkpoint_file
 from model.errors import ReidError
 from tests.training.train_fixtures import tiny_config
 from training.config import ConfigError, load_config

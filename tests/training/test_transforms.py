@@ -4,13 +4,13 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
+from model.images import resize_to_input
 from training.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Random2DTranslation,
     RandomErasing,
     RandomHorizontalFlip,
-    build_test_transform,
     build_train_transform,
 )
 
@@ -18,22 +18,6 @@ from training.transforms import (
 def noise_image(h: int = 40, w: int = 20, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-
-
-def test_test_transform_resizes_and_normalises():
-    image = Image.new("RGB", (30, 70), (255, 128, 0))
-    out = build_test_transform((16, 8))(image)
-    assert out.shape == (3, 16, 8) and out.dtype == torch.float32
-    expected = [(v / 255 - m) / s for v, m, s in zip((255, 128, 0), IMAGENET_MEAN, IMAGENET_STD, strict=True)]
-    for c in range(3):
-        assert torch.allclose(out[c], torch.full((16, 8), expected[c]), atol=1e-5)
-
-
-def test_test_transform_matches_pil_bilinear_resize():
-    image = noise_image(50, 23)
-    out = build_test_transform((16, 8), mean=(0, 0, 0), std=(1, 1, 1))(image)
-    ref = np.asarray(image.resize((8, 16), Image.BILINEAR), dtype=np.float32) / 255
-    assert np.allclose(out.permute(1, 2, 0).numpy(), ref, atol=1e-6)
 
 
 def test_translation_is_a_crop_of_the_enlarged_image_or_a_plain_resize():
@@ -113,28 +97,28 @@ def test_train_transform_uses_torch_global_rng_without_generator():
     assert all(torch.equal(x, y) for x, y in zip(first, second, strict=True))
 
 
-def test_train_transform_without_augmentation_equals_test_transform():
+def test_train_transform_without_augmentation_equals_the_test_time_preprocessing():
     image = noise_image(50, 21)
     train = build_train_transform((16, 8), translate_p=0.0, flip_p=0.0, erasing_p=0.0)
-    assert torch.equal(train(image), build_test_transform((16, 8))(image))
+    pixels = torch.from_numpy(resize_to_input(image, (16, 8))).permute(2, 0, 1).float() / 255
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    assert torch.allclose(train(image), (pixels - mean) / std, atol=1e-6)
 
 
 def test_accepts_uint8_tensor_input():
     tensor = torch.from_numpy(np.array(noise_image())).permute(2, 0, 1).contiguous()
     assert build_train_transform((16, 8))(tensor).shape == (3, 16, 8)
-    assert build_test_transform((16, 8))(tensor).shape == (3, 16, 8)
 
 
 @pytest.mark.parametrize(
     "call, message",
     [
         (lambda: build_train_transform((256,)), "input_size"),
-        (lambda: build_test_transform((0, 128)), "input_size"),
         (lambda: build_train_transform(flip_p=1.5), "probability"),
         (lambda: build_train_transform(erasing_area=(0.5, 0.2)), "area"),
         (lambda: build_train_transform(erasing_aspect=(0.0, 3.0)), "aspect"),
-        (lambda: build_test_transform(mean=(0.5, 0.5)), "mean and std"),
-        (lambda: build_test_transform(std=(0.2, 0.0, 0.2)), "std"),
+        (lambda: build_train_transform(mean=(0.5, 0.5)), "mean and std"),
+        (lambda: build_train_transform(std=(0.2, 0.0, 0.2)), "std"),
         (lambda: RandomErasing(1.0)(torch.zeros(16, 8)), r"\(C, H, W\)"),
     ],
 )

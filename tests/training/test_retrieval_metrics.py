@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from model.errors import ReidError
-from training.metrics import EvaluationError, evaluate_rank
+from training.retrieval_metrics import EvaluationError, evaluate_rank
 
 
 def one_query(dist, g_pids, g_cams, q_pid=1, q_cam=0, **kw):

@@ -1,4 +1,4 @@
-"""Retrieval metrics for re-ID: CMC, mAP and mINP from a query x gallery distance matrix.
+"""Retrieval (ranking) metrics for re-ID: CMC, mAP and mINP from a query x gallery distance matrix.
 
 Protocol (Market-1501 / CUHK03 / the official RGA evaluation): for each query, gallery entries with the
 same identity AND the same camera as the query are removed; a query left with no gallery entry of its
