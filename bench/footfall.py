@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.report import append_section, command_line, machine_description
-from service.footfall import assign_online, cluster_visitors, count_error, pairwise_precision_recall
+from service.footfall import assign_online, cluster_visitors
+from training.grouping_metrics import count_error, pairwise_precision_recall
 
 logger = logging.getLogger("bench.footfall")
 

@@ -14,7 +14,9 @@ Pure functions over numpy arrays (no database, no faiss), tested on hand-worked 
 - ``footfall_report``: GET /metrics's answer from counts the database made: sightings and unique visitors
   per non-empty bucket x camera cell (sparse), per camera, per bucket and over the whole window, a visitor
   counted once in each; ``cells_limit_advice`` refuses too many buckets x cameras with numbers to narrow by.
-- ``pairwise_precision_recall`` and ``count_error``: how a grouping compares with known identities.
+
+How a grouping compares with known identities (pairwise precision / recall, count error) is measured by
+training.grouping_metrics, beside the other evaluation metrics.
 """
 
 from __future__ import annotations
@@ -399,48 +401,3 @@ def _pair(counts: tuple[int, int]) -> dict:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
-
-
-# --------------------------------------------------------------------------- evaluation
-def pairwise_precision_recall(pred_labels: np.ndarray, true_labels: np.ndarray) -> tuple[float, float]:
-    """Pairwise precision and recall of a grouping.
-
-    Over all pairs of items: precision = pairs grouped together that truly belong together / pairs
-    grouped together; recall = the same / pairs that truly belong together. 1.0 when the denominator is 0.
-    """
-    pred = np.asarray(pred_labels).reshape(-1)
-    true = np.asarray(true_labels).reshape(-1)
-    if len(pred) != len(true):
-        raise ValueError(f"{len(pred)} predicted labels for {len(true)} true labels")
-    _, pred_codes = np.unique(pred, return_inverse=True)
-    _, true_codes = np.unique(true, return_inverse=True)
-    _, joint = np.unique(np.stack([pred_codes, true_codes], axis=1), axis=0, return_counts=True)
-
-    def pairs(counts: np.ndarray) -> float:
-        counts = counts.astype(np.float64)
-        return float((counts * (counts - 1) / 2).sum())
-
-    together = pairs(joint)
-    predicted = pairs(np.bincount(pred_codes))
-    actual = pairs(np.bincount(true_codes))
-    precision = together / predicted if predicted else 1.0
-    recall = together / actual if actual else 1.0
-    return precision, recall
-
-
-def count_error(pred, true) -> float:
-    """Signed relative error of the visitor count: (predicted - true) / true.
-
-    ``pred`` / ``true`` are label arrays (their number of distinct labels is counted) or counts.
-    """
-    predicted = _count(pred)
-    actual = _count(true)
-    if actual == 0:
-        raise ValueError("the true visitor count is 0: relative error undefined")
-    return (predicted - actual) / actual
-
-
-def _count(value) -> int:
-    if np.ndim(value) == 0:
-        return int(value)
-    return int(np.unique(np.asarray(value)).size)

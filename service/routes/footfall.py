@@ -40,8 +40,6 @@ def footfall_metrics(
         bucket_s = int(footfall.parse_bucket(bucket))
     except ValueError:
         raise invalid(f"bucket {bucket!r} must look like 15m, 1h or 1d", "bucket") from None
-    if bucket_s <= 0:
-        raise invalid(f"bucket {bucket!r} must be positive", "bucket")
     t1 = validation.timestamp(end, "end", required=False) or datetime.now(UTC).replace(microsecond=0)
     t0 = validation.timestamp(start, "start", required=False) or t1 - timedelta(days=1)
     validation.window(t0, t1, settings.metrics_max_window_days)

@@ -1,4 +1,4 @@
-"""service.footfall: buckets, online visitor assignment, offline clustering, aggregation, grouping metrics."""
+"""service.footfall: buckets, online visitor assignment, offline clustering, aggregation."""
 
 from __future__ import annotations
 
@@ -16,12 +16,11 @@ from service.footfall import (
     bucket_edges,
     cells_limit_advice,
     cluster_visitors,
-    count_error,
     footfall_report,
-    pairwise_precision_recall,
     parse_bucket,
 )
 from service.tables import GalleryItem
+from training.grouping_metrics import count_error, pairwise_precision_recall
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -323,25 +322,7 @@ def test_cells_limit_advice_names_the_numbers():
     )  # 527040 one-minute buckets: no camera fits
 
 
-# ----------------------------------------------------------------------------- metrics
-def test_pairwise_precision_recall_hand_worked():
-    true = [0, 0, 0, 1, 1, 2]  # true pairs: 3 + 1 = 4
-    pred = [5, 5, 7, 7, 7, 9]  # predicted pairs: 1 + 3 = 4; correct: (0,1) and (3,4) = 2
-    assert pairwise_precision_recall(pred, true) == (0.5, 0.5)
-    assert pairwise_precision_recall(true, true) == (1.0, 1.0)
-    assert pairwise_precision_recall([1, 2, 3, 4, 5, 6], true) == (1.0, 0.0)  # all singletons
-    assert pairwise_precision_recall([1] * 6, true) == (4 / 15, 1.0)
-    with pytest.raises(ValueError):
-        pairwise_precision_recall([1, 2], [1])
-
-
-def test_count_error():
-    assert count_error([1, 1, 2, 3], [0, 0, 0, 1]) == 0.5
-    assert count_error(95, 100) == pytest.approx(-0.05)
-    with pytest.raises(ValueError):
-        count_error(3, 0)
-
-
+# ----------------------------------------------------------------------------- grouping quality
 def test_online_and_offline_recover_separated_identities():
     rng = np.random.default_rng(5)
     people = 30

@@ -47,18 +47,6 @@ class ReIDDataset:
     def num_train_cams(self) -> int:
         return len({r.camid for r in self.train})
 
-    @property
-    def num_query_pids(self) -> int:
-        return len({r.pid for r in self.query})
-
-    @property
-    def num_gallery_pids(self) -> int:
-        return len({r.pid for r in self.gallery})
-
-    @property
-    def num_cams(self) -> int:
-        return len({r.camid for r in (*self.train, *self.query, *self.gallery)})
-
     def summary(self) -> str:
         """A small table of identities / images / cameras per split, for logs."""
         rows = [("train", self.train), ("query", self.query), ("gallery", self.gallery)]
