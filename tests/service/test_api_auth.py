@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from service.app import create_app
 from service.security import create_key, revoke_key
-from tests.service.conftest import ADMIN, INGEST, SEARCH, identity_image
+from tests.service.service_fixtures import ADMIN, INGEST, SEARCH, identity_image
 
 ROLE_KEYS = {"admin": ADMIN, "search": SEARCH, "ingest": INGEST}
 

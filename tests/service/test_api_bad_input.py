@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.app import create_app
-from tests.service.conftest import ADMIN, INGEST, SEARCH, identity_image, make_settings, upload
+from tests.service.service_fixtures import ADMIN, INGEST, SEARCH, identity_image, make_settings, upload
 
 GOOD = {"camera_id": "cam-1", "captured_at": "2026-11-20T10:00:00Z"}
 

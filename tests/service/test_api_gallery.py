@@ -6,7 +6,7 @@ import io
 
 from PIL import Image
 
-from tests.service.conftest import ADMIN, INGEST, SEARCH, identity_image, ingest, upload
+from tests.service.service_fixtures import ADMIN, INGEST, SEARCH, identity_image, ingest, upload
 
 
 def test_ingest_returns_per_image_results_and_dedupes(client):

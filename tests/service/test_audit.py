@@ -15,7 +15,7 @@ from service.app import create_app
 from service.audit import AuditWriter
 from service.db import make_engine, make_sessionmaker, upgrade_database
 from service.tables import AuditLog
-from tests.service.conftest import ADMIN, SEARCH, identity_image, ingest
+from tests.service.service_fixtures import ADMIN, SEARCH, identity_image, ingest
 
 
 def count_searches(url: str) -> int:

@@ -15,7 +15,7 @@ from sqlalchemy import text
 import service.ingest
 from reid.cli import main as reid_main
 from service.app import create_app
-from tests.service.conftest import ADMIN, SEARCH, identity_image, ingest, make_settings
+from tests.service.service_fixtures import ADMIN, SEARCH, identity_image, ingest, make_settings
 
 # (identity, camera, time, shot): A = 0 visits entrance then till; B = 1 comes back 55 min later; C = 2 once.
 SCENARIO = [
@@ -132,7 +132,7 @@ KILLER = textwrap.dedent(
     import os, sys
     from pathlib import Path
     sys.path.insert(0, os.getcwd())
-    import tests.service.conftest as c
+    import tests.service.service_fixtures as c
     import service.ingest
     from fastapi.testclient import TestClient
     from model.embedder import Embedder

@@ -14,7 +14,7 @@ from sqlalchemy import text
 import service.ingest
 from reid.cli import main as reid_main
 from service.app import create_app
-from tests.service.conftest import ADMIN, SEARCH, identity_image, ingest, make_settings, upload
+from tests.service.service_fixtures import ADMIN, SEARCH, identity_image, ingest, make_settings, upload
 
 
 def _search(client, identity=0, top_k=10):

@@ -13,7 +13,7 @@ from model.errors import ReidError  # noqa: E402
 from model.onnx_export import export_onnx  # noqa: E402
 from model.onnx_quantize import quantize_int8  # noqa: E402
 from service.app import create_app, load_embedder  # noqa: E402
-from tests.service.conftest import SEARCH, identity_image, ingest, make_settings, upload  # noqa: E402
+from tests.service.service_fixtures import SEARCH, identity_image, ingest, make_settings, upload  # noqa: E402
 
 INPUT = (64, 32)
 

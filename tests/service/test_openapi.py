@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from service import validation
 from service.app import create_app
 from service.errors import ApiError
-from tests.service.conftest import ADMIN, INGEST, SEARCH, make_settings
+from tests.service.service_fixtures import ADMIN, INGEST, SEARCH, make_settings
 
 KEYS = {"admin": ADMIN, "search": SEARCH, "ingest": INGEST}
 PUBLIC = {("get", "/healthz"), ("get", "/readyz")}

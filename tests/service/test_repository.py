@@ -15,7 +15,7 @@ from service import repository
 from service.app import create_app
 from service.db import make_engine, make_sessionmaker, upgrade_database, write_session
 from service.tables import GalleryItem, decode_embedding
-from tests.service.conftest import SEARCH
+from tests.service.service_fixtures import SEARCH
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 

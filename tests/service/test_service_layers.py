@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from service.tables import GalleryItem
-from tests.service.conftest import ADMIN, SEARCH, identity_image, ingest
+from tests.service.service_fixtures import ADMIN, SEARCH, identity_image, ingest
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from model.embedder import Embedder
 from model.health import similarity_spread
 from service.app import create_app
 from service.trust import operator_warnings
-from tests.service.conftest import make_settings
+from tests.service.service_fixtures import make_settings
 
 SECRET = "ops:admin:a-long-enough-secret-0123456789"
 
