@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from training.datasets.base import DatasetError
 from training.datasets.synthetic.appearance import identity_look, is_twin, one_off_look
@@ -106,8 +107,6 @@ def default_workers() -> int:
 def _render_all(
     config: SyntheticConfig, specs: list[ImageSpec], root: Path, workers: int, progress: bool
 ) -> None:
-    from tqdm import tqdm
-
     def progress_bar() -> tqdm:
         return tqdm(total=len(specs), unit="img", desc="reid synth", disable=None if progress else True)
 

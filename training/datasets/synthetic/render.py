@@ -14,8 +14,14 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageFilter
 
-from training.datasets.synthetic.appearance import IdentityLook
-from training.datasets.synthetic.camera import BACKGROUND_MARGIN, CameraLook, camera_background, tone
+from training.datasets.synthetic.appearance import IdentityLook, identity_look
+from training.datasets.synthetic.camera import (
+    BACKGROUND_MARGIN,
+    CameraLook,
+    camera_background,
+    camera_look,
+    tone,
+)
 
 # body-part labels in the label map; 0 is background
 SKIN, HAIR, UPPER, LOWER, SHOES, BAG, HAT, UPPER_SECONDARY = range(1, 9)
@@ -433,9 +439,6 @@ def render_identity_image(
     (front / back / left / right) defaults to one drawn from the camera's usual viewpoints.
     Returns (height, width, 3) uint8 RGB; the same arguments always give the same pixels.
     """
-    from training.datasets.synthetic.appearance import identity_look
-    from training.datasets.synthetic.camera import camera_look
-
     if camid < 0:
         raise ValueError(f"camid is 0-based and must be >= 0, not {camid}")
     rng = np.random.default_rng([seed, 6, pid, camid, index])
