@@ -109,6 +109,23 @@ class FolderSink:
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
+def _with_progress(frames, name: str, every_s: float = 30.0):
+    """The frames, with a log line every `every_s` seconds (long files and streams)."""
+    started = last = time.perf_counter()
+    for count, frame in enumerate(frames, 1):
+        now = time.perf_counter()
+        if now - last >= every_s:
+            logger.info(
+                "%s: %d frames processed (%.1f frames/s), at %.0f s of video",
+                name,
+                count,
+                count / (now - started),
+                frame.seconds,
+            )
+            last = now
+        yield frame
+
+
 def ingest_video(
     sources: Iterable[str],
     *,
@@ -140,7 +157,7 @@ def ingest_video(
             if isinstance(source, FileSource):
                 rate = min(rate, source.native_fps)
             tracks = track_source(
-                iter(source),
+                _with_progress(iter(source), source.name),
                 camera_id=camera_id,
                 source_key=source.key(),
                 detector=detector,
