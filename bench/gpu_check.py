@@ -294,7 +294,7 @@ def stage_environment(ctx: Context, stage: StageResult, budget_s: float, args: a
     kit_projects: list[str] = []
     if args.kit is not None:
         target = args.kit_target
-        kit_projects = install_kit(ctx, stage, args.kit, target, budget_s / 2)
+        kit_projects = install_kit(ctx, stage, args.kit, target, budget_s * 0.6)
         ctx.env["PYTHONPATH"] = os.pathsep.join([str(target), str(ROOT), ctx.env.get("PYTHONPATH", "")])
         stage.results["kit"] = {"folder": str(args.kit), "target": str(target), "wheels": kit_projects}
     argv = [ctx.python, "-c", PROBE, json.dumps(CHECK_MODULES), json.dumps(kit_projects)]
@@ -698,7 +698,7 @@ class Stage:
 
 
 STAGES: list[Stage] = [
-    Stage("environment", stage_environment, 60, 15),
+    Stage("environment", stage_environment, 90, 15),
     Stage("pytest_gpu", stage_pytest_gpu, 60, 20),
     Stage("embed", stage_embed, 100, 40),
     Stage("train", stage_train, 50, 30),
@@ -707,7 +707,7 @@ STAGES: list[Stage] = [
 ]
 # On the CPU (tiny form) everything is small but the machine may be slow and loaded.
 TINY_BUDGET_S = {
-    "environment": 120,
+    "environment": 300,
     "pytest_gpu": 300,
     "embed": 300,
     "train": 300,
@@ -917,16 +917,16 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     deadline = started + args.budget
+    if args.device == "cpu" and args.budget == 480.0:  # the CPU form: slow on a small machine, not budgeted
+        deadline = started + sum(TINY_BUDGET_S.get(s.name, s.budget_s) for s in selected)
     for position, stage in enumerate(selected):
         result = StageResult(stage.name)
         report["stages"].append(asdict(result))
         reserve = sum(s.min_s for s in selected[position + 1 :])
         left = deadline - time.monotonic()
-        nominal = (
-            stage.budget_s
-            if ctx.cuda or stage.name == "environment"
-            else TINY_BUDGET_S.get(stage.name, stage.budget_s)
-        )
+        # Before the environment stage CUDA is unknown: the GPU budget, unless --device cpu said so.
+        known_cpu = args.device == "cpu" or (stage.name != "environment" and not ctx.cuda)
+        nominal = TINY_BUDGET_S.get(stage.name, stage.budget_s) if known_cpu else stage.budget_s
         budget = min(nominal, left - reserve)
         if stage.name == "environment":
             budget = max(budget, min(nominal, 15.0))  # the kit and the probe come first, whatever the budget
@@ -961,6 +961,8 @@ def main(argv: list[str] | None = None) -> int:
             report["stages"].append(
                 asdict(StageResult(stage.name, "skipped", "not selected (--only / --skip)"))
             )
+    order = [s.name for s in STAGES]
+    report["stages"].sort(key=lambda s: order.index(s["name"]))
     report["seconds"] = round(time.monotonic() - started, 1)
     report["failed"] = [s["name"] for s in report["stages"] if s["status"] in ("failed", "partial")]
     write_report(args.out, report, ctx.log)
