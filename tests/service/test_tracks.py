@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from service import footfall
-from tests.service.conftest import ADMIN, INGEST, SEARCH, identity_image, upload
+from tests.service.service_fixtures import ADMIN, INGEST, SEARCH, identity_image, upload
 
 DAY = "2024-06-03T"
 
