@@ -184,3 +184,70 @@ def test_the_real_check_runs_end_to_end_on_the_cpu(tmp_path):
     assert paths and not any("GPU" in p or p == "unknown" for p in paths), paths
     assert {r["kind"] for r in stages["service"]["results"]["rows"]} == {"ingest", "search"}
     assert all(t["met"] is None for s in report["stages"] for t in s["targets"])  # nothing judged on a CPU
+
+
+def test_the_cuda_branches_judge_and_render_canned_results(tmp_path):
+    """The CUDA-only code of every stage, fed canned outputs (none of it can run here): targets judged,
+    the report rendered, nothing missing a key."""
+    import subprocess
+
+    ctx = gpu_check.Context(tmp_path, tmp_path, {}, sys.executable, True, False, 3.0)
+    ctx.probe = {"cuda": True, "cpus": 16}
+    outputs = {
+        "bench.train": ("train.jsonl", [
+            {"variant": "rgasc", "precision": "bf16", "batch": 64, "images_per_s": 2600.0, "median_s": 0.0246, "peak_gib": 8.2},
+            {"variant": "none", "precision": "bf16", "batch": 64, "images_per_s": 5200.0, "median_s": 0.0123, "peak_gib": 4.0},
+        ]),
+        "bench.service": ("service.jsonl", [
+            {"kind": "ingest", "images": 2000, "clients": 8, "files_per_request": 16, "batch_size": 64,
+             "ingest_images_per_s": 1800.0, "pure_images_per_s": 2100.0, "overhead": 0.1667},
+            {"kind": "search", "gallery": 2000, "startup_s": 3.0, "clients": 8, "index_kind": "flat",
+             "item_p50_ms": 2.0, "item_p99_ms": 5.0, "photo_p50_ms": 6.0, "photo_p99_ms": 9.0,
+             "search_path": {"path": "faiss GPU"}},
+        ]),
+    }  # fmt: skip
+
+    def fake_run(stage, argv, budget):
+        module = argv[2] if argv[1] == "-m" else ""
+        if module in outputs:
+            name, rows = outputs[module]
+            (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if argv[2:4] == ["reid", "train"]:
+            run_dir = tmp_path / "runs" / "gpu-check"
+            run_dir.mkdir(parents=True)
+            log = [{"kind": "iter", "step": 10 * i, "epoch": i // 6, "loss": 9.0 - i * 0.1, "accuracy": 0.01 * i,
+                    "images_per_s": 3000.0} for i in range(1, 61)]  # fmt: skip
+            log.append({"kind": "epoch", "step": 600, "epoch": 9})
+            (run_dir / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+            (run_dir / "eval.json").write_text(
+                json.dumps({"feat_": {"mAP": 0.61, "rank1": 0.8}, "feat": {"mAP": 0.6}})
+            )
+            (run_dir / "config.yaml").write_text(
+                "model:\n  variant: rgasc\ntrain:\n  amp: true\n  epochs: 60\n"
+            )
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    ctx.run = fake_run
+    report = {"started": "now", "command": "python -m bench.gpu_check", "mode": "full", "budget_s": 480.0,
+              "machine": {"gpu": {"name": "NVIDIA H200", "memory_gib": 139.8, "capability": "9.0"}, "cpus": 16,
+                          "python": "3.12.3", "torch": "2.11.0", "torch_cuda": "13.0", "faiss": {"version": "1.15.1"}},
+              "stages": []}  # fmt: skip
+    for name, run in (("train", gpu_check.stage_train), ("training_run", gpu_check.stage_training_run),
+                      ("service", gpu_check.stage_service)):  # fmt: skip
+        stage = gpu_check.StageResult(name)
+        run(ctx, stage, 300.0, None)
+        assert stage.status == "passed", stage.reason
+        report["stages"].append(gpu_check.asdict(stage))
+    targets = {t["name"]: t for s in report["stages"] for t in s["targets"]}
+    assert targets["training rgasc bf16 batch 64"]["met"] is True
+    assert targets["training peak GPU memory (rgasc bf16 batch 64)"]["met"] is False  # 8.2 GiB = 8.8 GB
+    assert targets["service ingest overhead over pure embedding"]["met"] is False
+    run = report["stages"][1]["results"]
+    assert (
+        run["evaluation"]["feat_.mAP"] == 0.61
+        and run["iterations"] == 600
+        and run["config"]["train.amp"] is True
+    )
+    markdown = gpu_check.render_markdown(report)
+    assert "this ran on NVIDIA H200" in markdown and "search path: faiss GPU" in markdown
+    assert "| feat_.mAP | 0.6100 |" in markdown and "Configuration: " in markdown
