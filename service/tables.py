@@ -62,6 +62,8 @@ class GalleryItem(Base):
     __tablename__ = "gallery_items"
     __table_args__ = (
         Index("ix_gallery_items_camera_captured", "camera_id", "captured_at"),
+        # covers GET /metrics's counts (window of captured_at, by camera and visitor): no row reads
+        Index("ix_gallery_items_footfall", "captured_at", "camera_id", "visitor_id"),
         {"sqlite_autoincrement": True},  # ids are never reused (they are index ids and visitor ids)
     )
 
