@@ -74,7 +74,8 @@ def error_response(
 
 
 def _field_of(loc: tuple | list) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
+    # a repeated field's position (gallery_id.1) is not a field name: the field is gallery_id
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form") and not isinstance(p, int)]
     return ".".join(parts) or None
 
 

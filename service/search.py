@@ -18,6 +18,8 @@ from service.schemas import iso
 from service.security import Principal
 from service.tables import GalleryItem
 
+# Stored items one search may start from (a confirmed set of sightings).
+MAX_QUERY_ITEMS = 64
 # Extra candidates fetched beyond top_k, in case the index holds ids deleted since (e.g. by `reid purge`).
 OVERFETCH = 16
 HIT_COLUMNS = (  # not the embedding blobs
@@ -37,26 +39,36 @@ class SearchFilters:
     start: datetime | None = None
     end: datetime | None = None
     min_score: float | None = None
-    exclude_id: int | None = None  # the query's own item, when searching from a stored item
+    exclude_ids: frozenset[int] = frozenset()  # the query's own items, when searching from stored items
 
     @property
     def restricts_items(self) -> bool:
         return bool(self.cameras) or self.start is not None or self.end is not None
 
 
-async def query_from_photos(ctx: ServiceContext, photos: Sequence[validation.PreparedImage]) -> np.ndarray:
-    """The unit-length mean embedding of photos of one person."""
-    vectors = await ctx.batcher.submit([p.image for p in photos])
-    return _unit(vectors.mean(axis=0))
+async def query_vector(
+    ctx: ServiceContext, photos: Sequence[validation.PreparedImage] = (), gallery_ids: Sequence[int] = ()
+) -> np.ndarray:
+    """The unit-length mean embedding of photos of one person and/or stored items (each weighs the same);
+    404 when an item does not exist."""
+    vectors = []
+    if photos:
+        vectors += list(await ctx.batcher.submit([p.image for p in photos]))
+    if gallery_ids:
+        vectors += await run_in_threadpool(_item_vectors, ctx, gallery_ids)
+    return _unit(np.mean(vectors, axis=0))
 
 
-def query_from_item(ctx: ServiceContext, item_id: int) -> np.ndarray:
-    """A stored item's embedding as the query (404 when there is no such item)."""
+def _item_vectors(ctx: ServiceContext, item_ids: Sequence[int]) -> list[np.ndarray]:
+    """The stored embeddings of these items, in order (404 naming the first id that does not exist)."""
+    vectors = []
     with ctx.sessions() as session:
-        vector = repository.stored_vector(session, item_id)
-    if vector is None:
-        raise not_found(f"no gallery item with id {item_id}", "gallery_id")
-    return _unit(vector)
+        for item_id in item_ids:
+            vector = repository.stored_vector(session, item_id)
+            if vector is None:
+                raise not_found(f"no gallery item with id {item_id}", "gallery_id")
+            vectors.append(vector)
+    return vectors
 
 
 def _unit(query: np.ndarray) -> np.ndarray:
@@ -74,14 +86,14 @@ def find(ctx: ServiceContext, query: np.ndarray, filters: SearchFilters) -> list
             allowed = repository.ids_where(session, filters.cameras, filters.start, filters.end)
         if not len(allowed):
             return []
-    k = filters.top_k + OVERFETCH + (1 if filters.exclude_id is not None else 0)
+    k = filters.top_k + OVERFETCH + len(filters.exclude_ids)
     if allowed is not None:
         k = min(k, max(len(allowed), 1))
     scores, ids = ctx.index.search(query[None, :], k, allowed_ids=allowed)
     pairs = [
         (int(i), float(s))
         for s, i in zip(scores[0], ids[0], strict=True)
-        if i >= 0 and i != filters.exclude_id
+        if i >= 0 and int(i) not in filters.exclude_ids
     ]
     if filters.min_score is not None:
         pairs = [(i, s) for i, s in pairs if s >= filters.min_score]
@@ -117,18 +129,17 @@ async def search(
     filters: SearchFilters,
     *,
     photos: Sequence[validation.PreparedImage] = (),
-    gallery_id: int | None = None,
+    gallery_ids: Sequence[int] = (),
 ) -> list[dict]:
-    """Search from photos of one person or from a stored item; every search is audited."""
-    if photos:
-        query = await query_from_photos(ctx, photos)
-    else:
-        query = await run_in_threadpool(query_from_item, ctx, gallery_id)
-        filters = replace(filters, exclude_id=gallery_id)
+    """Search from photos of one person and/or stored items (a confirmed set): the query is the unit mean of
+    their embeddings, each photo and item weighing the same; the query items are left out of the hits.
+    Every search is audited."""
+    query = await query_vector(ctx, photos, gallery_ids)
+    filters = replace(filters, exclude_ids=frozenset(gallery_ids))
     hits = await run_in_threadpool(find, ctx, query, filters)
     detail = {
         "query_images": len(photos),
-        "gallery_id": gallery_id,
+        "gallery_id": list(gallery_ids) if len(gallery_ids) > 1 else (gallery_ids[0] if gallery_ids else None),
         "top_k": filters.top_k,
         "camera_id": list(filters.cameras),
         "start": iso(filters.start),

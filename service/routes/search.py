@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
+from pydantic import Field
 
 from service import search as searching
 from service import validation
@@ -27,16 +28,16 @@ router = APIRouter(tags=["search"])
         413: {"model": ErrorBody},
         422: {"model": ErrorBody},
     },
-    summary="Find a person: photos of one person (their mean embedding) or a stored item as the query",
+    summary="Find a person: photos of one person and/or stored items (their mean embedding) as the query",
 )
 async def search(
     ctx: Ctx,
     principal: SearchKey,
     files: list[UploadFile] | None = File(None, description="1..8 photos of the same person"),
     gallery_id: Annotated[
-        int | None,
-        Form(ge=1, le=MAX_ID, description="search from a stored item instead of photos"),
-        WHOLE_NUMBER,
+        list[Annotated[int, Field(ge=1, le=MAX_ID), WHOLE_NUMBER]] | None,
+        Form(description="stored items of the same person (repeatable, e.g. a confirmed set of hits); "
+             "with or instead of photos"),
     ] = None,
     top_k: Annotated[int, Form(ge=1, le=1000), WHOLE_NUMBER] = 20,
     camera_id: list[str] | None = Form(None),
@@ -47,10 +48,15 @@ async def search(
 ):
     settings = ctx.settings
     files = files or []
-    if files and gallery_id is not None:
-        raise invalid("send either query files or gallery_id, not both", "gallery_id")
-    if not files and gallery_id is None:
-        raise invalid("send 1..8 query photos in 'files' or a 'gallery_id'", "files", code="missing")
+    gallery_ids = list(dict.fromkeys(gallery_id or []))  # in order, each once
+    if not files and not gallery_ids:
+        raise invalid("send 1..8 query photos in 'files' and/or 'gallery_id' values", "files", code="missing")
+    if len(gallery_ids) > searching.MAX_QUERY_ITEMS:
+        raise invalid(
+            f"{len(gallery_ids)} gallery ids; the limit is {searching.MAX_QUERY_ITEMS}",
+            "gallery_id",
+            code="too_many_items",
+        )
     if len(files) > settings.max_query_files:
         raise invalid(
             f"{len(files)} query photos; the limit is {settings.max_query_files}",
@@ -63,5 +69,5 @@ async def search(
     validation.window(t0, t1)
     photos = await searching.prepare_photos(ctx, files) if files else []
     filters = searching.SearchFilters(top_k, cameras, t0, t1, min_score)
-    hits = await searching.search(ctx, principal, filters, photos=photos, gallery_id=gallery_id)
-    return {"hits": hits, "top_k": top_k, "query_images": len(files) if files else 1}
+    hits = await searching.search(ctx, principal, filters, photos=photos, gallery_ids=gallery_ids)
+    return {"hits": hits, "top_k": top_k, "query_images": len(files) + len(gallery_ids)}

@@ -159,7 +159,7 @@ function setBusy(button, busy) {
 
 /* ------------------------------------------------------------------------------------------------ thumbnails */
 
-const blobUrls = { results: [], gallery: [] };
+const blobUrls = { results: [], gallery: [], query: [], detail: [] };
 
 function releaseBlobs(group) {
   for (const url of blobUrls[group]) URL.revokeObjectURL(url);
@@ -180,18 +180,23 @@ async function loadThumbnail(img, url, group) {
   }
 }
 
+/** A card for a hit or a gallery item: the picture opens the detail view; "Search from this" searches. */
 function itemCard(item, group, extra) {
   const label = `Gallery item ${item.id}, camera ${item.camera_id}, ${formatTime(item.captured_at)}`;
-  const img = el("img", { alt: label, width: 64, height: 128, loading: "lazy" });
-  const button = el("button", { type: "button", class: "hit-button", title: "Search from this item",
-                                "aria-label": "Search from " + label }, img);
-  button.addEventListener("click", () => searchFromGalleryItem(item.id));
+  const img = el("img", { alt: label, width: 80, height: 160, loading: "lazy" });
+  const button = el("button", { type: "button", class: "hit-button", title: "Show details",
+                                "data-testid": "open-detail", "aria-label": "Details of " + label }, img);
+  button.addEventListener("click", () => openDetail(item));
+  const searchFrom = el("button", { type: "button", class: "link", "data-testid": "search-from",
+                                    text: "Search from this" });
+  searchFrom.addEventListener("click", () => searchFromGalleryItems([item.id]));
   const meta = el("div", { class: "meta" });
   if (extra) meta.append(extra);
   meta.append(
     el("span", { class: "camera", "data-testid": "hit-camera", text: item.camera_id }),
     el("time", { datetime: item.captured_at, "data-testid": "hit-time", text: formatTime(item.captured_at) }),
     el("span", { class: "small", text: `#${item.id}` + (item.visitor_id != null ? ` · visitor ${item.visitor_id}` : "") }),
+    searchFrom,
   );
   loadThumbnail(img, item.thumbnail_url, group);
   return [button, meta];
@@ -223,6 +228,9 @@ async function refreshCameras() {
 
 /* ------------------------------------------------------------------------------------------------ search */
 
+/** What the operator is looking at: the query, the hits, and their verdicts on hits (id -> "same" | "other"). */
+const searchState = { files: [], galleryIds: [], hits: [], verdicts: new Map(), items: new Map() };
+
 function searchFilters(form, body) {
   for (const camera of selectedCameras(form)) body.append("camera_id", camera);
   const start = fromInputValue($("#search-start").value);
@@ -231,26 +239,22 @@ function searchFilters(form, body) {
   if (end) body.append("end", end);
 }
 
-async function runSearch(event) {
-  if (event) event.preventDefault();
+/** POST /search from photos and/or stored items; shows the query beside the results. */
+async function runQuery(files, galleryIds) {
   const form = $("#search-form");
   const button = $("#search-submit");
   showError("search-error", null);
-  const files = Array.from($("#search-files").files);
-  const galleryId = $("#search-gallery-id").value.trim();
-  const body = new FormData();
-  if (files.length) {
-    if (files.length > 8) {
-      showError("search-error", new Error("Choose at most 8 query photos of one person."));
-      return;
-    }
-    for (const file of files) body.append("files", file, file.name);
-  } else if (galleryId) {
-    body.append("gallery_id", galleryId);
-  } else {
+  if (files.length > 8) {
+    showError("search-error", new Error("Choose at most 8 query photos of one person."));
+    return;
+  }
+  if (!files.length && !galleryIds.length) {
     showError("search-error", new Error("Choose a query photo, or give a gallery item number."));
     return;
   }
+  const body = new FormData();
+  for (const file of files) body.append("files", file, file.name);
+  for (const id of galleryIds) body.append("gallery_id", String(id));
   body.append("top_k", $("#search-top-k").value || "20");
   const minScore = $("#search-min-score").value;
   if (minScore !== "") body.append("min_score", minScore);
@@ -260,8 +264,11 @@ async function runSearch(event) {
   $("#search-summary").textContent = "Searching…";
   try {
     const data = await api("/search", { method: "POST", body });
-    renderResults(data, files.length ? `${files.length} query photo${files.length > 1 ? "s" : ""}` :
-                  `gallery item ${galleryId}`);
+    const keep = new Map([...searchState.verdicts].filter(([id]) => galleryIds.includes(id)));
+    Object.assign(searchState, { files, galleryIds, hits: data.hits || [], verdicts: keep });
+    for (const hit of searchState.hits) searchState.items.set(hit.id, hit);
+    renderQuery();
+    renderResults();
   } catch (err) {
     releaseBlobs("results");
     clear($("#results"));
@@ -272,11 +279,79 @@ async function runSearch(event) {
   }
 }
 
-function renderResults(data, source) {
+function runSearch(event) {
+  if (event) event.preventDefault();
+  const files = Array.from($("#search-files").files);
+  const typed = $("#search-gallery-id").value.trim();
+  const ids = typed ? typed.split(/[\s,]+/).filter(Boolean).map(Number) : [];
+  if (ids.some((id) => !Number.isInteger(id) || id < 1)) {
+    showError("search-error", new Error("Gallery item numbers are whole numbers from 1, separated by commas."));
+    return Promise.resolve();
+  }
+  return runQuery(files, ids);
+}
+
+function querySource() {
+  const parts = [];
+  const n = searchState.files.length;
+  const m = searchState.galleryIds.length;
+  if (n) parts.push(`${n} query photo${n > 1 ? "s" : ""}`);
+  if (m === 1) parts.push(`gallery item ${searchState.galleryIds[0]}`);
+  else if (m > 1) parts.push(`${m} gallery items`);
+  return parts.join(" and ");
+}
+
+/** The query photos (local files) and stored items, shown beside the results. */
+function renderQuery() {
+  const strip = $("#query-strip");
+  releaseBlobs("query");
+  clear(strip);
+  for (const file of searchState.files) {
+    const url = URL.createObjectURL(file);
+    blobUrls.query.push(url);
+    strip.append(el("li", { class: "query-item", "data-testid": "query-item", dataset: { kind: "photo" } },
+                    el("img", { src: url, alt: "query photo " + file.name, width: 80, height: 160 }),
+                    el("span", { class: "small", text: file.name })));
+  }
+  for (const id of searchState.galleryIds) {
+    const img = el("img", { alt: `query: gallery item ${id}`, width: 80, height: 160 });
+    const known = searchState.items.get(id);
+    strip.append(el("li", { class: "query-item", "data-testid": "query-item", dataset: { kind: "item", id } },
+                    img, el("span", { class: "small", text: `#${id}` + (known ? ` · ${known.camera_id}` : "") })));
+    loadThumbnail(img, `/gallery/${id}/image?size=thumb`, "query");
+  }
+  $("#query-card").hidden = strip.children.length === 0;
+}
+
+function verdictButtons(hit) {
+  const verdict = searchState.verdicts.get(hit.id) || "";
+  const same = el("button", { type: "button", class: "verdict same", "data-testid": "confirm-hit",
+                              "aria-pressed": verdict === "same" ? "true" : "false", text: "✓ Same person" });
+  const other = el("button", { type: "button", class: "verdict other", "data-testid": "reject-hit",
+                               "aria-pressed": verdict === "other" ? "true" : "false", text: "✗ Not this person" });
+  same.addEventListener("click", () => setVerdict(hit.id, verdict === "same" ? "" : "same"));
+  other.addEventListener("click", () => setVerdict(hit.id, verdict === "other" ? "" : "other"));
+  return el("div", { class: "verdicts" }, same, other);
+}
+
+function setVerdict(id, verdict) {
+  if (verdict) searchState.verdicts.set(id, verdict);
+  else searchState.verdicts.delete(id);
+  renderResults();
+  const dialog = $("#detail");
+  if (dialog.open && Number(dialog.dataset.id) === id) renderDetailVerdict(searchState.items.get(id));
+}
+
+function confirmedIds() {
+  return [...searchState.verdicts].filter(([, v]) => v === "same").map(([id]) => id);
+}
+
+function renderResults() {
   const list = $("#results");
   releaseBlobs("results");
   clear(list);
-  const hits = data.hits || [];
+  const hits = searchState.hits;
+  const source = querySource();
   $("#search-summary").textContent = hits.length ?
     `${hits.length} hit${hits.length > 1 ? "s" : ""} for ${source}, best first.` :
     `No match for ${source} with these filters.`;
@@ -285,24 +360,187 @@ function renderResults(data, source) {
                                title: "cosine similarity (1 = identical)" });
     const rank = el("span", { class: "rank", text: `${hit.rank}.` });
     const [button, meta] = itemCard(hit, "results", el("span", {}, rank, " ", score));
-    list.append(el("li", { class: "hit", "data-testid": "hit", dataset: { id: hit.id, score: hit.score,
-                                                                           camera: hit.camera_id } },
+    meta.append(verdictButtons(hit));
+    const verdict = searchState.verdicts.get(hit.id) || "none";
+    list.append(el("li", { class: "hit", "data-testid": "hit",
+                           dataset: { id: hit.id, score: hit.score, camera: hit.camera_id, verdict } },
                    button, meta));
+  }
+  const confirmed = confirmedIds();
+  const rejected = [...searchState.verdicts.values()].filter((v) => v === "other").length;
+  $("#confirmed-summary").textContent = confirmed.length || rejected ?
+    `${confirmed.length} confirmed as the same person, ${rejected} ruled out.` :
+    "Mark hits as the same person (✓) or not (✗), then search again from the confirmed set.";
+  $("#confirmed-count").textContent = String(confirmed.length);
+  $("#search-confirmed").disabled = confirmed.length === 0;
+  renderSightings();
+}
+
+/** Search again from the confirmed hits (plus the query's own photos and items). */
+function searchFromConfirmed() {
+  const ids = [...new Set([...searchState.galleryIds, ...confirmedIds()])];
+  $("#search-gallery-id").value = ids.join(", ");
+  return runQuery(searchState.files, ids);
+}
+
+function searchFromGalleryItems(ids) {
+  $("#search-files").value = "";
+  $("#search-gallery-id").value = ids.join(", ");
+  closeDetail();
+  selectTab("search");
+  return runQuery([], ids);
+}
+
+/* -------------------------------------------------------------------------------- where was this person seen */
+
+/** Confirmed hits when there are any, otherwise every hit not ruled out; grouped per camera, latest first. */
+function sightingsToShow() {
+  const confirmed = new Set(confirmedIds());
+  const pool = confirmed.size ? searchState.hits.filter((h) => confirmed.has(h.id)) :
+    searchState.hits.filter((h) => searchState.verdicts.get(h.id) !== "other");
+  return { basis: confirmed.size ? "confirmed" : "hits", sightings: pool };
+}
+
+function renderSightings() {
+  const section = $("#sightings-section");
+  const { basis, sightings } = sightingsToShow();
+  section.hidden = sightings.length === 0;
+  const timeline = $("#sightings-timeline");
+  const groups = $("#sightings-groups");
+  clear(timeline);
+  clear(groups);
+  if (!sightings.length) return;
+  const time = (h) => Date.parse(h.captured_at);
+  const sorted = [...sightings].sort((a, b) => time(b) - time(a));
+  const last = sorted[0];
+  $("#sightings-basis").textContent = basis === "confirmed" ?
+    `From the ${sightings.length} confirmed sighting${sightings.length > 1 ? "s" : ""}.` :
+    `From all ${sightings.length} hits not ruled out (confirm hits to narrow this down).`;
+  $("#last-seen").textContent = `Last seen: ${formatTime(last.captured_at)} on camera ${last.camera_id}` +
+    ` (item #${last.id}, score ${Number(last.score).toFixed(3)}).`;
+
+  // cameras ordered by their latest sighting, latest first
+  const byCamera = new Map();
+  for (const hit of sorted) {
+    if (!byCamera.has(hit.camera_id)) byCamera.set(hit.camera_id, []);
+    byCamera.get(hit.camera_id).push(hit);
+  }
+  const cameras = [...byCamera.keys()];
+
+  // the time line: one lane per camera over the span of the sightings
+  const t0 = Math.min(...sightings.map(time));
+  const t1 = Math.max(...sightings.map(time));
+  const span = Math.max(t1 - t0, 60 * 1000);
+  const width = 1000;
+  const lane = 28;
+  const pad = { left: 110, right: 20, top: 8, bottom: 26 };
+  const height = pad.top + lane * cameras.length + pad.bottom;
+  const x = (t) => pad.left + ((t - t0) / span) * (width - pad.left - pad.right);
+  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "data-testid": "sightings-svg",
+                            "aria-label": `Sightings on ${cameras.length} cameras over time` });
+  cameras.forEach((camera, row) => {
+    const y = pad.top + row * lane + lane / 2;
+    root.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y, y2: y, class: "lane" }));
+    const label = svg("text", { x: pad.left - 8, y: y + 4, "text-anchor": "end", class: "tick" });
+    label.textContent = camera;
+    root.append(label);
+    for (const hit of byCamera.get(camera)) {
+      const isLast = hit === last;
+      const mark = svg("circle", { cx: x(time(hit)).toFixed(1), cy: y, r: isLast ? 9 : 6,
+                                   class: isLast ? "mark last" : "mark", "data-testid": "sighting-mark",
+                                   "data-id": hit.id, "data-camera": camera });
+      const title = svg("title");
+      title.textContent = `${camera}, ${formatTime(hit.captured_at)}, score ${Number(hit.score).toFixed(3)}` +
+        (isLast ? " (last sighting)" : "");
+      mark.append(title);
+      mark.addEventListener("click", () => openDetail(hit));
+      root.append(mark);
+    }
+  });
+  for (const [t, anchor] of [[t0, "start"], [t1, "end"]]) {
+    const label = svg("text", { x: x(t), y: height - 6, "text-anchor": anchor, class: "tick" });
+    label.textContent = formatTime(new Date(t).toISOString());
+    root.append(label);
+  }
+  timeline.append(root);
+
+  for (const camera of cameras) {
+    const items = byCamera.get(camera);
+    const list = el("ol", { class: "sighting-list" });
+    for (const hit of items) {
+      const isLast = hit === last;
+      const entry = el("li", { class: isLast ? "sighting last" : "sighting", "data-testid": isLast ? "last-sighting" : "sighting",
+                               dataset: { id: hit.id, camera } });
+      const open = el("button", { type: "button", class: "link", text: formatTime(hit.captured_at) });
+      open.addEventListener("click", () => openDetail(hit));
+      entry.append(open, ` · #${hit.id} · score ${Number(hit.score).toFixed(3)}` + (isLast ? " · last sighting" : ""));
+      list.append(entry);
+    }
+    groups.append(el("section", { class: "camera-group", "data-testid": "sighting-group", dataset: { camera } },
+                     el("h3", { text: `Camera ${camera} (${items.length})` }), list));
   }
 }
 
-function searchFromGalleryItem(id) {
-  $("#search-files").value = "";
-  $("#search-gallery-id").value = String(id);
-  selectTab("search");
-  runSearch();
+/* ------------------------------------------------------------------------------------------------ detail view */
+
+async function openDetail(item) {
+  const dialog = $("#detail");
+  dialog.dataset.id = String(item.id);
+  releaseBlobs("detail");
+  const img = $("#detail-image");
+  img.removeAttribute("src");
+  img.alt = `Gallery item ${item.id}, full image`;
+  $("#detail-title").textContent = `Gallery item #${item.id}`;
+  const facts = $("#detail-facts");
+  clear(facts);
+  const addFact = (label, value, testid) => {
+    facts.append(el("div", {}, el("dt", { text: label }), el("dd", { "data-testid": testid, text: value })));
+  };
+  addFact("Camera", item.camera_id, "detail-camera");
+  addFact("Captured", formatTime(item.captured_at), "detail-time");
+  addFact("Visitor", item.visitor_id != null ? String(item.visitor_id) : "—", "detail-visitor");
+  addFact("Track / reference", item.external_ref || "—", "detail-track");
+  if (item.score != null) addFact("Score", Number(item.score).toFixed(3), "detail-score");
+  renderDetailVerdict(item);
+  if (!dialog.open) dialog.showModal();
+  loadThumbnail(img, item.image_url || `/gallery/${item.id}/image`, "detail");
+  if (item.width == null) {  // a hit: fetch the item's size and (for gallery items) anything missing
+    try {
+      const full = await api(`/gallery/${item.id}`);
+      if (Number(dialog.dataset.id) === item.id) {
+        addFact("Size", `${full.width} × ${full.height} px`, "detail-size");
+      }
+    } catch (_) {
+      /* the facts above are enough */
+    }
+  } else {
+    addFact("Size", `${item.width} × ${item.height} px`, "detail-size");
+  }
 }
 
-async function browseGallery() {
+function renderDetailVerdict(item) {
+  const box = $("#detail-verdict");
+  clear(box);
+  if (!item || !searchState.hits.some((h) => h.id === item.id)) return;
+  box.append(verdictButtons(item));
+}
+
+function closeDetail() {
+  const dialog = $("#detail");
+  if (dialog.open) dialog.close();
+  releaseBlobs("detail");
+}
+
+/* ------------------------------------------------------------------------------------------------ gallery */
+
+const GALLERY_PAGE = 48;
+let galleryOffset = 0;
+
+async function browseGallery(offset = 0) {
   const form = $("#search-form");
   const section = $("#gallery-section");
   showError("search-error", null);
-  const params = new URLSearchParams({ limit: "48" });
+  const params = new URLSearchParams({ limit: String(GALLERY_PAGE), offset: String(Math.max(0, offset)) });
   for (const camera of selectedCameras(form)) params.append("camera_id", camera);
   const start = fromInputValue($("#search-start").value);
   const end = fromInputValue($("#search-end").value);
@@ -310,12 +548,21 @@ async function browseGallery() {
   if (end) params.set("end", end);
   try {
     const data = await api("/gallery?" + params.toString());
+    galleryOffset = data.offset;
     const list = $("#gallery");
     releaseBlobs("gallery");
     clear(list);
     section.hidden = false;
-    $("#gallery-summary").textContent = `${data.items.length} of ${data.total} photos shown.`;
+    const first = data.items.length ? data.offset + 1 : 0;
+    const lastShown = data.offset + data.items.length;
+    $("#gallery-summary").textContent = data.items.length ?
+      `Photos ${first}–${lastShown} of ${data.total}.` : `No photos here (${data.total} match the filters).`;
+    $("#gallery-prev").disabled = data.offset === 0;
+    $("#gallery-next").disabled = lastShown >= data.total;
+    const pages = Math.max(1, Math.ceil(data.total / GALLERY_PAGE));
+    $("#gallery-page").textContent = `page ${Math.floor(data.offset / GALLERY_PAGE) + 1} of ${pages}`;
     for (const item of data.items) {
+      searchState.items.set(item.id, item);
       const [button, meta] = itemCard(item, "gallery", null);
       list.append(el("li", { class: "hit", "data-testid": "gallery-item", dataset: { id: item.id } }, button, meta));
     }
@@ -642,8 +889,13 @@ function init() {
   selectTab(["search", "footfall", "ingest"].includes(initial) ? initial : "search");
 
   $("#search-form").addEventListener("submit", runSearch);
-  $("#search-files").addEventListener("change", () => { $("#search-gallery-id").value = ""; });
-  $("#gallery-browse").addEventListener("click", browseGallery);
+  $("#gallery-browse").addEventListener("click", () => browseGallery(0));
+  $("#gallery-prev").addEventListener("click", () => browseGallery(galleryOffset - GALLERY_PAGE));
+  $("#gallery-next").addEventListener("click", () => browseGallery(galleryOffset + GALLERY_PAGE));
+  $("#search-confirmed").addEventListener("click", searchFromConfirmed);
+  $("#detail-close").addEventListener("click", closeDetail);
+  $("#detail-search").addEventListener("click", () => searchFromGalleryItems([Number($("#detail").dataset.id)]));
+  $("#detail").addEventListener("close", () => releaseBlobs("detail"));
   $("#footfall-form").addEventListener("submit", runFootfall);
   $("#footfall-whole").addEventListener("click", async () => {
     if (await fillWholeSpan()) runFootfall();

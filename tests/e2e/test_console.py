@@ -50,9 +50,9 @@ def test_upload_shows_results_and_a_hit_searches_from_itself(console, live_servi
         ".every(img => img.complete && img.naturalWidth > 0 && img.src.startsWith('blob:'))"
     )
 
-    # clicking the third hit searches from that gallery item (same hits as the API gives for gallery_id)
+    # "Search from this" on the third hit searches from that gallery item (same hits as the API gives)
     third = shown_ids[2]
-    hits.nth(2).get_by_role("button").click()
+    hits.nth(2).get_by_test_id("search-from").click()
     expect(console.get_by_test_id("search-gallery-id")).to_have_value(str(third))
     expect(console.get_by_test_id("search-summary")).to_contain_text(f"gallery item {third}")
     with live_service.client() as client:
@@ -243,9 +243,9 @@ def test_browse_gallery_and_search_from_an_item(console, live_service):
     assert [int(x) for x in items.evaluate_all("els => els.map(e => e.dataset.id)")] == [
         item["id"] for item in listing["items"]
     ]
-    expect(console.get_by_test_id("gallery-summary")).to_contain_text(f"of {listing['total']} photos")
+    expect(console.get_by_test_id("gallery-summary")).to_contain_text(f"of {listing['total']}.")
     chosen = listing["items"][0]["id"]
-    items.first.get_by_role("button").click()
+    items.first.get_by_test_id("search-from").click()
     expect(console.get_by_test_id("search-gallery-id")).to_have_value(str(chosen))
     expect(console.get_by_test_id("search-summary")).to_contain_text(f"gallery item {chosen}")
     hits = console.get_by_test_id("results").get_by_test_id("hit")
@@ -273,3 +273,133 @@ def test_banner_warns_about_random_weights_and_dev_keys(console, live_service):
     assert warnings.evaluate_all("els => els.map(e => e.dataset.code)") == codes
     expect(warnings.first).to_contain_text("RANDOM weights")
     expect(warnings.nth(1)).to_contain_text("reid keys create")
+
+
+def _hit_ids(console) -> list[int]:
+    return [int(x) for x in console.get_by_test_id("hit").evaluate_all("els => els.map(e => e.dataset.id)")]
+
+
+def test_lost_child_workflow(console, live_service, tmp_path):
+    """Query beside the results, a detail view, verdicts, searching again from the confirmed set, and where
+    the person was seen (per camera, latest first, the last sighting highlighted)."""
+    use_key(console, ADMIN_KEY)
+    expect(console.get_by_test_id("key-status")).to_have_text("Key accepted")
+    query = tmp_path / "lost_child.png"
+    query.write_bytes(person_image(2, 77))
+    console.get_by_test_id("search-top-k").fill("8")
+    console.get_by_test_id("search-files").set_input_files(str(query))
+    console.get_by_test_id("search-submit").click()
+    hits = console.get_by_test_id("hit")
+    expect(hits).to_have_count(8)
+
+    # the query photo is shown beside the results
+    strip = console.get_by_test_id("query-item")
+    expect(strip).to_have_count(1)
+    expect(strip.first).to_have_attribute("data-kind", "photo")
+    console.wait_for_function(
+        "() => document.querySelector('[data-testid=query-item] img').naturalWidth === 64"
+    )
+
+    # the detail view: full image, camera, time, visitor, track
+    ids = _hit_ids(console)
+    with live_service.client() as client:
+        item = client.get(f"/gallery/{ids[0]}").json()
+    hits.first.get_by_test_id("open-detail").click()
+    detail = console.get_by_test_id("detail")
+    expect(detail).to_be_visible()
+    expect(console.get_by_test_id("detail-camera")).to_have_text(item["camera_id"])
+    expect(console.get_by_test_id("detail-time")).to_contain_text(item["captured_at"][:10])
+    expect(console.get_by_test_id("detail-visitor")).to_have_text(str(item["visitor_id"]))
+    expect(console.get_by_test_id("detail-track")).to_have_text(item["external_ref"] or "—")
+    console.wait_for_function(
+        "w => document.querySelector('[data-testid=detail-image]').naturalWidth === w", arg=item["width"]
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    console.screenshot(path=str(SCREENSHOTS / "lost_child_detail_view.png"), full_page=True)
+    # a verdict given in the detail view shows on the result card
+    detail.get_by_test_id("confirm-hit").click()
+    console.get_by_test_id("detail-close").click()
+    expect(detail).to_be_hidden()
+    expect(hits.first).to_have_attribute("data-verdict", "same")
+
+    # confirm one more, rule one out
+    hits.nth(1).get_by_test_id("confirm-hit").click()
+    hits.nth(2).get_by_test_id("reject-hit").click()
+    expect(hits.nth(2)).to_have_attribute("data-verdict", "other")
+    expect(console.get_by_test_id("confirmed-count")).to_have_text("2")
+
+    # where was this person seen: from the confirmed sightings, grouped per camera, latest first
+    with live_service.client() as client:
+        confirmed = [client.get(f"/gallery/{i}").json() for i in ids[:2]]
+    latest = max(confirmed, key=lambda c: c["captured_at"])
+    expect(console.get_by_test_id("sightings")).to_be_visible()
+    expect(console.get_by_test_id("sighting-mark")).to_have_count(2)
+    last = console.get_by_test_id("last-sighting")
+    expect(last).to_have_count(1)
+    expect(last).to_have_attribute("data-id", str(latest["id"]))
+    expect(console.get_by_test_id("last-seen")).to_contain_text(f"camera {latest['camera_id']}")
+    groups = console.get_by_test_id("sighting-group").evaluate_all("els => els.map(e => e.dataset.camera)")
+    by_camera = {}
+    for c in sorted(confirmed, key=lambda c: c["captured_at"], reverse=True):
+        by_camera.setdefault(c["camera_id"], c)
+    assert groups == list(by_camera)  # cameras ordered by their latest sighting
+    console.screenshot(path=str(SCREENSHOTS / "lost_child_sightings.png"), full_page=True)
+
+    # search again from the confirmed set (plus the photo): the same hits as the API gives
+    console.get_by_test_id("search-confirmed").click()
+    expect(console.get_by_test_id("query-item")).to_have_count(3)
+    expect(console.get_by_test_id("search-summary")).to_contain_text("1 query photo and 2 gallery items")
+    with live_service.client() as client:
+        expected = client.post(
+            "/search",
+            files=[("files", ("lost_child.png", query.read_bytes(), "image/png"))],
+            data={"gallery_id": [str(i) for i in ids[:2]], "top_k": "8"},
+        ).json()["hits"]
+    expect(hits.first).to_have_attribute("data-id", str(expected[0]["id"]))
+    assert _hit_ids(console) == [h["id"] for h in expected]
+    assert not set(ids[:2]) & set(_hit_ids(console))
+
+
+def test_gallery_pages(console, live_service):
+    day = DAY + timedelta(days=3)
+    with live_service.client(INGEST_KEY) as client:
+        for batch in range(2):
+            files = [
+                ("files", (f"page{batch}_{i}.png", person_image(60 + i, batch), "image/png"))
+                for i in range(30)
+            ]
+            at = (day + timedelta(minutes=batch)).isoformat()
+            response = client.post(
+                "/gallery", files=files, data={"camera_id": "paging-cam", "captured_at": at}
+            )
+            assert response.status_code == 200, response.text
+    with live_service.client() as client:
+        total = client.get("/gallery", params={"camera_id": "paging-cam", "limit": 1}).json()["total"]
+        pages = [
+            client.get("/gallery", params={"camera_id": "paging-cam", "limit": 48, "offset": o}).json()[
+                "items"
+            ]
+            for o in (0, 48)
+        ]
+    assert total == 60
+    use_key(console, ADMIN_KEY)
+    expect(console.get_by_test_id("key-status")).to_have_text("Key accepted")
+    console.get_by_test_id("search-cameras").get_by_label("paging-cam").check()
+    console.get_by_test_id("gallery-browse").click()
+    items = console.get_by_test_id("gallery-item")
+    expect(items).to_have_count(48)
+    expect(console.get_by_test_id("gallery-summary")).to_have_text("Photos 1–48 of 60.")
+    expect(console.get_by_test_id("gallery-prev")).to_be_disabled()
+    assert [int(x) for x in items.evaluate_all("els => els.map(e => e.dataset.id)")] == [
+        i["id"] for i in pages[0]
+    ]
+    console.get_by_test_id("gallery-next").click()
+    expect(console.get_by_test_id("gallery-summary")).to_have_text("Photos 49–60 of 60.")
+    expect(items).to_have_count(12)
+    expect(console.get_by_test_id("gallery-next")).to_be_disabled()
+    assert [int(x) for x in items.evaluate_all("els => els.map(e => e.dataset.id)")] == [
+        i["id"] for i in pages[1]
+    ]
+    expect(console.get_by_test_id("gallery-page")).to_have_text("page 2 of 2")
+    console.get_by_test_id("gallery-prev").click()
+    expect(console.get_by_test_id("gallery-summary")).to_have_text("Photos 1–48 of 60.")

@@ -184,10 +184,14 @@ def test_bad_search_parameters(strict_client, data, field):
 def test_search_query_problems(strict_client):
     r = strict_client.post("/search", data={"gallery_id": 12345}, headers=SEARCH)
     assert_error(r, 404, "not_found", "gallery_id", "12345")
-    both = strict_client.post(
-        "/search", files=upload([identity_image(0, 0)]), data={"gallery_id": 1}, headers=SEARCH
+    both = strict_client.post(  # photos and stored items together are one query; the item must exist
+        "/search", files=upload([identity_image(0, 0, fmt="JPEG")], mime="image/jpeg"), data={"gallery_id": 12345}, headers=SEARCH
     )
-    assert_error(both, 422, field="gallery_id", mentions="not both")
+    assert_error(both, 404, "not_found", "gallery_id", "12345")
+    one_bad = strict_client.post("/search", data={"gallery_id": ["1", "two"]}, headers=SEARCH)
+    assert_error(one_bad, 422, field="gallery_id")
+    many = strict_client.post("/search", data={"gallery_id": [str(i) for i in range(1, 66)]}, headers=SEARCH)
+    assert_error(many, 422, "too_many_items", "gallery_id", "limit is 64")
     nine = strict_client.post(
         "/search", files=upload([identity_image(0, s) for s in range(9)]), headers=SEARCH
     )
