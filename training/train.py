@@ -41,6 +41,7 @@ from model.device import autocast
 from model.embedder import Embedder
 from model.errors import ReidError
 from training.config import Config, ConfigError
+from training.curves import write_curves
 from training.data import SeededBatches, build_train_loader, check_batch
 from training.datasets import load_dataset
 from training.datasets.base import ReIDDataset
@@ -473,6 +474,8 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
     save_state(run, final_path)
     metrics = evaluate(run, final=True) if cfg.train.evaluate_at_end else None
     run.log.close()
+    if distributed.is_main:
+        write_curves(run.run_dir)  # curves.png: loss, accuracy and mAP per epoch, next to log.jsonl
     shutdown_distributed(distributed)
     return {
         "checkpoint": final_path,

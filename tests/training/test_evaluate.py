@@ -15,7 +15,17 @@ from model.resnet_rga import RGAReID
 from reid.cli import main
 from training.datasets import load_dataset
 from training.retrieval_metrics import evaluate_rank
-from training.visualize import BORDER, GAP, MATCH_COLOUR, MISS_COLOUR, THUMB, draw_ranked_lists, ranked_list
+from training.visualize import (
+    BORDER,
+    GAP,
+    LABEL_H,
+    LEGEND_H,
+    MATCH_COLOUR,
+    MISS_COLOUR,
+    THUMB,
+    draw_ranked_lists,
+    ranked_list,
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +74,10 @@ def test_reid_evaluate_writes_json_and_png_that_agree_with_the_embedder(
     picture = Image.open(out / "ranked_lists.png")
     assert picture.format == "PNG"
     cell_w, cell_h = THUMB[0] + 2 * BORDER, THUMB[1] + 2 * BORDER
-    assert picture.size == (GAP + (cell_w + GAP) * 11 + GAP, GAP + (cell_h + GAP) * 3)  # 3 queries, top 10
+    assert picture.size == (
+        GAP + (cell_w + GAP) * 11 + GAP,
+        LEGEND_H + GAP + (cell_h + LABEL_H + GAP) * 3,
+    )  # 3 queries, top 10
 
 
 def test_evaluate_with_flip_and_rerank(checkpoint, small_synthetic, tmp_path):
@@ -99,7 +112,22 @@ def test_ranked_list_picture_borders(small_synthetic, tmp_path):
     # sample the top-left border pixel of each ranked cell
     cell_w = THUMB[0] + 2 * BORDER
     x0 = GAP + cell_w + 2 * GAP
-    colours = [tuple(image[GAP + 1, x0 + k * (cell_w + GAP) + 1]) for k in range(len(top))]
+    y0 = LEGEND_H + GAP
+    colours = [tuple(image[y0 + 1, x0 + k * (cell_w + GAP) + 1]) for k in range(len(top))]
     for k, g in enumerate(top):
         assert colours[k] == (MATCH_COLOUR if gallery[g].pid == query[0].pid else MISS_COLOUR)
     assert MATCH_COLOUR in colours and MISS_COLOUR in colours
+    # labels under every picture: text, and its right/wrong word in the frame's colour
+    cell_h = THUMB[1] + 2 * BORDER
+    assert image.shape[0] == LEGEND_H + GAP + cell_h + LABEL_H + GAP
+    for k in range(len(top)):
+        label = image[
+            y0 + cell_h : y0 + cell_h + LABEL_H, x0 + k * (cell_w + GAP) : x0 + k * (cell_w + GAP) + cell_w
+        ]
+        assert (label != 255).any(axis=2).sum() > 20, f"no label under rank {k + 1}"
+        assert (label == colours[k]).all(axis=2).any(), f"no right/wrong word under rank {k + 1}"
+    # the legend: the three frame colours, and text
+    legend = image[:LEGEND_H]
+    for colour in (MATCH_COLOUR, MISS_COLOUR):
+        assert (legend == colour).all(axis=2).any()
+    assert (legend != 255).any(axis=2).sum() > 200

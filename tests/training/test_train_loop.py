@@ -68,6 +68,11 @@ def test_loss_goes_down_and_the_run_folder_is_complete(small_synthetic, tmp_path
     assert json.loads((run / "eval_epoch_0002.json").read_text())["model"]["epoch"] == 2
     assert (run / "ranked_lists.png").is_file()
     assert [line["epoch"] for line in lines if line["kind"] == "eval"] == [2, 3]
+    # and a picture of the curves next to the log
+    from PIL import Image
+
+    with Image.open(run / "curves.png") as curves:
+        assert curves.format == "PNG" and curves.size == (1300, 400)
 
 
 def test_resume_gives_the_same_weights_as_not_stopping(small_synthetic, tmp_path):
