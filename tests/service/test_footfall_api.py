@@ -88,7 +88,10 @@ def test_footfall_on_a_scripted_scenario(client, monkeypatch, direct_candidates)
     ).json()
     assert till["cameras"] == ["till"]
     # series is sparse (only non-empty cells); by_bucket lists every bucket, zeros included
-    assert [(s["bucket_start"][11:16], s["sightings"]) for s in till["series"]] == [("10:00", 2), ("11:30", 1)]
+    assert [(s["bucket_start"][11:16], s["sightings"]) for s in till["series"]] == [
+        ("10:00", 2),
+        ("11:30", 1),
+    ]
     assert [b["sightings"] for b in till["totals"]["by_bucket"]] == [2, 0, 0, 1]
     assert till["totals"]["unique_visitors"] == 2
 

@@ -47,7 +47,9 @@ def test_a_torch_gallery_is_served_by_its_onnx_export_but_not_by_int8(tmp_path, 
         assert _top(client) == before
     on_the_fly = make_settings(tmp_path, weights=weights["ckpt"], runtime="onnxruntime")
     embedder = load_embedder(on_the_fly)
-    assert embedder.runtime == "onnxruntime" and list((tmp_path / "data" / "onnx-cache" / "onnx").glob("*.onnx"))
+    assert embedder.runtime == "onnxruntime" and list(
+        (tmp_path / "data" / "onnx-cache" / "onnx").glob("*.onnx")
+    )
     int8_settings = make_settings(tmp_path, weights=weights["int8"])
     with pytest.raises(ReidError, match="different models"), TestClient(create_app(int8_settings)):
         pass
