@@ -314,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--index-kind", default="flat", choices=("flat", "ivf", "hnsw"))
+    parser.add_argument(
+        "--index-storage", default="fp32", choices=("fp32", "fp16"), help="REID_INDEX_STORAGE"
+    )
     parser.add_argument("--ingest-images", type=int, default=128)
     parser.add_argument("--files-per-request", type=int, default=8)
     parser.add_argument("--clients", type=int, default=4)
@@ -361,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=Path(tmp),
             batch_size=args.batch_size,
             index_kind=args.index_kind,
+            index_storage=args.index_storage,
             retention_days=0,
             max_files_per_request=max(64, args.files_per_request),
         )
@@ -407,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                     "clients": args.clients,
                     "top_k": args.top_k,
                     "index_kind": args.index_kind,
+                    "index_storage": args.index_storage,
                     "searches": len(by_id),
                     "item_p50_ms": _percentile(by_id, 50) * 1000,
                     "item_p99_ms": _percentile(by_id, 99) * 1000,
@@ -421,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"p50 {_percentile(by_id, 50) * 1000:.1f} ms p99 {_percentile(by_id, 99) * 1000:.1f} ms; "
                 f"from a photo p50 {_percentile(by_photo, 50) * 1000:.1f} ms p99 "
                 f"{_percentile(by_photo, 99) * 1000:.1f} ms ({args.clients} clients, top_k {args.top_k}, "
-                f"{args.index_kind}, {path['path']})"
+                f"{args.index_kind} {args.index_storage}, {path['path']})"
             )
             if args.under_ingest and size == args.sizes[0]:
                 fresh = _images_unique(args.under_ingest_images)

@@ -57,6 +57,7 @@ EXACT_SUBSET_FLAT = 4096  # allowed sets up to this size are scored by gathering
 EXACT_SUBSET_APPROX = 20_000  # the same for ivf / hnsw, where filtered approximate search may come back short
 EXACT_CHUNK = 65_536  # candidates scored per block in exact search over an id subset
 HNSW_COMPACT_FRACTION = 0.1
+SUBSET_GATHER_FRACTION = 4  # fp16: allowed sets under 1/4 of the rows are gathered, larger ones masked
 COALESCE_MAX_QUERIES = 64  # query rows one shared scan takes at most
 
 
@@ -396,11 +397,17 @@ class FaissVectorStore(VectorStore):
     def _fp16_candidates(self, queries: np.ndarray, k: int, allowed: np.ndarray | None):
         """fp16 storage: the best rescore_candidates(k) by float16 scores (among ``allowed`` if given)."""
         c = rescore_candidates(k)
-        if allowed is not None and allowed.size <= max(EXACT_SUBSET_FLAT, c):
-            return scan_topc(queries, self._stored_rows(allowed), allowed, c)
         _, _, row_ids = self._storage_rows()
-        mask = None if allowed is None else np.isin(row_ids, allowed, assume_unique=True)
-        return scan_topc(queries, self._storage_matrix(), row_ids, c, mask)
+        if allowed is None:
+            return scan_topc(queries, self._storage_matrix(), row_ids, c)
+        if allowed.size * SUBSET_GATHER_FRACTION > len(row_ids):  # most rows: one masked scan
+            mask = np.isin(row_ids, allowed, assume_unique=True)
+            return scan_topc(queries, self._storage_matrix(), row_ids, c, mask)
+        best = TopK(len(queries), c)  # fewer rows: gather and scan only them, block by block
+        for start in range(0, allowed.size, EXACT_CHUNK):
+            chunk = allowed[start : start + EXACT_CHUNK]
+            best.push(*scan_topc(queries, self._stored_rows(chunk), chunk, c))
+        return best.result()
 
     def _rescore(self, queries: np.ndarray, scores: np.ndarray, ids: np.ndarray, k: int):
         """Exact float32 scores for candidate ids (q, c) -> top k. Vectors come from the attached source

@@ -311,7 +311,7 @@ def rows_of(ids, vectors, found):
     return vectors[order][np.searchsorted(ids[order], found)]
 
 
-@pytest.mark.parametrize("n_allowed", [3, 40, 6000])
+@pytest.mark.parametrize("n_allowed", [3, 40, 1500, 6000])
 def test_fp16_allowed_ids_fill_top_k(n_allowed):
     rng = np.random.default_rng(6)
     n = 8000
