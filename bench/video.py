@@ -19,7 +19,7 @@ import json
 import os
 import resource
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.report import append_section, command_line, machine_description
@@ -115,14 +115,15 @@ def deliver(tracks: list, url_holder: dict) -> dict:
                 seconds = time.perf_counter() - started
             times = sorted(u.captured_at for u in uploads)
             with httpx.Client(base_url=url, headers={"X-API-Key": "dev-admin-key"}, timeout=120) as http:
-                metrics = http.get(
+                answer = http.get(
                     "/metrics",
                     params={
                         "start": times[0].isoformat(),
-                        "end": datetime.now(UTC).isoformat(),
+                        "end": (times[-1] + timedelta(seconds=1)).isoformat(),
                         "bucket": "1d",
                     },
-                ).json()
+                )
+                metrics = answer.json() if answer.status_code == 200 else {"error": answer.text[:200]}
         finally:
             server.should_exit = True
             thread.join(timeout=30)
