@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv browser test lint demo clean-venv devicekit gpu-check
+.PHONY: venv browser postgres test lint demo clean-venv devicekit gpu-check
 
 venv: $(STAMP)
 
@@ -24,7 +24,16 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
 	  || echo "could not install chromium: the browser tests will be skipped (they fail under CI=1)"; }
 
-test: venv browser
+# The PostgreSQL tests start a throwaway PostgreSQL 15 cluster (tests/postgres.py); install it when missing.
+PG_BIN ?= /usr/lib/postgresql/15/bin
+postgres:
+	@test -x $(PG_BIN)/initdb || { \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  echo "installing Debian's postgresql-15 for the PostgreSQL tests"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql-15 >/dev/null \
+	  || echo "could not install postgresql-15: the PostgreSQL tests will be skipped (they fail under CI=1)"; }
+
+test: venv browser postgres
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The main job: synthetic store -> short training run -> service -> ingest -> search -> footfall; keeps serving.

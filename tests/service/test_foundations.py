@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from service.batcher import MicroBatcher
-from service.db import make_engine, upgrade_database
+from service.db import alembic_config, make_engine, upgrade_database
 from service.settings import Settings, SettingsError
 from service.storage import ImageStore
 from service.tables import Base
@@ -55,6 +56,25 @@ def test_migrations_produce_the_models_schema(tmp_path):
         assert compare_metadata(context, Base.metadata) == []
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    assert set(inspect(engine).get_table_names()) >= {
+        "gallery_items",
+        "api_keys",
+        "audit_log",
+        "alembic_version",
+    }
+    upgrade_database(engine)  # idempotent
+    engine.dispose()
+
+
+def test_migrations_produce_the_models_schema_on_postgresql(postgres_url):
+    engine = make_engine(postgres_url)
+    upgrade_database(engine)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+        assert (
+            context.get_current_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+        )
     assert set(inspect(engine).get_table_names()) >= {
         "gallery_items",
         "api_keys",
