@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.service.conftest import ADMIN, SEARCH, identity_image, ingest, upload
+from tests.service.service_fixtures import ADMIN, SEARCH, identity_image, ingest, upload
 
 
 def test_search_from_several_stored_items_is_their_mean(client):
