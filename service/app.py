@@ -39,6 +39,7 @@ from service.settings import Settings
 from service.storage import ImageStore
 from service.tables import GalleryItem, ServiceState
 from service.trust import operator_warnings
+from service.watches import WatchRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +202,11 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
         )
         ctx.model_health = health
         ctx.warnings = operator_warnings(settings.dev_mode, model.meta.source, health)
+        ctx.watches = WatchRegistry(sessions, model.dim)
+        active_watches = await asyncio.to_thread(ctx.watches.load)
+        ctx.commit_listeners.append(ctx.watches.on_commit)
+        if active_watches:
+            logger.info("%d active watch(es) resumed", active_watches)
         metrics.index_size.set(len(index))
         app.state.ctx = ctx
         tasks = [asyncio.create_task(_maintain_index(ctx), name="index-maintenance")]
@@ -246,9 +252,9 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     app.add_middleware(SecurityHeaders)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
-    from service.routes import audit, cameras, footfall, gallery, health, search, visitors
+    from service.routes import audit, cameras, footfall, gallery, health, search, visitors, watches
 
-    for module in (health, gallery, search, footfall, cameras, visitors, audit):
+    for module in (health, gallery, search, footfall, cameras, visitors, audit, watches):
         app.include_router(module.router)
     openapi.install(app, settings)
     if STATIC_DIR.is_dir():  # the operator console (no build step); absent in a bare API checkout

@@ -28,6 +28,7 @@ from service.storage import ImageStore
 if TYPE_CHECKING:
     from service.ingest import CommittedItem
     from service.security import KeyRing
+    from service.watches import WatchRegistry
 
 # Called after new gallery items are committed and indexed, with the context and those items.
 CommitListener = Callable[["ServiceContext", "list[CommittedItem]"], None]
@@ -53,6 +54,7 @@ class ServiceContext:
     ready: bool = False
     model_health: ModelHealth | None = None  # the probe-batch check of start-up (model.health)
     warnings: list[dict[str, str]] = field(default_factory=list)  # service.trust.operator_warnings
+    watches: WatchRegistry | None = None  # live watches (service/watches.py), a commit listener
 
     @property
     def model_name(self) -> str:

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from service import footfall, validation
+from service.search import MAX_QUERY_ITEMS
 from service.settings import Settings
 from service.tables import MAX_ID
 
@@ -72,7 +73,10 @@ def list_limits(settings: Settings) -> dict[tuple[str, str, str], int]:
         for name in ("files", "camera_id", "captured_at", "external_ref", "track_ref")
     }
     limits[("post", "/search", "files")] = settings.max_query_files
-    for path, method in (("/gallery", "get"), ("/search", "post"), ("/metrics", "get")):
+    limits[("post", "/watches", "files")] = settings.max_query_files
+    for path in ("/search", "/watches"):
+        limits[("post", path, "gallery_id")] = MAX_QUERY_ITEMS
+    for path, method in (("/gallery", "get"), ("/search", "post"), ("/metrics", "get"), ("/watches", "post")):
         limits[(method, path, "camera_id")] = validation.MAX_CAMERA_FILTERS
     return limits
 
@@ -102,6 +106,8 @@ def _each_integer(schema: dict) -> None:
         schema.update(minimum=1, maximum=MAX_ID)
     for branch in schema.get("anyOf", []):
         _each_integer(branch)
+    if schema.get("type") == "array" and isinstance(schema.get("items"), dict):  # a repeatable id field
+        _each_integer(schema["items"])
 
 
 def _constrain(method: str, path: str, name: str, schema: dict, settings: Settings) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 from sqlalchemy import (
     Boolean,
     DateTime,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -124,6 +125,37 @@ class ServiceState(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class Watch(Base):
+    """A live watch: every newly ingested item is compared with its query vector (service/watches.py)."""
+
+    __tablename__ = "watches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    label: Mapped[str | None] = mapped_column(String(200))
+    query_vector: Mapped[bytes] = mapped_column(LargeBinary)  # unit-norm float32
+    threshold: Mapped[float] = mapped_column(Float)
+    cameras: Mapped[str | None] = mapped_column(Text)  # JSON list; NULL = every camera
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WatchMatch(Base):
+    """A newly ingested item that matched a watch (the item may be purged later; the match stays)."""
+
+    __tablename__ = "watch_matches"
+    __table_args__ = (Index("ix_watch_matches_watch", "watch_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    watch_id: Mapped[int] = mapped_column(Integer)
+    item_id: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)
+    camera_id: Mapped[str] = mapped_column(String(64))
+    captured_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    matched_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 __all__ = [
     "MAX_ID",
     "ApiKey",
@@ -132,6 +164,8 @@ __all__ = [
     "GalleryItem",
     "ServiceState",
     "UTCDateTime",
+    "Watch",
+    "WatchMatch",
     "decode_embedding",
     "utcnow",
 ]

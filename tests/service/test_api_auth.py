@@ -26,6 +26,12 @@ ROUTES = [
     ("DELETE", "/visitors/{visitor_id}", "/visitors/1", "admin"),
     ("POST", "/visitors/recluster", "/visitors/recluster", "admin"),
     ("GET", "/audit", "/audit", "admin"),
+    ("POST", "/watches", "/watches", "search"),
+    ("GET", "/watches", "/watches", "search"),
+    ("GET", "/watches/{watch_id}", "/watches/1", "search"),
+    ("DELETE", "/watches/{watch_id}", "/watches/1", "search"),
+    ("GET", "/watches/{watch_id}/matches", "/watches/1/matches", "search"),
+    ("GET", "/watches/{watch_id}/events", "/watches/1/events?timeout_s=0.1", "search"),
 ]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/")}
 
@@ -37,7 +43,7 @@ def _call(client, method, path, headers):
             "files": [("files", ("a.png", identity_image(0, 0), "image/png"))],
             "data": {"camera_id": "c", "captured_at": "2026-11-20T10:00:00Z"},
         }
-    elif path == "/search":
+    elif path in ("/search", "/watches") and method == "POST":
         kwargs = {"data": {"gallery_id": 1}}
     elif path == "/visitors/recluster":
         kwargs = {"json": {"start": "2026-11-20T00:00:00Z", "end": "2026-11-21T00:00:00Z"}}

@@ -137,7 +137,13 @@ TIME_SAMPLES = [
 def test_camera_ids_are_declared_with_the_pattern_the_service_checks(api):
     _, document = api
     places = list(request_fields(document, "camera_id"))
-    assert {where for where, _ in places} == {"post /gallery", "get /gallery", "post /search", "get /metrics"}
+    assert {where for where, _ in places} == {
+        "post /gallery",
+        "get /gallery",
+        "post /search",
+        "get /metrics",
+        "post /watches",
+    }
     for where, schema in places:
         [string] = list(_string_schemas(schema))
         pattern = ecma_pattern(string["pattern"])
@@ -196,9 +202,13 @@ def test_numeric_ranges_and_list_sizes_are_declared(api):
     settings = client.app.state.settings
     [(_, top_k)] = list(request_fields(document, "top_k"))
     assert (top_k["minimum"], top_k["maximum"]) == (1, 1000)
-    for _, schema in request_fields(document, "gallery_id"):
-        [integer] = [b for b in schema["anyOf"] if b.get("type") == "integer"]
-        assert integer["maximum"] == 2**63 - 1 and isinstance(integer["maximum"], int)
+    gallery_ids = list(request_fields(document, "gallery_id"))
+    assert {where for where, _ in gallery_ids} == {"post /search", "post /watches"}
+    for where, schema in gallery_ids:  # repeatable: an array of ids, each 1..MAX_ID
+        [array] = [b for b in schema["anyOf"] if b.get("type") == "array"]
+        integer = array["items"]
+        assert integer["type"] == "integer" and integer["minimum"] == 1, where
+        assert integer["maximum"] == 2**63 - 1 and isinstance(integer["maximum"], int), where
     files = dict(request_fields(document, "files"))
     assert files["post /gallery"]["maxItems"] == settings.max_files_per_request
     [query_files] = [b for b in files["post /search"]["anyOf"] if b.get("type") == "array"]
