@@ -109,6 +109,7 @@ CHECK_MODULES = [
     "faiss",
     "onnx",
     "onnxruntime",
+    "matplotlib",
 ]
 
 # Imported only inside functions that the check never calls (video ingest: `reid ingest-video`, `reid synth
