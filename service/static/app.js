@@ -571,6 +571,127 @@ async function browseGallery(offset = 0) {
   }
 }
 
+/* ------------------------------------------------------------------------------------------------ live watches */
+
+const watchStreams = new Map(); // watch id -> AbortController of its event stream
+
+/** POST /watches from the current query (photos, items, confirmed hits) and the ticked cameras. */
+async function createWatch() {
+  showError("watch-error", null);
+  const ids = [...new Set([...searchState.galleryIds, ...confirmedIds()])];
+  if (!searchState.files.length && !ids.length) {
+    showError("watch-error", new Error("Search for the person first: the watch uses that query."));
+    return;
+  }
+  const body = new FormData();
+  for (const file of searchState.files) body.append("files", file, file.name);
+  for (const id of ids) body.append("gallery_id", String(id));
+  body.append("threshold", $("#watch-threshold").value || "0.8");
+  const hours = Number($("#watch-hours").value || "2");
+  body.append("expires_at", new Date(Date.now() + hours * 3600 * 1000).toISOString());
+  for (const camera of selectedCameras($("#search-form"))) body.append("camera_id", camera);
+  const button = $("#watch-create");
+  setBusy(button, true);
+  try {
+    const watch = await api("/watches", { method: "POST", body });
+    await refreshWatches();
+    listenToWatch(watch.id);
+  } catch (err) {
+    showError("watch-error", err);
+  } finally {
+    setBusy(button, false);
+  }
+}
+
+async function refreshWatches() {
+  const data = await api("/watches");
+  const list = $("#watch-list");
+  clear(list);
+  for (const watch of data.watches.filter((w) => w.state === "active")) {
+    const stop = el("button", { type: "button", class: "secondary", "data-testid": "watch-stop", text: "Stop" });
+    stop.addEventListener("click", async () => {
+      await api(`/watches/${watch.id}`, { method: "DELETE" }).catch((err) => showError("watch-error", err));
+      const stream = watchStreams.get(watch.id);
+      if (stream) stream.abort();
+      watchStreams.delete(watch.id);
+      refreshWatches().catch(() => {});
+    });
+    const cameras = watch.camera_id ? watch.camera_id.join(", ") : "all cameras";
+    list.append(el("li", { "data-testid": "watch", dataset: { id: watch.id } },
+                   el("strong", { text: `Watch #${watch.id}` }),
+                   `score ≥ ${watch.threshold}, ${cameras}, until ${formatTime(watch.expires_at)}, ` +
+                   `${watch.matches} match${watch.matches === 1 ? "" : "es"}` +
+                   (watchStreams.has(watch.id) ? " · listening" : ""), stop));
+    if (!watchStreams.has(watch.id)) listenToWatch(watch.id);
+  }
+}
+
+/** GET /watches/{id}/events through fetch (EventSource cannot send the key header); one alert per match. */
+async function listenToWatch(id, lastId = null) {
+  if (watchStreams.has(id) && lastId === null) return;
+  const controller = new AbortController();
+  watchStreams.set(id, controller);
+  let last = lastId;
+  try {
+    const headers = last !== null ? { "Last-Event-ID": String(last) } : {};
+    const response = await api(`/watches/${id}/events`, { raw: true, headers, signal: controller.signal });
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+        if (!data) continue;
+        const match = JSON.parse(data);
+        last = match.id;
+        showWatchAlert(match);
+      }
+    }
+  } catch (err) {
+    if (controller.signal.aborted) return;
+  }
+  if (!controller.signal.aborted) setTimeout(() => listenToWatch(id, last), 3000); // reconnect, no match lost
+}
+
+function beep() {
+  document.body.dataset.beeps = String(Number(document.body.dataset.beeps || 0) + 1);
+  try {
+    const audio = new (window.AudioContext || window.webkitAudioContext)();
+    const tone = audio.createOscillator();
+    const gain = audio.createGain();
+    tone.frequency.value = 880;
+    gain.gain.value = 0.2;
+    tone.connect(gain).connect(audio.destination);
+    tone.start();
+    tone.stop(audio.currentTime + 0.4);
+  } catch (_) {
+    /* no audio device: the visible alert stays */
+  }
+}
+
+function showWatchAlert(match) {
+  const img = el("img", { alt: `sighting: gallery item ${match.item_id}` });
+  const open = el("button", { type: "button", class: "link", text: "Details" });
+  open.addEventListener("click", () => openDetail({ id: match.item_id, camera_id: match.camera_id,
+                                                     captured_at: match.captured_at, score: match.score,
+                                                     image_url: match.image_url }));
+  const alert = el("div", { class: "watch-alert", role: "alert", "data-testid": "watch-alert",
+                            dataset: { watch: match.watch_id, item: match.item_id } },
+                   img, el("span", { text: `Watch #${match.watch_id}: seen on camera ${match.camera_id} at ` +
+                                          `${formatTime(match.captured_at)} (score ${Number(match.score).toFixed(3)}).` }),
+                   open);
+  $("#watch-alerts").prepend(alert);
+  loadThumbnail(img, match.thumbnail_url, "query");
+  beep();
+  document.title = "● Seen again · Re-ID console";
+}
+
 /* ------------------------------------------------------------------------------------------------ footfall */
 
 async function runFootfall(event) {
@@ -853,6 +974,7 @@ async function checkKey() {
   try {
     applyRecordedSpan(await refreshCameras(), false);
     showKeyStatus("Key accepted", "ok");
+    refreshWatches().catch(() => {});
   } catch (err) {
     if (err.status === 401) showKeyStatus("Key refused: " + err.message.replace(/^The API key was refused: /, ""), "bad");
     else if (err.status === 403) showKeyStatus("Key accepted (upload only)", "ok");
@@ -893,6 +1015,7 @@ function init() {
   $("#gallery-prev").addEventListener("click", () => browseGallery(galleryOffset - GALLERY_PAGE));
   $("#gallery-next").addEventListener("click", () => browseGallery(galleryOffset + GALLERY_PAGE));
   $("#search-confirmed").addEventListener("click", searchFromConfirmed);
+  $("#watch-create").addEventListener("click", createWatch);
   $("#detail-close").addEventListener("click", closeDetail);
   $("#detail-search").addEventListener("click", () => searchFromGalleryItems([Number($("#detail").dataset.id)]));
   $("#detail").addEventListener("close", () => releaseBlobs("detail"));

@@ -403,3 +403,42 @@ def test_gallery_pages(console, live_service):
     expect(console.get_by_test_id("gallery-page")).to_have_text("page 2 of 2")
     console.get_by_test_id("gallery-prev").click()
     expect(console.get_by_test_id("gallery-summary")).to_have_text("Photos 1–48 of 60.")
+
+
+def test_live_watch_alerts_when_the_person_is_seen_again(console, live_service, tmp_path):
+    use_key(console, ADMIN_KEY)
+    expect(console.get_by_test_id("key-status")).to_have_text("Key accepted")
+    query = tmp_path / "child.png"
+    query.write_bytes(person_image(4, 300))
+    console.get_by_test_id("search-files").set_input_files(str(query))
+    console.get_by_test_id("search-submit").click()
+    expect(console.get_by_test_id("hit").first).to_be_visible()
+    console.get_by_test_id("watch-threshold").fill("0.99")
+    console.get_by_test_id("watch-create").click()
+    watch_row = console.get_by_test_id("watch")
+    expect(watch_row).to_have_count(1)
+    watch_id = int(watch_row.first.get_attribute("data-id"))
+    expect(console.get_by_test_id("watch-alert")).to_have_count(0)
+    console.wait_for_timeout(1000)  # the event stream is open
+
+    with live_service.client(INGEST_KEY) as client:
+        at = (DAY + timedelta(days=4, hours=10)).isoformat()
+        response = client.post(
+            "/gallery",
+            files=[("files", ("seen_again.png", person_image(4, 301), "image/png"))],
+            data={"camera_id": "checkout", "captured_at": at},
+        )
+        new_id = response.json()["items"][0]["id"]
+    with live_service.client() as client:
+        matches = client.get(f"/watches/{watch_id}/matches").json()["matches"]
+    assert new_id in [m["item_id"] for m in matches]
+    alert = console.locator(f'[data-testid="watch-alert"][data-item="{new_id}"]')
+    expect(alert).to_be_visible()
+    expect(alert).to_contain_text("seen on camera checkout")
+    assert int(console.evaluate("document.body.dataset.beeps")) >= 1  # the audible alert was sounded
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    console.screenshot(path=str(SCREENSHOTS / "live_watch_alert.png"), full_page=True)
+    watch_row.first.get_by_test_id("watch-stop").click()
+    expect(console.get_by_test_id("watch")).to_have_count(0)
+    with live_service.client() as client:
+        assert client.get(f"/watches/{watch_id}").json()["state"] == "deleted"
