@@ -1,5 +1,8 @@
 """Fixtures: a real app (create_app) over SQLite in tmp_path, with one small random network per session.
 
+Modules marked `pytest.mark.databases("sqlite", "postgresql")` run every test that uses `settings` or
+`client` once per database: SQLite in tmp_path, and a fresh database in the session's throwaway
+PostgreSQL cluster (tests/postgres.py; skipped without PostgreSQL 15, a failure under CI=1).
 Helpers the test modules import (keys, settings, images, upload builders) are in service_fixtures.py.
 """
 
@@ -14,14 +17,36 @@ from service.settings import Settings
 from tests.service.service_fixtures import make_settings
 
 
+def pytest_generate_tests(metafunc):
+    if "database" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("databases")
+        metafunc.parametrize("database", marker.args if marker else ("sqlite",), indirect=True)
+
+
+@pytest.fixture
+def database(request) -> str:
+    """Which database engine the test's app runs on: 'sqlite' unless its module asks for more."""
+    return request.param
+
+
+@pytest.fixture
+def database_url(database, request) -> str | None:
+    """REID_DATABASE_URL for the test's app: None (SQLite in the data folder) or a fresh PostgreSQL database."""
+    if database == "sqlite":
+        return None
+    if database == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    raise ValueError(f"unknown database {database!r}")
+
+
 @pytest.fixture(scope="session")
 def embedder() -> Embedder:
     return Embedder.random_init(variant="none", input_size=(64, 32), device="cpu", batch_size=16)
 
 
 @pytest.fixture
-def settings(tmp_path) -> Settings:
-    return make_settings(tmp_path)
+def settings(tmp_path, database_url) -> Settings:
+    return make_settings(tmp_path, database_url=database_url)
 
 
 @pytest.fixture

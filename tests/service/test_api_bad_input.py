@@ -12,6 +12,8 @@ from PIL import Image
 from service.app import create_app
 from tests.service.service_fixtures import ADMIN, INGEST, SEARCH, identity_image, make_settings, upload
 
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
+
 GOOD = {"camera_id": "cam-1", "captured_at": "2026-11-20T10:00:00Z"}
 
 
@@ -28,10 +30,14 @@ def bomb_png() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture(scope="module")
-def strict_client(tmp_path_factory, embedder):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def strict_client(request, tmp_path_factory, embedder):
+    database_url = (
+        request.getfixturevalue("postgres_cluster").database() if request.param == "postgresql" else None
+    )
     settings = make_settings(
         tmp_path_factory.mktemp("strict"),
+        database_url=database_url,
         max_upload_bytes=4096,
         max_pixels=100 * 100,
         max_files_per_request=3,
@@ -185,7 +191,10 @@ def test_search_query_problems(strict_client):
     r = strict_client.post("/search", data={"gallery_id": 12345}, headers=SEARCH)
     assert_error(r, 404, "not_found", "gallery_id", "12345")
     both = strict_client.post(  # photos and stored items together are one query; the item must exist
-        "/search", files=upload([identity_image(0, 0, fmt="JPEG")], mime="image/jpeg"), data={"gallery_id": 12345}, headers=SEARCH
+        "/search",
+        files=upload([identity_image(0, 0, fmt="JPEG")], mime="image/jpeg"),
+        data={"gallery_id": 12345},
+        headers=SEARCH,
     )
     assert_error(both, 404, "not_found", "gallery_id", "12345")
     one_bad = strict_client.post("/search", data={"gallery_id": ["1", "two"]}, headers=SEARCH)

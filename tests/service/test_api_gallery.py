@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from PIL import Image
 
 from tests.service.service_fixtures import ADMIN, INGEST, SEARCH, identity_image, ingest, upload
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
 
 
 def test_ingest_returns_per_image_results_and_dedupes(client):

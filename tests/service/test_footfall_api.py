@@ -17,6 +17,8 @@ from reid.cli import main as reid_main
 from service.app import create_app
 from tests.service.service_fixtures import ADMIN, SEARCH, identity_image, ingest, make_settings
 
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
+
 # (identity, camera, time, shot): A = 0 visits entrance then till; B = 1 comes back 55 min later; C = 2 once.
 SCENARIO = [
     (0, "entrance", "2026-11-20T10:05:00Z", 0),
@@ -110,6 +112,8 @@ def test_recluster_regroups_a_window(client, settings, monkeypatch):
     # The CLI does the same on the stored data (its settings come from the environment).
     monkeypatch.setenv("REID_VISITOR_THRESHOLD", str(settings.visitor_threshold))
     monkeypatch.setenv("REID_VISITOR_HORIZON_S", str(settings.visitor_horizon_s))
+    if settings.database_url:
+        monkeypatch.setenv("REID_DATABASE_URL", settings.database_url)
     with client.app.state.ctx.sessions() as session, session.begin():
         session.execute(text("update gallery_items set visitor_id = 1"))
     assert (
@@ -146,16 +150,16 @@ KILLER = textwrap.dedent(
 
     service.ingest._before_commit = die
     emb = Embedder.random_init(variant="none", input_size=(64, 32), device="cpu")
-    with TestClient(create_app(c.make_settings(Path(sys.argv[1])), embedder=emb)) as client:
+    with TestClient(create_app(c.make_settings(Path(sys.argv[1]), database_url=sys.argv[2] or None), embedder=emb)) as client:
         c.ingest(client, [c.identity_image(0, 0)])
     """
 )
 
 
-def test_process_killed_mid_ingest_leaves_no_half_item(tmp_path, embedder):
+def test_process_killed_mid_ingest_leaves_no_half_item(tmp_path, embedder, database_url):
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
-        [sys.executable, "-c", KILLER, str(tmp_path)],
+        [sys.executable, "-c", KILLER, str(tmp_path), database_url or ""],
         cwd=root,
         capture_output=True,
         timeout=120,
@@ -164,7 +168,9 @@ def test_process_killed_mid_ingest_leaves_no_half_item(tmp_path, embedder):
     assert done.returncode == 137, done.stderr.decode()[-2000:]
     settings_dir = tmp_path / "data" / "images"
     assert [p for p in settings_dir.rglob("*") if p.is_file()]  # the half item's files were written
-    with TestClient(create_app(make_settings(tmp_path), embedder=embedder)) as client:
+    with TestClient(
+        create_app(make_settings(tmp_path, database_url=database_url), embedder=embedder)
+    ) as client:
         assert client.get("/gallery", headers=SEARCH).json()["total"] == 0
         assert client.get("/readyz").json()["index_size"] == 0
         assert [p for p in settings_dir.rglob("*") if p.is_file()] == []
@@ -172,12 +178,12 @@ def test_process_killed_mid_ingest_leaves_no_half_item(tmp_path, embedder):
         assert r.json()["created"] == 1
 
 
-def test_too_many_buckets_x_cameras_is_refused_before_counting(tmp_path, embedder, monkeypatch):
+def test_too_many_buckets_x_cameras_is_refused_before_counting(tmp_path, embedder, monkeypatch, database_url):
     """A year of 1 h buckets over 106 cameras once answered 133.8 MB in 13.6 s: buckets x cameras is capped,
     the refusal comes before any cell is counted, and it names a request that fits."""
     import service.repository
 
-    settings = make_settings(tmp_path, metrics_max_cells=50)
+    settings = make_settings(tmp_path, metrics_max_cells=50, database_url=database_url)
     with TestClient(create_app(settings, embedder=embedder)) as client:
         for i, camera in enumerate(["a", "b", "c"]):
             ingest(client, [identity_image(i, 0)], camera_id=camera, captured_at="2026-11-20T10:05:00Z")

@@ -10,6 +10,8 @@ import pytest
 from service import footfall
 from tests.service.service_fixtures import ADMIN, INGEST, SEARCH, identity_image, upload
 
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
+
 DAY = "2024-06-03T"
 
 
