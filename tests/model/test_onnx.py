@@ -217,3 +217,19 @@ def test_int8_is_another_model_close_to_fp32(files, crops, tmp_path):
     assert 0.99 < (a * b).sum(1).min() and not np.allclose(a, b, atol=1e-6)
     with pytest.raises(ReidError, match="already int8"):
         quantize_int8(int8, tmp_path / "again.onnx", crops[:2])
+
+
+def test_reid_runtime_environment_variable_picks_onnxruntime(tmp_path, monkeypatch):
+    from PIL import Image
+
+    weights = save_checkpoint(tmp_path / "none.pt", build_model("none", input_size=(64, 32)), ModelMeta("none", (64, 32)))
+    Image.fromarray(person_crops(1)[0]).save(tmp_path / "a.png")
+    monkeypatch.setenv("REID_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("REID_RUNTIME", "onnxruntime")
+    assert main(["embed", str(tmp_path / "a.png"), "--weights", str(weights), "--device", "cpu", "--out", str(tmp_path / "o.npy")]) == 0
+    assert json.loads((tmp_path / "o.files.json").read_text())["runtime"] == "onnxruntime"
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1
+    monkeypatch.setenv("REID_RUNTIME", "torch")
+    assert main(["embed", str(tmp_path / "a.png"), "--weights", str(weights), "--device", "cpu", "--out", str(tmp_path / "t.npy")]) == 0
+    assert json.loads((tmp_path / "t.files.json").read_text())["runtime"] == "torch"
+    assert (np.load(tmp_path / "o.npy") * np.load(tmp_path / "t.npy")).sum() >= 0.9999
