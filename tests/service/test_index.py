@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from model.errors import ReidError
-from service.vectorstore import FaissVectorStore as VectorIndex
-from service.vectorstore import VectorStoreFileError as IndexFileError
+from service.vectorstore import FaissVectorStore, VectorStoreFileError
 
 DIM = 32
 
@@ -40,7 +39,7 @@ def data():
 
 def test_add_len_ids_and_duplicates(data):
     ids, vectors, _ = data
-    index = VectorIndex(DIM)
+    index = FaissVectorStore(DIM)
     index.add(ids[:300], vectors[:300])
     assert len(index) == 300
     assert np.array_equal(index.ids(), np.sort(ids[:300]))
@@ -58,7 +57,7 @@ def test_add_len_ids_and_duplicates(data):
 @pytest.mark.parametrize("k", [1, 10, 500])
 def test_flat_search_matches_numpy(data, k):
     ids, vectors, queries = data
-    index = VectorIndex(DIM)
+    index = FaissVectorStore(DIM)
     index.add(ids, vectors)
     scores, found = index.search(queries, k)
     want_scores, want_ids = brute(queries, ids, vectors, k)
@@ -75,7 +74,7 @@ def test_flat_search_matches_numpy(data, k):
 
 def test_fewer_than_k_pads_with_minus_one(data):
     ids, vectors, queries = data
-    index = VectorIndex(DIM)
+    index = FaissVectorStore(DIM)
     assert index.search(queries, 3)[1].tolist() == [[-1, -1, -1]] * 7  # empty index
     index.add(ids[:2], vectors[:2])
     scores, found = index.search(queries[:1], 5)
@@ -90,7 +89,7 @@ def test_allowed_ids_fill_top_k(n_allowed):
     ids = np.arange(n, dtype=np.int64) * 3
     vectors = unit(rng, n)
     queries = unit(rng, 4)
-    index = VectorIndex(DIM)
+    index = FaissVectorStore(DIM)
     index.add(ids, vectors)
     allowed = rng.choice(ids, n_allowed, replace=False)
     allowed_with_unknown = np.concatenate([allowed, [1, 2, 10**9]])  # ids never added are ignored
@@ -106,7 +105,7 @@ def test_allowed_ids_fill_top_k(n_allowed):
 
 def test_allowed_ids_empty_or_all_unknown(data):
     ids, vectors, queries = data
-    index = VectorIndex(DIM)
+    index = FaissVectorStore(DIM)
     index.add(ids, vectors)
     for allowed in (np.array([], np.int64), np.array([-5, 7])):
         scores, found = index.search(queries, 4, allowed_ids=allowed)
@@ -116,7 +115,7 @@ def test_allowed_ids_empty_or_all_unknown(data):
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 def test_remove(kind, data):
     ids, vectors, queries = data
-    index = VectorIndex(DIM, kind)
+    index = FaissVectorStore(DIM, kind)
     index.train_if_needed(vectors)
     index.add(ids, vectors)
     gone = ids[:100]
@@ -135,7 +134,7 @@ def test_remove(kind, data):
 
 def test_fingerprint_equal_iff_same_ids(data):
     ids, vectors, _ = data
-    a, b = VectorIndex(DIM), VectorIndex(DIM, "hnsw")
+    a, b = FaissVectorStore(DIM), FaissVectorStore(DIM, "hnsw")
     a.add(ids[:50], vectors[:50])
     b.add(ids[:50][::-1], vectors[:50][::-1])
     assert a.fingerprint() == b.fingerprint()
@@ -147,14 +146,14 @@ def test_fingerprint_equal_iff_same_ids(data):
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 def test_save_load_round_trip(kind, data, tmp_path):
     ids, vectors, queries = data
-    index = VectorIndex(DIM, kind)
+    index = FaissVectorStore(DIM, kind)
     index.train_if_needed(vectors)
     index.add(ids, vectors)
     index.remove(ids[:3])
     path = tmp_path / "sub" / "gallery.index"
     index.save(path)
     assert [p.name for p in path.parent.iterdir()] == ["gallery.index"]  # no temporary file left
-    loaded = VectorIndex.load(path)
+    loaded = FaissVectorStore.load(path)
     assert loaded.kind == kind and loaded.dim == DIM
     assert loaded.fingerprint() == index.fingerprint()
     for allowed in (None, ids[:60]):
@@ -167,11 +166,11 @@ def test_save_load_round_trip(kind, data, tmp_path):
 
 def test_corrupt_or_missing_file(data, tmp_path):
     ids, vectors, _ = data
-    index = VectorIndex(DIM)
+    index = FaissVectorStore(DIM)
     index.add(ids, vectors)
     path = tmp_path / "gallery.index"
-    with pytest.raises(IndexFileError, match="does not exist"):
-        VectorIndex.load(path)
+    with pytest.raises(VectorStoreFileError, match="does not exist"):
+        FaissVectorStore.load(path)
     index.save(path)
     raw = path.read_bytes()
     cases = {
@@ -183,17 +182,17 @@ def test_corrupt_or_missing_file(data, tmp_path):
     for name, content in cases.items():
         bad = tmp_path / f"{name}.index"
         bad.write_bytes(content)
-        with pytest.raises(IndexFileError) as info:
-            VectorIndex.load(bad)
+        with pytest.raises(VectorStoreFileError) as info:
+            FaissVectorStore.load(bad)
         assert isinstance(info.value, ReidError), name
     index.save(path)  # overwriting an existing file works and stays loadable
-    assert VectorIndex.load(path).fingerprint() == index.fingerprint()
+    assert FaissVectorStore.load(path).fingerprint() == index.fingerprint()
 
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="kind"):
-        VectorIndex(DIM, "lsh")
-    index = VectorIndex(DIM)
+        FaissVectorStore(DIM, "lsh")
+    index = FaissVectorStore(DIM)
     with pytest.raises(ValueError, match="k must be positive"):
         index.search(np.zeros(DIM, np.float32), 0)
     with pytest.raises(ValueError, match="integers"):
@@ -214,7 +213,7 @@ def test_ivf_recall_and_lazy_training():
     ids = np.arange(n, dtype=np.int64) + 7
     vectors = clustered(rng, n, 60, dim)
     queries = clustered(rng, 50, 60, dim)
-    index = VectorIndex(dim, "ivf", nlist=32)
+    index = FaissVectorStore(dim, "ivf", nlist=32)
     index.add(ids[:100], vectors[:100])  # too few to train: stays exact
     assert not index.is_ivf_trained
     index.add(ids[100:], vectors[100:])  # past 39 per list: trains, keeps what it held
@@ -232,7 +231,7 @@ def test_hnsw_recall():
     ids = rng.permutation(100_000)[:n].astype(np.int64)
     vectors = clustered(rng, n, 40, dim)
     queries = clustered(rng, 50, 40, dim)
-    index = VectorIndex(dim, "hnsw", hnsw_m=16)
+    index = FaissVectorStore(dim, "hnsw", hnsw_m=16)
     index.add(ids, vectors)
     assert recall_at(index, ids, vectors, queries) >= 0.9
     # filtered hnsw search over a large allowed set goes through the graph, and still fills top k
@@ -253,7 +252,7 @@ def test_filtered_search_through_faiss_selector(kind, monkeypatch):
     ids = np.arange(n, dtype=np.int64) * 2 + 1
     vectors = clustered(rng, n, 30, dim)
     queries = clustered(rng, 20, 30, dim)
-    index = VectorIndex(dim, kind, nlist=16)
+    index = FaissVectorStore(dim, kind, nlist=16)
     index.train_if_needed(vectors)
     index.add(ids, vectors)
     index.remove(ids[:50])
@@ -287,7 +286,7 @@ def test_fp16_recall_against_float32(data_kind, with_source):
     else:  # tight clusters: many near-ties, the hard case for float16 scores
         vectors = clustered(rng, n, 200, dim, spread=0.02)
         queries = clustered(rng, 100, 200, dim, spread=0.02)
-    index = VectorIndex(dim, storage="fp16")
+    index = FaissVectorStore(dim, storage="fp16")
     index.add(ids, vectors)
     if with_source:
         index.attach_vector_source(fp32_source(ids, vectors))
@@ -318,7 +317,7 @@ def test_fp16_allowed_ids_fill_top_k(n_allowed):
     ids = np.arange(n, dtype=np.int64) * 3
     vectors = unit(rng, n)
     queries = unit(rng, 4)
-    index = VectorIndex(DIM, storage="fp16")
+    index = FaissVectorStore(DIM, storage="fp16")
     index.add(ids, vectors)
     index.attach_vector_source(fp32_source(ids, vectors))
     allowed = rng.choice(ids, n_allowed, replace=False)
@@ -332,7 +331,7 @@ def test_fp16_allowed_ids_fill_top_k(n_allowed):
 
 def test_fp16_drops_candidates_the_source_no_longer_has(data):
     ids, vectors, queries = data
-    index = VectorIndex(DIM, storage="fp16")
+    index = FaissVectorStore(DIM, storage="fp16")
     index.add(ids, vectors)
     gone = set(brute(queries, ids, vectors, 3)[1][0].tolist())  # deleted from the database by another process
     source = fp32_source(ids, vectors)
@@ -343,12 +342,12 @@ def test_fp16_drops_candidates_the_source_no_longer_has(data):
 
 def test_fp16_remove_save_load(data, tmp_path):
     ids, vectors, queries = data
-    index = VectorIndex(DIM, storage="fp16")
+    index = FaissVectorStore(DIM, storage="fp16")
     index.add(ids, vectors)
     assert index.remove(ids[:50]) == 50 and len(index) == 450
     path = tmp_path / "half.index"
     index.save(path)
-    loaded = VectorIndex.load(path)
+    loaded = FaissVectorStore.load(path)
     assert loaded.storage == "fp16" and loaded.fingerprint() == index.fingerprint()
     assert path.stat().st_size < 500 * DIM * 4  # half-precision on disk too
     assert np.array_equal(loaded.search(queries, 10)[1], index.search(queries, 10)[1])
@@ -358,6 +357,6 @@ def test_fp16_remove_save_load(data, tmp_path):
 
 def test_storage_arguments():
     with pytest.raises(ValueError, match="storage must be one of"):
-        VectorIndex(DIM, storage="int8")
+        FaissVectorStore(DIM, storage="int8")
     with pytest.raises(ValueError, match="fp16 storage is for the flat"):
-        VectorIndex(DIM, "hnsw", storage="fp16")
+        FaissVectorStore(DIM, "hnsw", storage="fp16")
