@@ -395,6 +395,33 @@ def footfall_report(
     return {"series": series, "totals": totals}
 
 
+CSV_COLUMNS = ("bucket_start", "bucket_end", "camera_id", "sightings", "unique_visitors")
+
+
+def report_csv(answer: dict) -> str:
+    """GET /metrics as CSV, the same numbers as its JSON: per bucket one row per camera (zeros included),
+    then the all-camera row (camera_id empty); at the end the whole window per camera and for all cameras."""
+    import csv
+    import io
+
+    cells = {(row["bucket_start"], row["camera_id"]): row for row in answer["series"]}
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    totals = answer["totals"]
+    for bucket in totals["by_bucket"]:
+        start, end = bucket["bucket_start"], bucket["bucket_end"]
+        for camera in answer["cameras"]:
+            row = cells.get((start, camera), {"sightings": 0, "unique_visitors": 0})
+            writer.writerow((start, end, camera, row["sightings"], row["unique_visitors"]))
+        writer.writerow((start, end, "", bucket["sightings"], bucket["unique_visitors"]))
+    for camera in answer["cameras"]:
+        counts = totals["by_camera"][camera]
+        writer.writerow((answer["start"], answer["end"], camera, counts["sightings"], counts["unique_visitors"]))
+    writer.writerow((answer["start"], answer["end"], "", totals["sightings"], totals["unique_visitors"]))
+    return out.getvalue()
+
+
 def _pair(counts: tuple[int, int]) -> dict:
     return {"sightings": int(counts[0]), "unique_visitors": int(counts[1])}
 

@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from service import footfall, repository, validation
 from service.deps import Ctx, SearchKey
@@ -34,6 +35,11 @@ def footfall_metrics(
     end: str | None = Query(None, description="ISO 8601 (default: now)"),
     bucket: str = Query("1h", max_length=16, description="Nm, Nh or Nd"),
     camera_id: list[str] | None = Query(None),
+    format: Literal["json", "csv"] = Query(
+        "json",
+        description="csv: the same numbers as a table (one row per "
+        "bucket x camera, an all-camera row per bucket, then the window's totals)",
+    ),
 ):
     settings = ctx.settings
     try:
@@ -63,7 +69,7 @@ def footfall_metrics(
             raise invalid(advice, "bucket", code="too_many_cells")
         counts = repository.footfall_by_bucket(session, cameras, t0, t1, bucket_s)
     report = footfall.footfall_report(edges, listed, counts.cells, counts.by_bucket, by_camera, counts.total)
-    return {
+    answer = {
         "start": iso(t0),
         "end": iso(t1),
         "bucket": bucket,
@@ -72,3 +78,11 @@ def footfall_metrics(
         "series": report["series"],
         "totals": report["totals"],
     }
+    if format == "csv":
+        name = f"footfall_{t0.astimezone(UTC):%Y%m%dT%H%M%SZ}_{t1.astimezone(UTC):%Y%m%dT%H%M%SZ}_{bucket}.csv"
+        return Response(
+            footfall.report_csv(answer),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    return answer
