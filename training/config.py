@@ -58,7 +58,8 @@ class AugmentConfig:
 class ModelConfig:
     variant: str = "rgasc"  # rgasc | rgas | rgac | none
     input_size: list[int] = field(default_factory=lambda: [256, 128])  # (H, W)
-    backbone_weights: str | None = None  # torchvision resnet50-19c8e357.pth; None = random init
+    backbone_weights: str | None = None  # torchvision ImageNet ResNet-50 file (resnet50-19c8e357.pth)
+    random_init: bool = False  # train from random weights on purpose (required when backbone_weights is null)
     ratios: list[int] = field(default_factory=lambda: [8, 8, 8])
 
 
@@ -87,6 +88,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "fp32"  # fp32 (the official recipe) | bf16 (autocast, the fast option on CUDA)
     channels_last: bool = True  # on CUDA
+    sync_bn: bool = False  # DDP on CUDA: BatchNorm over the global batch (default: each rank's share)
     checkpoint_every: int = 40  # epochs between checkpoints (0 = only the final one)
     eval_every: int = 0  # epochs between evaluations during training (0 = none)
     evaluate_at_end: bool = True
@@ -319,6 +321,33 @@ def load_config(name_or_path: str | Path, overrides: typing.Iterable[str] = ()) 
         cfg.name = path.stem
     apply_overrides(cfg, overrides)
     return cfg.validate()
+
+
+BACKBONE_FILE = "resnet50-19c8e357.pth"
+
+
+def check_backbone_weights(cfg: Config) -> None:
+    """A new run starts from the ImageNet backbone file, or from random weights only when asked explicitly.
+
+    Raises ConfigError naming the file and how to pass it (nothing is ever downloaded).
+    """
+    weights, random_init = cfg.model.backbone_weights, cfg.model.random_init
+    if weights is not None and random_init:
+        raise ConfigError(
+            f"model.backbone_weights={weights} and model.random_init=true contradict each other; choose one"
+        )
+    if weights is None and not random_init:
+        raise ConfigError(
+            f"model.backbone_weights is not set. The official recipe starts from torchvision's ImageNet "
+            f"ResNet-50, the file {BACKBONE_FILE} (nothing is downloaded: place it by hand). Pass it with "
+            f"--set model.backbone_weights=PATH/{BACKBONE_FILE}, or train from random weights on purpose "
+            "with --set model.random_init=true"
+        )
+    if weights is not None and not Path(weights).is_file():
+        raise ConfigError(
+            f"model.backbone_weights={weights}: no such file (expected torchvision's ImageNet ResNet-50, "
+            f"{BACKBONE_FILE}); fix the path, or pass --set model.random_init=true to train from random weights"
+        )
 
 
 def config_from_dict(mapping: dict[str, Any]) -> Config:

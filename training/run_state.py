@@ -34,14 +34,17 @@ except ImportError:  # tensorboard not installed: JSONL only
 logger = logging.getLogger(__name__)
 
 RESUME_FORMAT = "rga-reid-resume/1"
-# Parts of the configuration a resumed run must share with the run it continues.
+# Parts of the configuration a resumed run must share with the run it continues (the backbone file only
+# initialises a new run: a resumed one takes its weights from resume.pt).
 RESUME_FIXED = (
     "data.dataset",
     "data.options",
     "data.ids_per_batch",
     "data.num_instances",
     "augment",
-    "model",
+    "model.variant",
+    "model.input_size",
+    "model.ratios",
     "loss",
     "optim",
     "train.seed",
@@ -67,6 +70,7 @@ def _get(cfg_dict: dict[str, Any], dotted: str) -> Any:
 def check_resume_config(saved: dict[str, Any], cfg: Config) -> None:
     """The parts of the configuration that shape the run must match the saved run's."""
     current = cfg.to_dict()
+    saved = config_from_dict(saved).to_dict()  # older saved configurations, read as today's
     differing = [key for key in RESUME_FIXED if _get(saved, key) != _get(current, key)]
     if differing:
         details = "; ".join(f"{k}: was {_get(saved, k)!r}, now {_get(current, k)!r}" for k in differing)

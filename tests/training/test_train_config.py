@@ -98,3 +98,18 @@ def test_reid_train_unknown_key_is_one_line_exit_2(capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "optim.lrate" in err[0]
+
+
+def test_resume_checks_only_what_shapes_the_run_and_reads_older_saved_configurations():
+    from training.run_state import check_resume_config
+
+    cfg = load_config("synthetic")
+    saved = cfg.to_dict()
+    saved["model"].pop("random_init")  # saved before model.random_init existed
+    saved["train"].pop("precision")
+    saved["train"]["amp"] = True  # and before train.precision: amp meant bf16 autocast on CUDA
+    check_resume_config(saved, cfg)  # the same run: resumes
+    assert config_from_dict(saved).train.precision == "bf16"
+    other = load_config("synthetic", ["model.variant=none"])
+    with pytest.raises(ConfigError, match="model.variant"):
+        check_resume_config(saved, other)
