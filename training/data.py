@@ -162,8 +162,9 @@ def collate_train(items: list[Any]) -> TrainBatch | BadBatch:
 
 class SeededBatches(Sampler[list[tuple[int, int, int, int]]]):
     """Wraps the P x K sampler: yields the batches of the current epoch as ``(index, epoch, batch, slot)``
-    keys, batches ``start`` to ``stop - 1`` (to resume inside an epoch, or cap its length). ``batch`` is the
-    global batch number (``number * world_size + rank``), so ranks never share augmentation seeds."""
+    keys, batches ``start`` to ``stop - 1`` (to resume inside an epoch, or cap its length). Under DDP a rank
+    yields its share of each global batch, keyed by the batch number and the slot in the global batch, so
+    the ranks together see exactly the images (and augmentations) one process would."""
 
     def __init__(self, sampler: RandomIdentityBatchSampler) -> None:
         self.sampler = sampler
@@ -185,10 +186,9 @@ class SeededBatches(Sampler[list[tuple[int, int, int, int]]]):
     def __iter__(self) -> Iterator[list[tuple[int, int, int, int]]]:
         epoch = self.sampler.epoch
         batches = self.sampler.epoch_batches(epoch)
-        world, rank = self.sampler.world_size, self.sampler.rank
+        offset = self.sampler.rank * self.sampler.share  # this rank's first slot in the global batch
         for number in self._range():
-            key = number * world + rank
-            yield [(index, epoch, key, slot) for slot, index in enumerate(batches[number])]
+            yield [(index, epoch, number, offset + slot) for slot, index in enumerate(batches[number])]
 
 
 def build_train_loader(

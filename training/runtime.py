@@ -119,3 +119,38 @@ def budget_spent(deadline: float, device: torch.device, distributed: Distributed
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         spent = bool(flag.item() > 0)
     return spent
+
+
+class _GatherBatch(torch.autograd.Function):
+    """All ranks' (B_r, ...) tensors concatenated in rank order; the gradient of each rank's slice is the
+    sum over ranks of the gradient that reaches it (every rank computes the loss over the whole batch)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        world = dist.get_world_size()
+        parts = [torch.empty_like(tensor) for _ in range(world)]
+        dist.all_gather(parts, tensor.contiguous())
+        ctx.rank, ctx.size = dist.get_rank(), tensor.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.size : (ctx.rank + 1) * ctx.size]
+
+
+def gather_batch(tensor: torch.Tensor, distributed: Distributed) -> torch.Tensor:
+    """The global batch from every rank's equal share (rank order), differentiable; one process: as is.
+
+    With every rank computing the same loss over the gathered batch and DDP averaging the gradients over
+    ranks, the update equals one process's update on the whole batch: each rank's share receives the sum
+    over ranks of its gradient (``world_size`` times the loss's), and DDP divides by ``world_size``.
+    """
+    if not distributed.enabled:
+        return tensor
+    if tensor.requires_grad:
+        return _GatherBatch.apply(tensor)
+    parts = [torch.empty_like(tensor) for _ in range(distributed.world_size)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)

@@ -14,9 +14,10 @@ an epoch, skip the batches already consumed (``itertools.islice(sampler, done, N
 The same seed can give different batches under another NumPy version only if NumPy changes
 ``Generator.permutation``/``choice``; it has kept them stable so far.
 
-DDP: all ranks draw the same global list of batches for an epoch and rank ``r`` takes batches
-``r, r + world_size, ...``; the list is truncated to a multiple of ``world_size`` so that every rank runs
-the same number of steps and no two ranks share a batch.
+DDP: the batch is global, as in the recipe (64 = 16 identities x 4 images per optimizer step, whatever the
+number of GPUs). All ranks draw the same list of batches for an epoch and rank ``r`` of ``world_size``
+takes the ``r``-th of ``world_size`` equal slices of each; the trainer gathers the ranks' outputs so the
+losses see the whole batch (training.runtime.gather_batch).
 
 Use it as ``DataLoader(dataset, batch_sampler=sampler)`` and call ``sampler.set_epoch(epoch)`` before
 each epoch.
@@ -39,14 +40,16 @@ class RandomIdentityBatchSampler(Sampler[list[int]]):
 
     Args:
         pids: identity label of every dataset item, ``pids[i]`` for item ``i`` (length = dataset size).
-        batch_size: indices per batch on one rank (P * K); must be a multiple of ``num_instances``.
+        batch_size: indices per global batch (P * K), over all ranks; a multiple of ``num_instances`` and
+            of ``world_size``.
         num_instances: K, images per identity in a batch.
         seed: base seed; the batches of epoch ``e`` depend only on ``(seed, e)`` and the arguments.
         rank, world_size: this process's place in a distributed job (defaults: single process).
 
     Raises:
         ValueError: empty ``pids``, ``num_instances`` < 1 or > ``batch_size``, ``batch_size`` not a multiple
-            of ``num_instances``, fewer identities than one batch needs for every rank, or a bad rank.
+            of ``num_instances`` or not divisible among ``world_size`` ranks, fewer identities than one batch
+            needs, or a bad rank.
     """
 
     def __init__(
@@ -72,6 +75,10 @@ class RandomIdentityBatchSampler(Sampler[list[int]]):
             )
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"bad distributed placement: rank={rank}, world_size={world_size}")
+        if batch_size % world_size != 0:
+            raise ValueError(
+                f"the global batch of {batch_size} images cannot be split evenly among world_size={world_size} ranks"
+            )
 
         pid_array = np.asarray(pids)
         if pid_array.ndim != 1:
@@ -91,12 +98,12 @@ class RandomIdentityBatchSampler(Sampler[list[int]]):
         self.epoch = 0
         self._num_items = len(pid_array)
 
-        global_batches = len(self._identities) // self.ids_per_batch
-        self._batches_per_rank = global_batches // world_size
-        if self._batches_per_rank == 0:
+        self.share = batch_size // world_size  # images of each batch on this rank
+        self._num_batches = len(self._identities) // self.ids_per_batch
+        if self._num_batches == 0:
             raise ValueError(
-                f"{len(self._identities)} identities cannot fill one batch of {self.ids_per_batch} identities "
-                f"on each of {world_size} rank(s); lower batch_size or raise num_instances"
+                f"{len(self._identities)} identities cannot fill one batch of {self.ids_per_batch} identities; "
+                "lower batch_size or raise num_instances"
             )
         few = int(np.sum(counts < num_instances))
         if few:
@@ -118,14 +125,14 @@ class RandomIdentityBatchSampler(Sampler[list[int]]):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        """Batches per epoch on this rank."""
-        return self._batches_per_rank
+        """Batches (optimizer steps) per epoch, the same on every rank."""
+        return self._num_batches
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """All batches this rank sees in ``epoch``: a list of ``len(self)`` lists of ``batch_size`` indices."""
+        """This rank's part of every batch of ``epoch``: ``len(self)`` lists of ``batch_size / world_size`` indices."""
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, epoch])))
         identity_order = rng.permutation(len(self._identities))
-        num_global = self._batches_per_rank * self.world_size
+        num_global = self._num_batches
         used = identity_order[: num_global * self.ids_per_batch]
         k = self.num_instances
         chosen = np.empty((len(used), k), dtype=np.int64)
@@ -133,7 +140,7 @@ class RandomIdentityBatchSampler(Sampler[list[int]]):
             pool = self._indices_by_identity[identity]
             chosen[row] = rng.choice(pool, size=k, replace=len(pool) < k)
         global_batches = chosen.reshape(num_global, self.batch_size)
-        mine = global_batches[self.rank :: self.world_size]
+        mine = global_batches[:, self.rank * self.share : (self.rank + 1) * self.share]
         return mine.tolist()
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -12,8 +12,13 @@ run's state on disk (run folder, log, resume file) in training.run_state.
 
 - Precision (``train.precision``): "fp32" as the official code trains, or "bf16" autocast (forward + loss),
   the fast option on CUDA. CUDA also runs channels_last (``train.channels_last``) and the fast RGA form.
-- DDP when launched by torchrun (RANK / WORLD_SIZE / LOCAL_RANK in the environment): every rank takes its
-  own share of each epoch's P x K batches; only rank 0 writes files, logs progress and evaluates.
+- DDP when launched by torchrun (RANK / WORLD_SIZE / LOCAL_RANK in the environment): the batch stays the
+  recipe's global P x K (64) whatever the number of ranks; each rank forwards its share, the outputs are
+  gathered and every rank computes the losses over the whole batch (``forward_and_loss``), so a step equals
+  one process's step at the same batch. BatchNorm sees each rank's share (as the official DataParallel
+  did), or the whole batch with ``train.sync_bn`` (CUDA). Only rank 0 writes files, logs and evaluates.
+- A new run starts from the ImageNet backbone file (``model.backbone_weights``), or from random weights
+  only when ``model.random_init`` says so (``check_backbone_weights``).
 - A resumed run continues exactly as if it had not stopped (augmentation is a function of (seed, epoch,
   batch, slot), training.data; a test checks the weights are equal).
 - ``train.max_minutes``: the run stops after the iteration that crosses the budget and writes final.pt and
@@ -40,13 +45,13 @@ from model.checkpoint import ModelMeta, save_checkpoint
 from model.device import autocast
 from model.embedder import Embedder
 from model.errors import ReidError
-from training.config import Config, ConfigError
+from training.config import Config, ConfigError, check_backbone_weights
 from training.curves import write_curves
 from training.data import SeededBatches, build_train_loader, check_batch
 from training.datasets import load_dataset
 from training.datasets.base import ReIDDataset
 from training.evaluate import evaluate_embedder, write_report
-from training.losses import ReIDLoss
+from training.losses import ReIDLoss, ReIDLossOutput
 from training.run_state import (
     Position,
     RunLog,
@@ -58,6 +63,7 @@ from training.run_state import (
 from training.runtime import (
     Distributed,
     budget_spent,
+    gather_batch,
     init_distributed,
     seed_everything,
     set_rng_states,
@@ -110,7 +116,23 @@ class TrainingRun:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
 
-# -- one epoch -----------------------------------------------------------------------------------------
+# -- one step and one epoch ----------------------------------------------------------------------------
+
+
+def forward_and_loss(
+    model: nn.Module, criterion: ReIDLoss, images: torch.Tensor, pids: torch.Tensor, distributed: Distributed
+) -> tuple[ReIDLossOutput, torch.Tensor, torch.Tensor]:
+    """Forward this rank's images; the losses over the global batch -> (losses, logits, pids), all global.
+
+    Under DDP the logits, pooled features and labels of every rank are gathered (differentiably) before
+    the losses, so the batch-hard triplet mines over the whole batch and the gradients, once DDP has
+    averaged them, are those of one process on the whole batch.
+    """
+    out = model(images)
+    logits = gather_batch(out.logits, distributed)
+    features = gather_batch(out.feat_, distributed)
+    pids = gather_batch(pids, distributed)
+    return criterion(logits, features, pids), logits, pids
 
 
 def train_one_epoch(run: TrainingRun) -> EpochResult:
@@ -138,20 +160,19 @@ def train_one_epoch(run: TrainingRun) -> EpochResult:
         pids = batch.pids.to(run.device, non_blocking=True)
 
         with autocast(run.device, run.cfg.train.precision):
-            out = model(images)
-            losses = run.criterion(out.logits, out.feat_, pids)
+            losses, logits, pids = forward_and_loss(model, run.criterion, images, pids, distributed)
         optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
         optimizer.step()
 
         position.iteration += 1
         position.step += 1
-        batch_images = images.shape[0] * distributed.world_size
+        batch_images = pids.shape[0]  # the global batch
         values = {
             "loss": float(losses.total.detach()),
             "cross_entropy": float(losses.cross_entropy.detach()),
             "triplet": float(losses.triplet.detach()),
-            "accuracy": float((out.logits.detach().argmax(dim=1) == pids).float().mean()),
+            "accuracy": float((logits.detach().argmax(dim=1) == pids).float().mean()),
         }
         if not all(math.isfinite(v) for v in values.values()):
             raise ReidError(
@@ -230,8 +251,15 @@ def _build_network(cfg: Config, num_classes: int, from_resume: bool) -> nn.Modul
 def set_up(cfg: Config, state: dict[str, Any] | None, started: float) -> TrainingRun:
     """Runtime, run folder, data, model, loss, optimizer and schedule; restored from ``state`` when resuming."""
     device = training_device(cfg.train.device)
-    distributed = init_distributed(device.type)
     on_cuda = device.type == "cuda"
+    if cfg.train.sync_bn and not on_cuda:
+        raise ConfigError("train.sync_bn needs CUDA (PyTorch's SyncBatchNorm does not run on the CPU)")
+    distributed = init_distributed(device.type)
+    if cfg.batch_size % distributed.world_size:
+        raise ConfigError(
+            f"the batch of {cfg.batch_size} images (data.ids_per_batch x data.num_instances) cannot be split "
+            f"evenly among {distributed.world_size} ranks"
+        )
     seed_everything(cfg.train.seed + distributed.rank)
     if on_cuda:
         torch.backends.cudnn.benchmark = True
@@ -292,6 +320,8 @@ def set_up(cfg: Config, state: dict[str, Any] | None, started: float) -> Trainin
         position = Position(**state["position"])
         set_rng_states(state["rng"])
         logger.info("resuming %s at epoch %d, iteration %d", run_dir, position.epoch, position.iteration)
+    if cfg.train.sync_bn and distributed.enabled:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model_without_ddp = model
     if distributed.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if on_cuda else None)
@@ -379,11 +409,14 @@ def evaluate(run: TrainingRun, final: bool) -> dict[str, Any] | None:
                 epoch=position.epoch,
                 **{k: metrics[k] for k in ("rank1", "rank5", "rank10", "mAP", "mINP")},
             )
+            by_feature = metrics["by_feature"]
             logger.info(
-                "evaluation at epoch %d: rank-1 %.2f%%, mAP %.2f%%",
+                "evaluation at epoch %d: feat_ rank-1 %.2f%%, mAP %.2f%%; feat rank-1 %.2f%%, mAP %.2f%%",
                 position.epoch,
-                100 * metrics["rank1"],
-                100 * metrics["mAP"],
+                100 * by_feature["feat_"]["rank1"],
+                100 * by_feature["feat_"]["mAP"],
+                100 * by_feature["feat"]["rank1"],
+                100 * by_feature["feat"]["mAP"],
             )
     if run.distributed.enabled:
         torch.distributed.barrier()
@@ -407,17 +440,20 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
     state = read_resume_file(resume) if resume is not None else None
     if state is not None:
         check_resume_config(state["config"], cfg)
+    else:
+        check_backbone_weights(cfg)
     run = set_up(cfg, state, started)
     position, distributed = run.position, run.distributed
     if distributed.is_main:
         logger.info(
-            "training %s (%d classes) on %s in %s: %d iterations/epoch of %d images, epochs %d..%d%s",
+            "training %s (%d classes) on %s in %s: %d iterations/epoch of %d images%s, epochs %d..%d%s",
             cfg.model.variant,
             run.num_classes,
             run.device,
             cfg.train.precision,
             run.iterations_per_epoch,
-            cfg.batch_size * distributed.world_size,
+            cfg.batch_size,
+            f" over {distributed.world_size} ranks" if distributed.enabled else "",
             position.epoch,
             cfg.train.epochs - 1,
             f", budget {cfg.train.max_minutes:g} min" if run.deadline is not None else "",

@@ -232,3 +232,40 @@ def test_ctrl_c_keeps_a_resume_file_that_continues_exactly(small_synthetic, tmp_
     resumed = train(cfg, resume=resume_file)
     assert resumed["iterations"] == 4
     assert_same_weights(straight["checkpoint"], resumed["checkpoint"])
+
+
+@pytest.mark.parametrize(("precision", "bf16"), [("bf16", True), ("fp32", False)])
+def test_train_precision_decides_the_autocast_of_forward_and_loss(
+    small_synthetic, tmp_path, monkeypatch, precision, bf16
+):
+    import training.train as train_module
+
+    seen = []
+
+    class Seen(Exception):
+        pass
+
+    def recording(*args, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        raise Seen
+
+    monkeypatch.setattr(train_module, "forward_and_loss", recording)
+    with pytest.raises(Seen):
+        train(tiny_config(small_synthetic, tmp_path, overrides=[f"train.precision={precision}"]))
+    assert seen[0][0] is bf16
+    if bf16:
+        assert seen[0][1] == torch.bfloat16
+
+
+def test_a_real_dataset_config_refuses_to_start_without_the_backbone_file(tmp_path):
+    cfg = load_config("market1501", [f"data.root={tmp_path}", f"output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"resnet50-19c8e357\.pth.*model\.backbone_weights=") as caught:
+        train(cfg)
+    assert "model.random_init=true" in str(caught.value)
+    cfg.model.backbone_weights = str(tmp_path / "missing.pth")
+    with pytest.raises(ConfigError, match="missing.pth: no such file"):
+        train(cfg)
+    cfg.model.random_init = True
+    with pytest.raises(ConfigError, match="contradict"):
+        train(cfg)
+    assert not (tmp_path / "market1501").exists()  # refused before anything was written
