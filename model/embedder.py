@@ -161,8 +161,8 @@ class Embedder:
     def _autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.device, self.precision)
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
-        """One forward pass of a preprocessed batch -> the chosen feature, float32."""
+    def _run_features(self, x: torch.Tensor, features: Sequence[str]) -> dict[str, torch.Tensor]:
+        """One forward pass of a preprocessed batch -> {feature name: (n, D) float32} for each name asked."""
         n = x.shape[0]
         if self.compiled and n < self.batch_size:  # static shape: one compiled graph for every call
             x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
@@ -170,21 +170,52 @@ class Embedder:
             torch.compiler.cudagraph_mark_step_begin()
         with self._autocast():
             out = self._forward(x)
-        return getattr(out, self.feature)[:n].float().clone()
+        return {name: getattr(out, name)[:n].float().clone() for name in features}
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """One forward pass of a preprocessed batch -> the chosen feature, float32."""
+        return self._run_features(x, (self.feature,))[self.feature]
+
+    def _check_features(self, features: Sequence[str]) -> tuple[str, ...]:
+        features = tuple(features)
+        unknown = [name for name in features if name not in ("feat_", "feat")]
+        if unknown or not features:
+            raise ValueError(f"features must be among 'feat_' and 'feat', got {features!r}")
+        return features
 
     @torch.inference_mode()
-    def embed_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        """Preprocessed (N, 3, H, W) batch -> (N, D) L2-normalised float32 tensor on the device."""
+    def embed_tensor_features(self, x: torch.Tensor, features: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Preprocessed (N, 3, H, W) batch -> {name: (N, D) L2-normalised float32} in one pass per chunk."""
+        features = self._check_features(features)
         if x.shape[0] == 0:
-            return torch.empty((0, self.dim), device=self.device)
-        chunks = []
+            return {name: torch.empty((0, self.dim), device=self.device) for name in features}
+        chunks: dict[str, list[torch.Tensor]] = {name: [] for name in features}
         for start in range(0, x.shape[0], self.batch_size):
             batch = x[start : start + self.batch_size].to(self.device).contiguous(memory_format=self.memory_format)
-            feats = self._run(batch)
+            feats = self._run_features(batch, features)
             if self.flip:
-                feats = feats + self._run(batch.flip(3))
-            chunks.append(F.normalize(feats, dim=1))
-        return torch.cat(chunks)
+                mirrored = self._run_features(batch.flip(3), features)
+                feats = {name: feats[name] + mirrored[name] for name in features}
+            for name in features:
+                chunks[name].append(F.normalize(feats[name], dim=1))
+        return {name: torch.cat(parts) for name, parts in chunks.items()}
+
+    def embed_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """Preprocessed (N, 3, H, W) batch -> (N, D) L2-normalised float32 tensor on the device."""
+        return self.embed_tensor_features(x, (self.feature,))[self.feature]
+
+    def embed_features(
+        self, images: Sequence[ImageLike], features: Sequence[str] = ("feat_", "feat")
+    ) -> dict[str, np.ndarray]:
+        """Images -> {name: (N, D) float32 unit rows} for several features from one forward pass (evaluation)."""
+        features = self._check_features(features)
+        images = list(images)
+        out = {name: np.empty((len(images), self.dim), dtype=np.float32) for name in features}
+        for start, chunk in _chunks(images, self.batch_size):
+            vectors = self.embed_tensor_features(self.preprocess(chunk), features)
+            for name in features:
+                out[name][start : start + len(chunk)] = vectors[name].cpu().numpy()
+        return out
 
     def embed(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Images (PIL, arrays, bytes or paths; any mode) -> (N, D) float32, rows of unit L2 norm."""

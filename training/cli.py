@@ -108,7 +108,11 @@ def run_train(args: argparse.Namespace) -> int:
     result = train(cfg, resume=args.resume)
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.items() if k != "metrics"}
     if result.get("metrics"):
-        summary["metrics"] = {k: result["metrics"][k] for k in ("rank1", "rank5", "rank10", "mAP", "mINP")}
+        metrics = result["metrics"]
+        summary["metrics"] = {k: metrics[k] for k in ("rank1", "rank5", "rank10", "mAP", "mINP")}
+        summary["metrics"]["by_feature"] = {
+            name: {k: scores[k] for k in ("rank1", "mAP")} for name, scores in metrics["by_feature"].items()
+        }
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -137,6 +141,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         f"{report['dataset']}: rank-1 {100 * report['rank1']:.2f}%  rank-5 {100 * report['rank5']:.2f}%  "
         f"rank-10 {100 * report['rank10']:.2f}%  mAP {100 * report['mAP']:.2f}%  mINP {100 * report['mINP']:.2f}%"
     )
+    for name, scores in report["by_feature"].items():
+        print(f"  {name:<5}: rank-1 {100 * scores['rank1']:.2f}%  mAP {100 * scores['mAP']:.2f}%")
     print(f"report: {report.get('report_path')}")
     if report.get("picture_path"):
         print(f"ranked lists: {report['picture_path']}")

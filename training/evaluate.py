@@ -2,9 +2,11 @@
 
     report = evaluate_checkpoint("runs/market1501/final.pt", "market1501", "data/market1501", out_dir="eval")
 
-Embeddings come from ``model.Embedder`` (the checkpoint's preprocessing, L2-normalised ``feat_`` or
-``feat``, optional flip TTA); distances are cosine (1 - dot product of unit vectors), or k-reciprocal
-re-ranked (k1=20, k2=6, lambda=0.3); CMC / mAP / mINP come from ``training.retrieval_metrics.evaluate_rank``.
+Embeddings come from ``model.Embedder`` (the checkpoint's preprocessing, L2-normalised, optional flip
+TTA); distances are cosine (1 - dot product of unit vectors), or k-reciprocal re-ranked (k1=20, k2=6,
+lambda=0.3); CMC / mAP / mINP come from ``training.retrieval_metrics.evaluate_rank``. Both features are
+scored from one pass over the images, as the official evaluator prints both: ``feat_`` (pooled) and
+``feat`` (after the BNNeck) under ``by_feature``; the top-level numbers are the embedder's feature's.
 The output folder gets ``<name>.json`` (the report) and ``ranked_lists.png`` (a few queries and their
 top 10, green = same person, red = not).
 """
@@ -33,6 +35,9 @@ from training.visualize import draw_ranked_lists
 
 logger = logging.getLogger(__name__)
 
+FEATURES = ("feat_", "feat")
+SUMMARY_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP")
+
 
 @dataclass
 class EvaluationResult:
@@ -43,17 +48,23 @@ class EvaluationResult:
 
 
 def extract_features(
-    embedder: Embedder, records: Sequence[ImageRecord], workers: int = 2, desc: str = "embed"
-) -> np.ndarray:
-    """(N, D) float32 unit-norm embeddings of the records' images, in order."""
+    embedder: Embedder,
+    records: Sequence[ImageRecord],
+    workers: int = 2,
+    desc: str = "embed",
+    features: Sequence[str] = FEATURES,
+) -> dict[str, np.ndarray]:
+    """{feature name: (N, D) float32 unit-norm embeddings of the records' images, in order}."""
     loader = build_eval_loader(records, embedder.input_size, batch_size=embedder.batch_size, workers=workers)
-    features = np.empty((len(records), embedder.dim), dtype=np.float32)
+    out = {name: np.empty((len(records), embedder.dim), dtype=np.float32) for name in features}
     with tqdm(total=len(records), desc=desc, unit="img", leave=False, disable=None) as bar:  # terminal only
         for batch in loader:
             batch = check_batch(batch)
-            features[batch.indices] = embedder.embed(batch.pixels)
+            vectors = embedder.embed_features(batch.pixels, features)
+            for name in features:
+                out[name][batch.indices] = vectors[name]
             bar.update(len(batch.indices))
-    return features
+    return out
 
 
 def cosine_distance(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
@@ -75,19 +86,24 @@ def evaluate_embedder(
     query = extract_features(embedder, dataset.query, workers, "query")
     gallery = extract_features(embedder, dataset.gallery, workers, "gallery")
     embed_seconds = time.perf_counter() - start
-    if rerank:
-        # on the embedder's device: the GPU when there is one (chunked, so the CPU copes with large galleries)
-        distmat = k_reciprocal_rerank(query, gallery, k1=20, k2=6, lambda_value=0.3, device=embedder.device)
-    else:
-        distmat = cosine_distance(query, gallery)
-    scores = evaluate_rank(
-        distmat,
+    ids = (
         np.array([r.pid for r in dataset.query]),
         np.array([r.pid for r in dataset.gallery]),
         np.array([r.camid for r in dataset.query]),
         np.array([r.camid for r in dataset.gallery]),
     )
-    cmc = scores["cmc"]
+    by_feature, distmats = {}, {}
+    for name in FEATURES:
+        if rerank:
+            # on the embedder's device: the GPU when there is one (chunked: the CPU copes with large galleries)
+            distmats[name] = k_reciprocal_rerank(
+                query[name], gallery[name], k1=20, k2=6, lambda_value=0.3, device=embedder.device
+            )
+        else:
+            distmats[name] = cosine_distance(query[name], gallery[name])
+        by_feature[name] = _summary(evaluate_rank(distmats[name], *ids))
+    scores = by_feature[embedder.feature]
+    distmat = distmats[embedder.feature]
     report = {
         "dataset": dataset.name,
         "root": str(dataset.root),
@@ -98,6 +114,18 @@ def evaluate_embedder(
         "distance": "k-reciprocal (k1=20, k2=6, lambda=0.3) on cosine features" if rerank else "cosine",
         "num_query": len(dataset.query),
         "num_gallery": len(dataset.gallery),
+        **scores,
+        "by_feature": by_feature,
+        "embed_seconds": round(embed_seconds, 2),
+        "device": str(embedder.device),
+    }
+    return EvaluationResult(report, distmat, list(dataset.query), list(dataset.gallery))
+
+
+def _summary(scores: dict[str, Any]) -> dict[str, Any]:
+    """JSON-ready rank-1/5/10, mAP, mINP, the CMC head and query counts of ``evaluate_rank``'s result."""
+    cmc = scores["cmc"]
+    return {
         "num_valid_queries": scores["num_valid_queries"],
         "num_skipped_queries": scores["num_skipped_queries"],
         "rank1": float(cmc[0]),
@@ -106,10 +134,7 @@ def evaluate_embedder(
         "mAP": float(scores["mAP"]),
         "mINP": float(scores["mINP"]),
         "cmc": [float(v) for v in cmc[:20]],
-        "embed_seconds": round(embed_seconds, 2),
-        "device": str(embedder.device),
     }
-    return EvaluationResult(report, distmat, list(dataset.query), list(dataset.gallery))
 
 
 def write_report(

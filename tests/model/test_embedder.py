@@ -123,6 +123,11 @@ def test_feature_choice_embeds_the_chosen_output(images):
         expected = torch.nn.functional.normalize(getattr(out, name), dim=1).numpy()
         assert np.allclose(emb.embed(images[:2]), expected, atol=1e-4), name
     assert not np.allclose(chosen["feat"].embed(images[:2]), chosen["feat_"].embed(images[:2]), atol=1e-2)
+    both = chosen["feat_"].embed_features(images[:2], ("feat_", "feat"))  # one pass, both features
+    for name, emb in chosen.items():
+        assert np.allclose(both[name], emb.embed(images[:2]), atol=1e-6), name
+    with pytest.raises(ValueError, match="features"):
+        chosen["feat"].embed_features(images[:2], ("logits",))
     assert Embedder(net, dataclasses.replace(meta, embed_feature="feat")).feature == "feat"  # the default
 
 
@@ -145,3 +150,11 @@ def test_cpu_and_cuda_agree(images):
     cpu = Embedder.random_init(variant="rgasc", device="cpu").embed(images)
     gpu = Embedder.random_init(variant="rgasc", device="cuda").embed(images)
     assert (cpu * gpu).sum(axis=1).min() >= 0.999
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_embeddings_stay_close_to_fp32_on_cuda(images):
+    fp32 = Embedder.random_init(variant="rgasc", device="cuda", precision="fp32").embed(images)
+    bf16 = Embedder.random_init(variant="rgasc", device="cuda", precision="bf16").embed(images)
+    assert (fp32 * bf16).sum(axis=1).min() >= 0.999

@@ -33,6 +33,9 @@ def checkpoint(tmp_path_factory):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = RGAReID("rgasc", 12, (64, 32), (8, 2, 2))
+        # a BNNeck with statistics of its own, so that feat and feat_ rank differently
+        net.feat_bn.running_mean.uniform_(-0.5, 0.5)
+        net.feat_bn.running_var.uniform_(0.3, 3.0)
     meta = ModelMeta(
         variant="rgasc", input_size=(64, 32), ratios=(8, 2, 2), num_classes=12, dataset="synthetic"
     )
@@ -70,6 +73,19 @@ def test_reid_evaluate_writes_json_and_png_that_agree_with_the_embedder(
     assert report["rank1"] == pytest.approx(expected["cmc"][0], abs=1e-6)
     assert report["rank10"] == pytest.approx(expected["cmc"][9], abs=1e-6)
     assert report["mINP"] == pytest.approx(expected["mINP"], abs=1e-5)
+    # both features are reported, as the official evaluator prints both; feat_ is the top level here
+    assert report["by_feature"]["feat_"]["mAP"] == report["mAP"]
+    bnneck = Embedder.from_checkpoint(checkpoint, device="cpu", feature="feat")
+    q, g = bnneck.embed([r.path for r in dataset.query]), bnneck.embed([r.path for r in dataset.gallery])
+    expected_feat = evaluate_rank(
+        1.0 - q @ g.T,
+        [r.pid for r in dataset.query],
+        [r.pid for r in dataset.gallery],
+        [r.camid for r in dataset.query],
+        [r.camid for r in dataset.gallery],
+    )
+    assert report["by_feature"]["feat"]["mAP"] == pytest.approx(expected_feat["mAP"], abs=1e-5)
+    assert report["by_feature"]["feat"]["rank1"] == pytest.approx(expected_feat["cmc"][0], abs=1e-6)
 
     picture = Image.open(out / "ranked_lists.png")
     assert picture.format == "PNG"
