@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -49,12 +49,21 @@ def _sqlite_begin(conn) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
+# Key of the PostgreSQL advisory lock that write transactions take (any fixed 64-bit number; b"reid-wr").
+WRITE_LOCK_KEY = 0x72656964_2D7772
+
+
 @contextmanager
 def write_session(sessions: sessionmaker[Session]) -> Iterator[Session]:
-    """A session in a transaction that writes: on SQLite it takes the write lock up front
-    (BEGIN IMMEDIATE), so a read followed by a write cannot fail with 'database is locked'."""
+    """A session in a transaction that writes, holding the database's write lock from its first statement:
+    on SQLite BEGIN IMMEDIATE, on PostgreSQL a transaction-level advisory lock. Writers (threads of one
+    process or several processes on one database) run one after another, so a read followed by a write sees
+    every earlier commit: two ingests of the same bytes give one item, and 'database is locked' cannot happen
+    half-way through on SQLite. The lock is released at commit or rollback."""
     with sessions() as session, session.begin():
-        session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+        connection = session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
         yield session
 
 
