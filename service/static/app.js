@@ -694,22 +694,31 @@ function showWatchAlert(match) {
 
 /* ------------------------------------------------------------------------------------------------ footfall */
 
-async function runFootfall(event) {
-  if (event) event.preventDefault();
-  const form = $("#footfall-form");
-  const button = $("#footfall-submit");
-  showError("footfall-error", null);
-  if (!form.reportValidity()) return;
+let footfallRequests = 0;
+
+function footfallParams(form) {
   const params = new URLSearchParams({
     start: fromInputValue($("#footfall-start").value),
     end: fromInputValue($("#footfall-end").value),
     bucket: $("#footfall-bucket").value.trim(),
   });
   for (const camera of selectedCameras(form)) params.append("camera_id", camera);
+  return params;
+}
+
+async function runFootfall(event) {
+  if (event) event.preventDefault();
+  const form = $("#footfall-form");
+  const button = $("#footfall-submit");
+  showError("footfall-error", null);
+  if (!form.reportValidity()) return;
+  const params = footfallParams(form);
+  footfallOpened = true;
+  const request = ++footfallRequests;
   setBusy(button, true);
   try {
     const data = await api("/metrics?" + params.toString());
-    renderFootfall(data);
+    if (request === footfallRequests) renderFootfall(data); // an older answer never replaces a newer one
   } catch (err) {
     showError("footfall-error", err);
   } finally {
@@ -729,6 +738,60 @@ function applyRecordedSpan(cameras, force) {
   startInput.value = toInputValue(new Date(Math.floor(first / hour) * hour));
   endInput.value = toInputValue(new Date(Math.floor(last / hour) * hour + hour));
   return true;
+}
+
+/** The last day with sightings (24 h up to the hour after the latest one), hourly; false when nothing is recorded. */
+function applyLastDay(cameras) {
+  if (!cameras.length) return false;
+  const hour = 3600 * 1000;
+  const last = Math.max(...cameras.map((c) => Date.parse(c.last_seen)));
+  const end = Math.floor(last / hour) * hour + hour;
+  $("#footfall-start").value = toInputValue(new Date(end - 24 * hour));
+  $("#footfall-end").value = toInputValue(new Date(end));
+  $("#footfall-bucket").value = "1h";
+  return true;
+}
+
+let footfallOpened = false;
+
+/** Opening the footfall view shows the last day at once (unless the operator already chose a window). */
+async function openFootfall() {
+  if (footfallOpened || !currentKey()) return;
+  footfallOpened = true;
+  if (!$("#footfall-start").value && !$("#footfall-end").value) {
+    try {
+      const cameras = await refreshCameras();
+      if ($("#footfall-start").value || $("#footfall-end").value) return; // the operator chose meanwhile
+      if (!applyLastDay(cameras)) return;
+    } catch (err) {
+      showError("footfall-error", err);
+      footfallOpened = false;
+      return;
+    }
+  }
+  runFootfall();
+}
+
+/** GET /metrics?format=csv for the window shown, saved as a file. */
+async function exportFootfallCsv() {
+  const form = $("#footfall-form");
+  showError("footfall-error", null);
+  if (!form.reportValidity()) return;
+  const params = footfallParams(form);
+  params.set("format", "csv");
+  try {
+    const response = await api("/metrics?" + params.toString(), { raw: true });
+    const disposition = response.headers.get("Content-Disposition") || "";
+    const name = (disposition.match(/filename="([^"]+)"/) || [null, "footfall.csv"])[1];
+    const url = URL.createObjectURL(await response.blob());
+    const link = el("a", { href: url, download: name, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  } catch (err) {
+    showError("footfall-error", err);
+  }
 }
 
 async function fillWholeSpan() {
@@ -786,13 +849,17 @@ function renderFootfall(data) {
   // Chart: grouped bars, one group per bucket, one bar per camera (a bar of height 0 for no visitors).
   const chart = $("#footfall-chart");
   clear(chart);
-  const width = 760;
-  const height = 300;
+  const width = 1200;
+  const height = 320;
   const pad = { left: 44, right: 16, top: 14, bottom: 46 };
   const plotW = width - pad.left - pad.right;
   const plotH = height - pad.top - pad.bottom;
   let maxValue = 0;
   cameras.forEach((camera) => buckets.forEach((_, i) => { maxValue = Math.max(maxValue, value(camera, i)); }));
+  const byBucketRows = new Map((totals.by_bucket || []).map((b) => [b.bucket_start, b]));
+  const sightingsAt = (i) => (byBucketRows.get(buckets[i]) || { sightings: 0 }).sightings;
+  const uniqueAt = (i) => (byBucketRows.get(buckets[i]) || { unique_visitors: 0 }).unique_visitors;
+  buckets.forEach((_, i) => { maxValue = Math.max(maxValue, sightingsAt(i)); });
   const yMax = Math.max(1, maxValue);
   const slot = plotW / Math.max(1, buckets.length);
   const barW = Math.max(1, (slot * 0.8) / Math.max(1, cameras.length));
@@ -817,6 +884,21 @@ function renderFootfall(data) {
     label.textContent = bucketLabel(b, data.bucket_seconds);
     root.append(label);
   });
+  // the peak: the bucket with the most unique visitors over all cameras (the first of equals)
+  let peak = -1;
+  buckets.forEach((_, i) => { if (uniqueAt(i) > 0 && (peak < 0 || uniqueAt(i) > uniqueAt(peak))) peak = i; });
+  const peakText = $("#footfall-peak");
+  if (peak >= 0) {
+    root.append(svg("rect", { x: (pad.left + peak * slot).toFixed(2), y: pad.top, width: slot.toFixed(2), height: plotH,
+                              class: "peak", "data-testid": "peak", "data-bucket": buckets[peak] }));
+    const end = byBucketRows.get(buckets[peak]).bucket_end;
+    peakText.textContent = `Peak: ${formatTime(buckets[peak])} – ${formatTime(end).slice(11)}, ` +
+      `${uniqueAt(peak)} unique visitor${uniqueAt(peak) === 1 ? "" : "s"}, ${sightingsAt(peak)} sightings.`;
+    peakText.dataset.bucket = buckets[peak];
+  } else {
+    peakText.textContent = "No visitors in this window.";
+    delete peakText.dataset.bucket;
+  }
   cameras.forEach((camera, c) => {
     const group = svg("g", { "data-testid": "series", "data-camera": camera, fill: colour(c) });
     buckets.forEach((b, i) => {
@@ -831,6 +913,20 @@ function renderFootfall(data) {
     });
     root.append(group);
   });
+  // sightings over all cameras: a line over the bars
+  if (buckets.length) {
+    const cx = (i) => pad.left + i * slot + slot / 2;
+    root.append(svg("polyline", { points: buckets.map((_, i) => `${cx(i).toFixed(1)},${y(sightingsAt(i)).toFixed(1)}`).join(" "),
+                                  class: "sightings-line", "data-testid": "sightings-line" }));
+    buckets.forEach((b, i) => {
+      const dot = svg("circle", { cx: cx(i).toFixed(1), cy: y(sightingsAt(i)).toFixed(1), r: 3.5, class: "sightings-dot",
+                                  "data-testid": "sightings-point", "data-bucket": b, "data-value": sightingsAt(i) });
+      const title = svg("title");
+      title.textContent = `${formatTime(b)}: ${sightingsAt(i)} sightings on all cameras`;
+      dot.append(title);
+      root.append(dot);
+    });
+  }
   root.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(0), y2: y(0), class: "axis" }));
   chart.append(root);
   if (!buckets.length) chart.append(el("p", { class: "hint", text: "No buckets in this window." }));
@@ -839,8 +935,10 @@ function renderFootfall(data) {
   clear(legend);
   cameras.forEach((camera, c) => {
     legend.append(el("span", { class: "legend-item" },
-                     el("span", { class: "swatch", style: `background:${colour(c)}` }), " " + camera));
+                     el("span", { class: "swatch", style: `background:${colour(c)}` }), " " + camera + " (unique visitors)"));
   });
+  legend.append(el("span", { class: "legend-item" }, el("span", { class: "swatch line" }), " sightings, all cameras"));
+  legend.append(el("span", { class: "legend-item" }, el("span", { class: "swatch peak" }), " peak"));
 
   // Table: bucket rows x camera columns (unique visitors), plus the all-camera unique count.
   const table = $("#footfall-table");
@@ -963,6 +1061,7 @@ function selectTab(name) {
     $("#" + tab.getAttribute("aria-controls")).hidden = !selected;
   }
   if (location.hash !== "#" + name) history.replaceState(null, "", "#" + name);
+  if (name === "footfall") openFootfall();
 }
 
 async function checkKey() {
@@ -972,8 +1071,9 @@ async function checkKey() {
   }
   showKeyStatus("Checking key…", "");
   try {
-    applyRecordedSpan(await refreshCameras(), false);
+    await refreshCameras();
     showKeyStatus("Key accepted", "ok");
+    if (!$("#panel-footfall").hidden) openFootfall();
     refreshWatches().catch(() => {});
   } catch (err) {
     if (err.status === 401) showKeyStatus("Key refused: " + err.message.replace(/^The API key was refused: /, ""), "bad");
@@ -1020,6 +1120,7 @@ function init() {
   $("#detail-search").addEventListener("click", () => searchFromGalleryItems([Number($("#detail").dataset.id)]));
   $("#detail").addEventListener("close", () => releaseBlobs("detail"));
   $("#footfall-form").addEventListener("submit", runFootfall);
+  $("#footfall-csv").addEventListener("click", exportFootfallCsv);
   $("#footfall-whole").addEventListener("click", async () => {
     if (await fillWholeSpan()) runFootfall();
   });

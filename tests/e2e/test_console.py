@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -442,3 +442,45 @@ def test_live_watch_alerts_when_the_person_is_seen_again(console, live_service, 
     expect(console.get_by_test_id("watch")).to_have_count(0)
     with live_service.client() as client:
         assert client.get(f"/watches/{watch_id}").json()["state"] == "deleted"
+
+
+def test_footfall_opens_on_the_last_day_with_sightings_peak_and_csv(console, live_service, tmp_path):
+    use_key(console, ADMIN_KEY)
+    expect(console.get_by_test_id("key-status")).to_have_text("Key accepted")
+    console.get_by_test_id("tab-footfall").click()  # no button pressed: it loads by itself
+    expect(console.get_by_test_id("footfall-svg")).to_be_visible()
+    start = console.get_by_test_id("footfall-start").input_value()
+    end = console.get_by_test_id("footfall-end").input_value()
+    with live_service.client() as client:
+        cameras = client.get("/cameras").json()["cameras"]
+        last = max(c["last_seen"] for c in cameras)
+        params = {"start": start + "+00:00", "end": end + "+00:00", "bucket": "1h"}
+        metrics = client.get("/metrics", params=params).json()
+        csv_text = client.get("/metrics", params={**params, "format": "csv"}).text
+    end_dt = datetime.fromisoformat(end + "+00:00")
+    assert end_dt - datetime.fromisoformat(start + "+00:00") == timedelta(days=1)  # the last day
+    assert end_dt - timedelta(hours=1) <= datetime.fromisoformat(last) < end_dt  # up to the latest sighting
+
+    # sightings (all cameras) per bucket on the chart, the same numbers as the API
+    points = console.get_by_test_id("sightings-point").evaluate_all(
+        "els => els.map(e => [e.dataset.bucket, Number(e.dataset.value)])"
+    )
+    assert points == [[b["bucket_start"], b["sightings"]] for b in metrics["totals"]["by_bucket"]]
+    # the peak hour: most unique visitors over all cameras
+    peak = max(metrics["totals"]["by_bucket"], key=lambda b: b["unique_visitors"])
+    expect(console.get_by_test_id("peak")).to_have_attribute("data-bucket", peak["bucket_start"])
+    expect(console.get_by_test_id("footfall-peak")).to_contain_text(
+        f"{peak['unique_visitors']} unique visitor"
+    )
+    # the chart uses the full width of its card
+    chart_w = console.get_by_test_id("footfall-svg").bounding_box()["width"]
+    card_w = console.get_by_test_id("footfall-chart").bounding_box()["width"]
+    assert chart_w >= 0.98 * card_w and chart_w > 1000
+
+    # CSV export: the file the API gives for this window
+    with console.expect_download() as download_info:
+        console.get_by_test_id("footfall-csv").click()
+    download = download_info.value
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+    assert download.suggested_filename.startswith("footfall_") and saved.read_text() == csv_text
