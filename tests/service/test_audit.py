@@ -7,6 +7,7 @@ import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
@@ -16,6 +17,8 @@ from service.audit import AuditWriter
 from service.db import make_engine, make_sessionmaker, upgrade_database
 from service.tables import AuditLog
 from tests.service.service_fixtures import ADMIN, SEARCH, identity_image, ingest
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
 
 
 def count_searches(url: str) -> int:

@@ -16,6 +16,8 @@ from reid.cli import main as reid_main
 from service.app import create_app
 from tests.service.service_fixtures import ADMIN, SEARCH, identity_image, ingest, make_settings, upload
 
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
+
 
 def _search(client, identity=0, top_k=10):
     r = client.post(
@@ -52,7 +54,7 @@ def test_changing_the_index_kind_rebuilds_it(settings, embedder, tmp_path):
     with TestClient(create_app(settings, embedder=embedder)) as client:
         _fill(client, identities=range(3))
         before = [i for i, _ in _search(client, top_k=3)]
-    hnsw = make_settings(tmp_path, index_kind="hnsw", index_ef_search=64)
+    hnsw = make_settings(tmp_path, index_kind="hnsw", index_ef_search=64, database_url=settings.database_url)
     with TestClient(create_app(hnsw, embedder=embedder)) as client:
         index = client.app.state.ctx.index
         assert index.rebuilt and index.store.kind == "hnsw" and index.store.ef_search == 64
@@ -66,7 +68,7 @@ def test_fp16_storage_answers_like_fp32_and_switching_rebuilds(settings, embedde
         _fill(client)
         before = _search(client)
         filtered_before = _search_camera(client, "cam-2")
-    half = make_settings(tmp_path, index_storage="fp16")
+    half = make_settings(tmp_path, index_storage="fp16", database_url=settings.database_url)
     with TestClient(create_app(half, embedder=embedder)) as client:
         index = client.app.state.ctx.index
         assert index.rebuilt and index.store.storage == "fp16"
@@ -78,7 +80,7 @@ def test_fp16_storage_answers_like_fp32_and_switching_rebuilds(settings, embedde
         assert not client.app.state.ctx.index.rebuilt
         _same_hits(_search(client), before)
     with pytest.raises(ValueError, match="fp16 is for REID_INDEX_KIND=flat"):
-        make_settings(tmp_path, index_storage="fp16", index_kind="hnsw")
+        make_settings(tmp_path, index_storage="fp16", index_kind="hnsw", database_url=settings.database_url)
 
 
 def _same_hits(got, want):
@@ -191,10 +193,12 @@ def _eventually(condition, timeout_s: float = 15.0) -> None:
         time.sleep(0.05)
 
 
-def test_retention_purges_old_items_periodically(tmp_path, embedder):
-    settings = make_settings(tmp_path, retention_days=2, purge_interval_s=0.2)
+def test_retention_purges_old_items_periodically(tmp_path, embedder, database_url):
+    settings = make_settings(tmp_path, retention_days=2, purge_interval_s=0.2, database_url=database_url)
     now = datetime.now(UTC)
-    with TestClient(create_app(make_settings(tmp_path), embedder=embedder)) as client:  # no retention yet
+    with TestClient(
+        create_app(make_settings(tmp_path, database_url=database_url), embedder=embedder)
+    ) as client:  # no retention yet
         old = ingest(client, [identity_image(0, 0)], captured_at=(now - timedelta(days=3)).isoformat()).json()
         new = ingest(client, [identity_image(1, 0)], captured_at=(now - timedelta(days=1)).isoformat()).json()
     with TestClient(create_app(settings, embedder=embedder)) as client:
@@ -228,8 +232,10 @@ def test_retention_purges_old_items_periodically(tmp_path, embedder):
     assert old["items"][0]["id"] not in [i["id"] for i in items]
 
 
-def test_cli_purge_and_keys(tmp_path, embedder, capsys):
-    settings = make_settings(tmp_path)
+def test_cli_purge_and_keys(tmp_path, embedder, capsys, database_url, monkeypatch):
+    settings = make_settings(tmp_path, database_url=database_url)
+    if database_url:  # the CLI reads its database from the environment
+        monkeypatch.setenv("REID_DATABASE_URL", database_url)
     now = datetime.now(UTC)
     with TestClient(create_app(settings, embedder=embedder)) as client:
         ingest(client, [identity_image(0, 0)], captured_at=(now - timedelta(days=40)).isoformat())
@@ -317,22 +323,24 @@ def test_failed_index_add_removes_the_new_rows_again(client, settings, monkeypat
     assert len(_files(settings)) == 2 and len(index) == 1
 
 
-def test_other_weights_are_refused_for_an_existing_gallery(tmp_path, embedder):
+def test_other_weights_are_refused_for_an_existing_gallery(tmp_path, embedder, database_url):
     from model.embedder import Embedder
     from model.errors import ReidError
 
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, database_url=database_url)
     with TestClient(create_app(settings, embedder=embedder)) as client:
         _fill(client, identities=[0], shots=1)
     other = Embedder.random_init(variant="none", input_size=(64, 32), device="cpu", seed=7)
     with pytest.raises(ReidError, match="different models"), TestClient(create_app(settings, embedder=other)):
         pass
-    allowed = make_settings(tmp_path, allow_model_change=True)
+    allowed = make_settings(tmp_path, allow_model_change=True, database_url=database_url)
     with TestClient(create_app(allowed, embedder=other)) as client:
         assert client.get("/readyz").status_code == 200
 
 
-def test_changes_by_another_process_are_reconciled_while_serving(client, settings, capsys):
+def test_changes_by_another_process_are_reconciled_while_serving(client, settings, capsys, monkeypatch):
+    if settings.database_url:  # the CLI reads its database from the environment
+        monkeypatch.setenv("REID_DATABASE_URL", settings.database_url)
     from service.app import reconcile_index
 
     now = datetime.now(UTC)

@@ -17,6 +17,8 @@ from service.db import make_engine, make_sessionmaker, upgrade_database, write_s
 from service.tables import GalleryItem, decode_embedding
 from tests.service.service_fixtures import SEARCH
 
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
+
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
 

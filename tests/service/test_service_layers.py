@@ -8,6 +8,8 @@ import pytest
 from service.tables import GalleryItem
 from tests.service.service_fixtures import ADMIN, SEARCH, identity_image, ingest
 
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
+
 
 @pytest.mark.parametrize(
     "path",

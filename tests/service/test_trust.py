@@ -6,6 +6,7 @@ import logging
 from dataclasses import replace
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 import service.app
@@ -14,6 +15,8 @@ from model.health import similarity_spread
 from service.app import create_app
 from service.trust import operator_warnings
 from tests.service.service_fixtures import make_settings
+
+pytestmark = pytest.mark.databases("sqlite", "postgresql")
 
 SECRET = "ops:admin:a-long-enough-secret-0123456789"
 
