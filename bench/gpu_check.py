@@ -915,59 +915,62 @@ def main(argv: list[str] | None = None) -> int:
             stop_group(ctx.current)
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, on_term)
-    deadline = started + args.budget
-    if args.device == "cpu" and args.budget == 480.0:  # the CPU form: slow on a small machine, not budgeted
-        deadline = started + sum(TINY_BUDGET_S.get(s.name, s.budget_s) for s in selected)
-    for position, stage in enumerate(selected):
-        result = StageResult(stage.name)
-        report["stages"].append(asdict(result))
-        reserve = sum(s.min_s for s in selected[position + 1 :])
-        left = deadline - time.monotonic()
-        # Before the environment stage CUDA is unknown: the GPU budget, unless --device cpu said so.
-        known_cpu = args.device == "cpu" or (stage.name != "environment" and not ctx.cuda)
-        nominal = TINY_BUDGET_S.get(stage.name, stage.budget_s) if known_cpu else stage.budget_s
-        budget = min(nominal, left - reserve)
-        if stage.name == "environment":
-            budget = max(budget, min(nominal, 15.0))  # the kit and the probe come first, whatever the budget
-        result.budget_s = round(budget, 1)
-        begun = time.monotonic()
-        if budget < min(5.0, nominal):
-            result.status, result.reason = "skipped", f"the check's budget of {args.budget:.0f} s was spent"
-        else:
-            try:
-                stage.run(ctx, result, budget, args)
-            except StageStopped as exc:
-                result.fail(str(exc))
-            except Exception as exc:  # a bug in the check itself must not stop the next stage
-                result.fail(f"the check failed inside this stage: {type(exc).__name__}: {exc}")
-        result.seconds = round(time.monotonic() - begun, 1)
-        if stage.name == "environment":
-            ctx.cuda = bool(ctx.probe.get("cuda")) and args.device != "cpu"
-            ctx.tiny = not ctx.cuda
-            report["mode"] = "full" if ctx.cuda else "tiny"
-            report["machine"] = {k: v for k, v in ctx.probe.items() if k != "modules"}
-            if not ctx.cuda and args.budget == 480.0:
-                # the CPU form is slow on a small machine, and not what the budget is for
-                deadline = time.monotonic() + sum(TINY_BUDGET_S.get(s.name, s.budget_s) for s in selected)
-        report["stages"][-1] = asdict(result)
-        report["seconds"] = round(time.monotonic() - started, 1)
-        write_report(args.out, report, ctx.log)
-        print(
-            f"[gpu_check] {stage.name}: {result.status} in {result.seconds:.0f} s {result.reason}", flush=True
-        )
-    for stage in STAGES:
-        if stage not in selected:
-            report["stages"].append(
-                asdict(StageResult(stage.name, "skipped", "not selected (--only / --skip)"))
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:  # run in-process (tests), the caller's SIGTERM handler comes back afterwards
+        deadline = started + args.budget
+        if args.device == "cpu" and args.budget == 480.0:  # the CPU form: slow on a small machine, not budgeted
+            deadline = started + sum(TINY_BUDGET_S.get(s.name, s.budget_s) for s in selected)
+        for position, stage in enumerate(selected):
+            result = StageResult(stage.name)
+            report["stages"].append(asdict(result))
+            reserve = sum(s.min_s for s in selected[position + 1 :])
+            left = deadline - time.monotonic()
+            # Before the environment stage CUDA is unknown: the GPU budget, unless --device cpu said so.
+            known_cpu = args.device == "cpu" or (stage.name != "environment" and not ctx.cuda)
+            nominal = TINY_BUDGET_S.get(stage.name, stage.budget_s) if known_cpu else stage.budget_s
+            budget = min(nominal, left - reserve)
+            if stage.name == "environment":
+                budget = max(budget, min(nominal, 15.0))  # the kit and the probe come first, whatever the budget
+            result.budget_s = round(budget, 1)
+            begun = time.monotonic()
+            if budget < min(5.0, nominal):
+                result.status, result.reason = "skipped", f"the check's budget of {args.budget:.0f} s was spent"
+            else:
+                try:
+                    stage.run(ctx, result, budget, args)
+                except StageStopped as exc:
+                    result.fail(str(exc))
+                except Exception as exc:  # a bug in the check itself must not stop the next stage
+                    result.fail(f"the check failed inside this stage: {type(exc).__name__}: {exc}")
+            result.seconds = round(time.monotonic() - begun, 1)
+            if stage.name == "environment":
+                ctx.cuda = bool(ctx.probe.get("cuda")) and args.device != "cpu"
+                ctx.tiny = not ctx.cuda
+                report["mode"] = "full" if ctx.cuda else "tiny"
+                report["machine"] = {k: v for k, v in ctx.probe.items() if k != "modules"}
+                if not ctx.cuda and args.budget == 480.0:
+                    # the CPU form is slow on a small machine, and not what the budget is for
+                    deadline = time.monotonic() + sum(TINY_BUDGET_S.get(s.name, s.budget_s) for s in selected)
+            report["stages"][-1] = asdict(result)
+            report["seconds"] = round(time.monotonic() - started, 1)
+            write_report(args.out, report, ctx.log)
+            print(
+                f"[gpu_check] {stage.name}: {result.status} in {result.seconds:.0f} s {result.reason}", flush=True
             )
-    order = [s.name for s in STAGES]
-    report["stages"].sort(key=lambda s: order.index(s["name"]))
-    report["seconds"] = round(time.monotonic() - started, 1)
-    report["failed"] = [s["name"] for s in report["stages"] if s["status"] in ("failed", "partial")]
-    write_report(args.out, report, ctx.log)
-    print(render_markdown(report))
-    return 1 if report["failed"] else 0
+        for stage in STAGES:
+            if stage not in selected:
+                report["stages"].append(
+                    asdict(StageResult(stage.name, "skipped", "not selected (--only / --skip)"))
+                )
+        order = [s.name for s in STAGES]
+        report["stages"].sort(key=lambda s: order.index(s["name"]))
+        report["seconds"] = round(time.monotonic() - started, 1)
+        report["failed"] = [s["name"] for s in report["stages"] if s["status"] in ("failed", "partial")]
+        write_report(args.out, report, ctx.log)
+        print(render_markdown(report))
+        return 1 if report["failed"] else 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ one stage failing or running out of time does not stop the next, and the report 
 from __future__ import annotations
 
 import json
+import signal
 import sys
 
 import pytest
@@ -52,10 +53,12 @@ def _stand_in_stages(monkeypatch, tmp_path):
 def test_a_failing_stage_does_not_stop_the_next(monkeypatch, tmp_path):
     _stand_in_stages(monkeypatch, tmp_path)
     out = tmp_path / "report"
+    before = signal.getsignal(signal.SIGTERM)
     code = gpu_check.main(
         ["--out", str(out), "--device", "cpu", "--work", str(tmp_path / "work"), "--budget", "60"]
     )
     assert code == 1
+    assert signal.getsignal(signal.SIGTERM) is before  # run in-process, the caller's handler comes back
     report = json.loads((out / "report.json").read_text())
     stages = {s["name"]: s for s in report["stages"]}
     assert [s["name"] for s in report["stages"]] == [
