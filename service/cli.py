@@ -1,4 +1,4 @@
-"""`reid` subcommands of the service: serve, db upgrade, keys, purge, recluster."""
+"""`reid` subcommands of the service: serve, db upgrade, keys, purge, recluster, migrate-store."""
 
 from __future__ import annotations
 
@@ -56,6 +56,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rc.add_argument("--end", required=True, help="ISO 8601 (no offset = UTC)")
     _data_args(rc)
     rc.set_defaults(func=run_recluster)
+
+    ms = subparsers.add_parser(
+        "migrate-store",
+        help="copy the gallery (rows, vectors, images) to another database and vector store (docs/scale.md)",
+        description="Copy the gallery that --data-dir / --database-url (REID_*) name into --to-database and "
+        "--to-vectors; resumable (run it again after an interruption), verified at the end.",
+    )
+    ms.add_argument(
+        "--to-database", required=True, help="target SQLAlchemy URL, e.g. postgresql+psycopg://..."
+    )
+    ms.add_argument(
+        "--to-vectors",
+        required=True,
+        help="faiss (the index file of the settings), faiss:PATH, or milvus://HOST:PORT/COLLECTION",
+    )
+    ms.add_argument(
+        "--images-to", type=Path, help="copy the image files to this folder (default: leave them)"
+    )
+    ms.add_argument("--batch-size", type=int, default=1000, help="rows per committed batch (default 1000)")
+    _data_args(ms)
+    ms.set_defaults(func=run_migrate_store)
 
 
 def _data_args(parser: argparse.ArgumentParser) -> None:
@@ -319,4 +340,49 @@ def run_recluster(args: argparse.Namespace) -> int:
     result = recluster(sessions, start, end, settings.visitor_threshold, settings.visitor_horizon_s)
     engine.dispose()
     print(f"reclustered {result['items']} item(s) into {result['visitors']} visitor(s)")
+    return 0
+
+
+def run_migrate_store(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from service.db import make_engine
+    from service.migrate import MigrationError, migrate, parse_vector_target, safe_url
+
+    settings = _settings(args)
+    source_url = settings.resolved_database_url
+    if source_url.startswith("sqlite:///") and not Path(source_url[len("sqlite:///") :]).is_file():
+        raise ReidError(
+            f"no gallery database at {source_url[len('sqlite:///') :]}; give --data-dir or --database-url"
+        )
+    vectors = parse_vector_target(args.to_vectors, settings)
+    source = make_engine(source_url)
+    try:
+        target = make_engine(args.to_database)
+    except Exception as exc:  # noqa: BLE001 - an unparsable URL or a missing driver
+        raise ReidError(f"cannot use --to-database {safe_url(args.to_database)}: {exc}") from None
+    try:
+        report = migrate(
+            source,
+            target,
+            vectors,
+            source_images=settings.images_dir,
+            images_to=args.images_to,
+            batch=args.batch_size,
+            on_batch=lambda table, done: logger.info("%s: %d rows", table, done),
+        )
+    except KeyboardInterrupt:
+        raise ReidError("interrupted; run the same command again to continue where it stopped") from None
+    except MigrationError:
+        raise
+    except (SQLAlchemyError, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).split("\n")[0]
+        raise ReidError(
+            f"migration stopped: {reason}; fix it and run the same command again to continue"
+        ) from None
+    finally:
+        vectors.close()
+        source.dispose()
+        target.dispose()
+    print(report.summary(args.to_database))
     return 0
