@@ -135,6 +135,119 @@ def test_compose_config_rejects_a_broken_file(tmp_path):
     assert "restart_policy_typo" in proc.stderr
 
 
+# --------------------------------------------------------------------------------------------- compose.scale.yaml
+
+SCALE = ("compose.scale.yaml",)
+LONG_RUNNING = ("postgres", "etcd", "minio", "milvus", "reid", "proxy")
+
+
+def scale_env(tmp_path: Path, extra: str = "") -> Path:
+    env = tmp_path / "scale.env"
+    env.write_text("POSTGRES_PASSWORD=test-only-password\n" + extra)
+    return env
+
+
+def test_compose_scale_runs_postgres_milvus_and_replicas_behind_a_proxy(tmp_path):
+    config = compose_config(tmp_path, SCALE, env_file=scale_env(tmp_path))
+    services = config["services"]
+    assert set(LONG_RUNNING) | {"migrate"} == set(services)
+    for name in LONG_RUNNING:
+        assert services[name]["healthcheck"]["test"][0] == "CMD", name
+    # Milvus standalone with its own etcd and MinIO, as Milvus's compose file runs it
+    milvus = services["milvus"]
+    assert milvus["image"].startswith("milvusdb/milvus:v")
+    assert milvus["command"][-1] == "standalone"
+    assert milvus["environment"]["ETCD_ENDPOINTS"] == "etcd:2379"
+    assert milvus["environment"]["MINIO_ADDRESS"] == "minio:9000"
+    assert {"etcd", "minio"} <= set(milvus["depends_on"])
+    assert services["postgres"]["image"].startswith("postgres:15")
+    # the replicas: PostgreSQL + Milvus, a shared image volume, no published port (only the proxy has one)
+    reid = services["reid"]
+    env = reid["environment"]
+    assert env["REID_DATABASE_URL"] == "postgresql+psycopg://reid:test-only-password@postgres:5432/reid"
+    assert env["REID_VECTOR_STORE"] == "milvus"
+    assert env["REID_MILVUS_URI"] == "http://milvus:19530"
+    assert env["REID_MILVUS_COLLECTION"]
+    assert int(reid["deploy"]["replicas"]) == 2
+    assert "ports" not in reid
+    volumes = {v["target"]: v for v in reid["volumes"]}
+    assert volumes["/data/images"]["type"] == "volume"
+    assert volumes["/data/images"]["source"] in config["volumes"]
+    # migrations run once, before any replica starts
+    assert services["migrate"]["command"] == ["reid", "db", "upgrade"]
+    assert services["migrate"]["environment"]["REID_DATABASE_URL"] == env["REID_DATABASE_URL"]
+    assert reid["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert reid["depends_on"]["milvus"]["condition"] == "service_healthy"
+    # the proxy: the only published port, on localhost by default, configured by docker/nginx.conf
+    proxy = services["proxy"]
+    assert [(p["host_ip"], str(p["published"]), p["target"]) for p in proxy["ports"]] == [
+        ("127.0.0.1", "8000", 80)
+    ]
+    (mount,) = proxy["volumes"]
+    assert mount["target"] == "/etc/nginx/nginx.conf" and mount["read_only"]
+    assert Path(mount["source"]).relative_to(tmp_path) == Path("docker/nginx.conf")
+    assert (ROOT / "docker" / "nginx.conf").is_file()
+    for name in ("postgres", "milvus", "etcd", "minio"):
+        assert "ports" not in services[name], f"{name} must stay on the compose network"
+
+
+def test_compose_scale_settings_from_env_file(tmp_path):
+    env = scale_env(tmp_path, "REPLICAS=4\nREID_MILVUS_COLLECTION=store_42\nPUBLISH_PORT=9200\n")
+    services = compose_config(tmp_path, SCALE, env_file=env)["services"]
+    assert int(services["reid"]["deploy"]["replicas"]) == 4
+    assert services["reid"]["environment"]["REID_MILVUS_COLLECTION"] == "store_42"
+    assert str(services["proxy"]["ports"][0]["published"]) == "9200"
+
+
+def test_compose_scale_refuses_to_start_without_a_database_password(tmp_path):
+    shutil.copy(ROOT / "compose.scale.yaml", tmp_path / "compose.scale.yaml")
+    proc = subprocess.run(
+        [find_tool("docker-compose"), "-f", str(tmp_path / "compose.scale.yaml"), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "set POSTGRES_PASSWORD in .env" in proc.stderr
+
+
+def nginx_blocks(text: str) -> dict[str, list[str]]:
+    """Directives of an nginx config by the block they are in ("http", "upstream reid", ...), comments removed."""
+    blocks: dict[str, list[str]] = {}
+    stack: list[str] = []
+    body = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    for token in re.findall(r"[^{};]+[{};]|[{};]", body):
+        statement, end = token[:-1].strip(), token[-1]
+        if end == "{":
+            stack.append(statement)
+        elif end == "}":
+            assert stack, "unbalanced } in nginx.conf"
+            stack.pop()
+        elif statement:
+            blocks.setdefault(stack[-1] if stack else "main", []).append(" ".join(statement.split()))
+    assert not stack, "unclosed block in nginx.conf"
+    return blocks
+
+
+def test_nginx_config_balances_over_every_replica():
+    blocks = nginx_blocks((ROOT / "docker" / "nginx.conf").read_text())
+    assert "server reid:8000 resolve" in blocks["upstream reid"]  # every replica the name resolves to
+    assert any(d.startswith("resolver 127.0.0.11") for d in blocks["http"])  # Docker's DNS, re-resolved
+    assert "listen 80" in blocks["server"]
+    location = blocks["location /"]
+    assert "proxy_pass http://reid" in location
+    assert not any("non_idempotent" in d for d in location)  # an ingest POST is never replayed
+    sizes = [d.split()[1] for d in blocks["http"] if d.startswith("client_max_body_size")]
+    assert sizes and int(sizes[0].rstrip("m")) >= 10  # at least one file of REID_MAX_UPLOAD_BYTES
+
+
+def test_nginx_config_check_can_fail():
+    with pytest.raises(AssertionError, match="unclosed"):
+        nginx_blocks("http { server { listen 80; }")
+
+
 # --------------------------------------------------------------------------------------------- Dockerfiles
 
 
