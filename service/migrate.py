@@ -28,6 +28,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -197,19 +198,76 @@ def parse_vector_target(spec: str, settings) -> VectorTarget:
         if not str(path):
             raise MigrationError("--to-vectors faiss:PATH needs a file path")
         return FaissTarget(path, settings.index_kind, settings.index_storage)
-    if spec.startswith("milvus://"):
+    if spec.startswith(("milvus://", "milvuss://")):
         return milvus_target(spec, settings)
     raise MigrationError(
         f"--to-vectors {spec!r} is not a vector store; give faiss, faiss:PATH or milvus://HOST:PORT/COLLECTION"
     )
 
 
-def milvus_target(spec: str, settings) -> VectorTarget:
-    try:
-        from service.vectorstore import milvus_store  # noqa: F401
-    except ImportError as exc:
-        raise MigrationError(f"the Milvus vector store cannot be used here ({exc})") from None
-    raise MigrationError("the Milvus vector store is not wired into migrate-store yet")
+class MilvusTarget(VectorTarget):
+    """A Milvus collection (created when missing, with the settings' index type); every insert is durable."""
+
+    def __init__(self, uri: str, collection: str, settings) -> None:
+        self.uri, self.collection, self.settings = uri, collection, settings
+        self.description = f"Milvus collection {collection} at {uri}"
+        self.store = None
+
+    def open(self, dim: int, sample: Callable[[], np.ndarray]) -> None:
+        try:
+            from service.vectorstore.milvus_store import MilvusVectorStore
+        except ImportError as exc:
+            raise MigrationError(f"the Milvus vector store cannot be used here ({exc})") from None
+        options = {}
+        index_type = getattr(self.settings, "milvus_index_type", None)
+        if index_type:
+            options["index_type"] = index_type
+        try:
+            self.store = MilvusVectorStore(dim, uri=self.uri, collection=self.collection, **options)
+        except ValueError as exc:
+            raise MigrationError(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - pymilvus' connection errors have no common base
+            raise MigrationError(f"cannot reach Milvus at {self.uri}: {str(exc).splitlines()[0]}") from None
+
+    def held_ids(self) -> np.ndarray:
+        return self.store.ids()
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray, rows: list) -> None:
+        from service.vectorstore.base import ItemAttributes
+
+        attributes = ItemAttributes(
+            camera_ids=tuple(row.camera_id for row in rows),
+            captured_us=tuple(epoch_us(row.captured_at) for row in rows),
+        )
+        self.store.add(ids, vectors, attributes=attributes)
+
+    def fingerprint(self) -> str:
+        return self.store.fingerprint()
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_us(moment: datetime) -> int:
+    """Microseconds since 1970-01-01 UTC, exactly (no float rounding)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def milvus_target(spec: str, settings) -> MilvusTarget:
+    """`milvus://HOST:PORT/COLLECTION` (`milvuss://` for TLS) -> a target on http(s)://HOST:PORT."""
+    scheme, rest = spec.split("://", 1)
+    address, _, collection = rest.partition("/")
+    if not address or not collection or "/" in collection:
+        raise MigrationError(f"--to-vectors {spec!r}: give milvus://HOST:PORT/COLLECTION")
+    if ":" not in address:
+        address += ":19530"
+    return MilvusTarget(f"{'https' if scheme == 'milvuss' else 'http'}://{address}", collection, settings)
 
 
 # --------------------------------------------------------------------------------------------- the copy

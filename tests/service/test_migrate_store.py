@@ -336,3 +336,17 @@ def test_sqlite_target_and_an_ivf_faiss_file(source, tmp_path, capsys):
         )
     source_engine.dispose()
     target_engine.dispose()
+
+
+def test_milvus_targets_are_parsed_and_capture_times_kept_to_the_microsecond(source):
+    from service.migrate import epoch_us, milvus_target
+
+    target = milvus_target("milvus://db.example:19531/store_7", source)
+    assert (target.uri, target.collection) == ("http://db.example:19531", "store_7")
+    assert milvus_target("milvuss://db.example/g", source).uri == "https://db.example:19530"
+    for bad in ("milvus://db.example", "milvus:///g", "milvus://h:1/a/b"):
+        with pytest.raises(MigrationError, match="milvus://HOST:PORT/COLLECTION"):
+            milvus_target(bad, source)
+    moment = datetime(2026, 3, 1, 9, 0, 0, 123457, tzinfo=UTC)
+    assert epoch_us(moment) == 1772355600123457
+    assert epoch_us(datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)) == -1
