@@ -6,6 +6,7 @@
    embeddings into a throwaway PostgreSQL 15 (tests/postgres.py) and a faiss flat file: rows per second.
 2. Rebuilding the vector store from PostgreSQL's embeddings (what a lost Milvus / faiss file costs):
    ``GalleryIndex.open`` on a missing file reads every embedding in chunks and adds it: vectors per second.
+3. PostgreSQL's bytes per item: ``gallery_items`` with its TOAST table, and with its indexes.
 
 Rows are synthetic (no image files: migrate-store leaves them in place). Needs the PostgreSQL 15 binaries.
 """
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
 from bench.report import append_section, command_line, machine_description
 
@@ -89,23 +90,30 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             GalleryIndex.open(folder / "rebuilt.faiss", args.dim, "flat", make_sessionmaker(target))
             rebuild_s = time.perf_counter() - start
+            with target.connect() as conn:
+                table_bytes, total_bytes = conn.execute(
+                    text("SELECT pg_table_size('gallery_items'), pg_total_relation_size('gallery_items')")
+                ).one()
             source.dispose()
             target.dispose()
     finally:
         cluster.stop()
     n = args.items
-    text = (
+    report = (
         f"\n## Moving and rebuilding a gallery (bench/rebuild.py) — {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n\n"
         f"Machine: {machine}. Command: `{command_line(argv)}`. {n:,} items with {args.dim}-d float32 embeddings.\n\n"
         "| step | seconds | items/s | 1,000,000 items at this rate |\n|---|---:|---:|---:|\n"
         f"| migrate-store SQLite -> PostgreSQL 15 + faiss flat file | {migrate_s:.1f} | {n / migrate_s:,.0f} "
         f"| {1e6 / (n / migrate_s) / 60:.0f} min (extrapolated) |\n"
         f"| rebuild the faiss flat store from PostgreSQL | {rebuild_s:.1f} | {n / rebuild_s:,.0f} "
-        f"| {1e6 / (n / rebuild_s) / 60:.0f} min (extrapolated) |\n"
+        f"| {1e6 / (n / rebuild_s) / 60:.0f} min (extrapolated) |\n\n"
+        f"PostgreSQL `gallery_items` per item: {table_bytes / n:,.0f} bytes of table (TOAST included: the "
+        f"embedding is {4 * args.dim:,} bytes of it), {total_bytes / n:,.0f} bytes with its indexes "
+        f"({total_bytes / n * 1e6 / 1e9:.1f} GB per million items).\n"
     )
-    print(text)
+    print(report)
     if args.record:
-        append_section(text)
+        append_section(report)
     return 0
 
 
