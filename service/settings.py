@@ -52,8 +52,9 @@ class Settings(BaseSettings):
         None, ge=1, le=65536
     )  # IVF lists probed per query (None: the index's default)
     index_ef_search: int | None = Field(None, ge=1, le=65536)  # HNSW candidate list size
-    # flat index: vectors held and scanned as float32, or as float16 with a float32 re-score of the best
-    index_storage: Literal["fp32", "fp16"] = "fp32"
+    # flat index: vectors held and scanned as float32; bf16: held as float32, scanned as a bfloat16 copy
+    # with an exact float32 re-score of the best; fp16: held as float16, re-scored from the database
+    index_storage: Literal["fp32", "bf16", "fp16"] = "fp32"
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(40_000_000, ge=64)
     max_files_per_request: int = Field(64, ge=1, le=1024)
@@ -69,8 +70,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_index_storage(self) -> Settings:
-        if self.index_storage == "fp16" and self.index_kind != "flat":
-            raise ValueError("REID_INDEX_STORAGE=fp16 is for REID_INDEX_KIND=flat (exact search)")
+        if self.index_storage != "fp32" and self.index_kind != "flat":
+            raise ValueError(
+                f"REID_INDEX_STORAGE={self.index_storage} is for REID_INDEX_KIND=flat (exact search)"
+            )
         return self
 
     @field_validator("api_keys")

@@ -12,11 +12,17 @@ Filtered search (``allowed_ids``) returns the top k among the allowed ids, fille
 ids exist: small allowed sets are scored exactly from the stored vectors (faster and exact), larger
 ones go through faiss ``IDSelectorBatch``; an approximate kind that comes back short falls back to exact.
 
-Storage (flat kind): ``fp32`` keeps the vectors as given; ``fp16`` keeps them in half precision
-(faiss ``IndexScalarQuantizer`` QT_fp16: half the memory and half the bytes each scan reads), scans
-them with a float16 matrix product for the best ``rescore_candidates(k)`` and re-scores those in
-float32 from the attached vector source (the database) or, without one, from the stored values
-widened to float32 (scores then differ from float32 by about 1e-5).
+Storage (flat kind): ``fp32`` keeps the vectors as given and scans them in float32; ``bf16`` keeps
+them as given too (same file) and scans a bfloat16 copy (1.5x the memory; half the bytes each scan
+reads, and oneDNN's AMX / AVX512-BF16 matrix product on CPUs that have them), then re-scores the
+best candidates exactly from the float32 vectors held; ``fp16`` keeps only half precision (faiss
+``IndexScalarQuantizer`` QT_fp16: half the memory), scans it with a float16 matrix product and
+re-scores the candidates in float32 from the attached vector source (the database) or, without one,
+from the stored values widened to float32 (scores then differ from float32 by about 1e-5).
+A 16-bit scan takes the best ``rescore_candidates(k)``; when the k-th re-scored score does not clear
+the last candidate's scan score by the scan's worst-case error (``scan.score_error_bound``), an
+item outside the candidates could still belong in the top k, and the scan is repeated with 8x the
+candidates (counted in ``widened``): the answer is float32 exact search's.
 
 Unfiltered flat searches of a few queries go through a coalescer: concurrent searches share one
 scan (``coalesce.Coalescer``). On a GPU build with a visible GPU, unfiltered flat / IVF searches of
@@ -45,13 +51,14 @@ from service.vectorstore.base import (
     check_vectors,
 )
 from service.vectorstore.coalesce import Coalescer
-from service.vectorstore.scan import scan_topc
+from service.vectorstore.scan import as_tensor, scan_topc, score_error_bound
 from service.vectorstore.topk import TopK, empty, pad, topk
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("flat", "ivf", "hnsw")
-STORAGES = ("fp32", "fp16")
+STORAGES = ("fp32", "bf16", "fp16")
+SCAN_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TRAIN_POINTS_PER_LIST = 39  # faiss warns below this many training points per centroid
 EXACT_SUBSET_FLAT = 4096  # allowed sets up to this size are scored by gathering their vectors (flat)
 EXACT_SUBSET_APPROX = 20_000  # the same for ivf / hnsw, where filtered approximate search may come back short
@@ -61,14 +68,14 @@ SUBSET_GATHER_FRACTION = 4  # fp16: allowed sets under 1/4 of the rows are gathe
 COALESCE_MAX_QUERIES = 64  # query rows one shared scan takes at most
 
 
-def rescore_candidates(k: int) -> int:
-    """How many fp16-scan candidates are re-scored in float32 for a top-k answer.
+def rescore_candidates(k: int, storage: str = "fp16") -> int:
+    """How many 16-bit-scan candidates are re-scored in float32 for a top-k answer, at first.
 
-    float16 scores carry about 3 decimal digits (+-2.4e-4 near 0.5): the true top k are among the best
-    k + 64 unless more than 64 items score within about 5e-4 of the k-th (recall measured in
-    bench/index.py and tests/service/test_index.py).
+    float16 scores carry about 3 decimal digits (+-2.4e-4 near 0.5), bfloat16 about 2 (+-2e-3): the
+    true top k are among the best k + 64 (bf16: k + 128) unless more items than that score within a
+    few of those steps of the k-th; the search checks this and widens when it fails (module doc).
     """
-    return max(2 * k, k + 64)
+    return max(2 * k, k + 64) if storage == "fp16" else max(4 * k, k + 128)
 
 
 # faiss parallelises over queries: below its BLAS threshold a search runs on one thread anyway, and the
@@ -123,8 +130,8 @@ class FaissVectorStore(VectorStore):
             raise ValueError(f"index kind must be one of {', '.join(KINDS)}, got {kind!r}")
         if storage not in STORAGES:
             raise ValueError(f"index storage must be one of {', '.join(STORAGES)}, got {storage!r}")
-        if storage == "fp16" and kind != "flat":
-            raise ValueError(f"fp16 storage is for the flat (exact) kind, not {kind!r}")
+        if storage != "fp32" and kind != "flat":
+            raise ValueError(f"{storage} storage is for the flat (exact) kind, not {kind!r}")
         if int(dim) <= 0:
             raise ValueError(f"index dim must be positive, got {dim}")
         self.dim = int(dim)
@@ -147,6 +154,10 @@ class FaissVectorStore(VectorStore):
         self._gpu_index = None
         self._generation = 0
         self._source: VectorSource | None = None
+        self._scan_copy: torch.Tensor | None = None  # bf16: bfloat16 rows, [:_scan_rows] mirror faiss's rows
+        self._scan_rows = 0
+        self._row_norm: float | None = 0.0  # the largest stored vector norm (None: not known yet)
+        self.widened = 0  # 16-bit scans repeated with more candidates (observable)
         self._coalescer = Coalescer(self._search_now, COALESCE_MAX_QUERIES)
 
     # ----------------------------------------------------------------- construction
@@ -327,6 +338,8 @@ class FaissVectorStore(VectorStore):
                     return
             self._index.add_with_ids(vectors, ids)
             self._positions = None
+            if self._row_norm is not None:
+                self._row_norm = max(self._row_norm, float(np.linalg.norm(vectors, axis=1).max()))
             if self._gpu_index is not None:
                 try:
                     self._gpu_index.add_with_ids(vectors, ids)
@@ -345,10 +358,12 @@ class FaissVectorStore(VectorStore):
             if self.kind == "hnsw":
                 self._tombstones = np.union1d(self._tombstones, ids)
             else:
+                keep = self._scan_copy_keep(ids)
                 selector = faiss.IDSelectorArray(ids) if self.is_ivf_trained else faiss.IDSelectorBatch(ids)
                 removed = self._index.remove_ids(selector)
                 if removed != ids.size:
                     raise RuntimeError(f"faiss removed {removed} of {ids.size} ids")
+                self._compact_scan_copy(keep)
             self._sorted_ids = np.setdiff1d(self._sorted_ids, ids, assume_unique=True)
             self._changed()
             if self.kind == "hnsw" and self._tombstones.size > HNSW_COMPACT_FRACTION * max(
@@ -373,49 +388,129 @@ class FaissVectorStore(VectorStore):
         k = int(k)
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
-        gpu_scan = self.use_gpu and self.storage == "fp32"
+        gpu_scan = self.use_gpu and self.storage != "fp16"
         if allowed_ids is None and self.kind == "flat" and len(queries) < FEW_QUERIES and not gpu_scan:
             return self._coalescer.submit(queries, k)  # concurrent searches share one scan
         return self._search_now(queries, k, allowed_ids)
 
+    @property
+    def _scans_reduced(self) -> bool:
+        """True when searches scan a 16-bit copy and re-score (bf16 on a GPU scans float32 there)."""
+        return self.storage == "fp16" or (self.storage == "bf16" and not self.use_gpu)
+
     def _search_now(self, queries: np.ndarray, k: int, allowed_ids=None) -> tuple[np.ndarray, np.ndarray]:
         with self._lock, _omp_threads(1 if len(queries) < FEW_QUERIES else None):
+            allowed = None
             if allowed_ids is not None:
                 allowed = np.unique(check_ids(allowed_ids, "allowed_ids"))
                 allowed = allowed[self._member_mask(allowed)]
-                if self.storage != "fp16":
+                if not self._scans_reduced:
                     return self._search_allowed(queries, k, allowed)
-                candidates = self._fp16_candidates(queries, k, allowed)
+                if self.storage == "bf16" and allowed.size <= max(EXACT_SUBSET_FLAT, k):
+                    return self._exact(queries, k, allowed)  # float32 rows at hand: gather them
             elif len(self) == 0:
                 return empty(len(queries), k)
-            elif self.storage != "fp16":
+            elif not self._scans_reduced:
                 return self._search_all(queries, k)
-            else:
-                candidates = self._fp16_candidates(queries, k, None)
-        return self._rescore(queries, *candidates, k)  # outside the lock: it may read the database
+        return self._reduced_search(queries, k, allowed)
 
-    def _fp16_candidates(self, queries: np.ndarray, k: int, allowed: np.ndarray | None):
-        """fp16 storage: the best rescore_candidates(k) by float16 scores (among ``allowed`` if given)."""
-        c = rescore_candidates(k)
+    def _reduced_search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None):
+        """A 16-bit scan for candidates, re-scored in float32; repeated with 8x the candidates while an
+        item outside them could still belong in the top k (see the module doc)."""
+        c = rescore_candidates(k, self.storage)
+        while True:
+            with self._lock:
+                scanned = len(self) if allowed is None else allowed.size
+                scores, ids = self._candidates(queries, c, allowed)
+                dtype, row_norm = SCAN_DTYPES[self.storage], self._row_norm_bound()
+            answer = self._rescore(queries, scores, ids, k)  # outside the lock: it may read the database
+            full = (ids >= 0).all(axis=1)  # c candidates came back: rows outside them exist
+            if not full.any() or c >= scanned:
+                return answer
+            boundary = scores[:, -1]  # the c-th candidate's scan score: no other row scanned higher
+            reach = boundary + score_error_bound(
+                dtype, boundary, np.linalg.norm(queries, axis=1), row_norm, self.dim
+            )
+            if not (full & ~(answer[0][:, k - 1] > reach)).any():
+                return answer
+            self.widened += 1
+            c = min(8 * c, scanned)
+
+    def _candidates(self, queries: np.ndarray, c: int, allowed: np.ndarray | None):
+        """The best c by the 16-bit scan (among ``allowed`` if given), best first."""
         _, _, row_ids = self._storage_rows()
+        matrix = self._scan_matrix()
         if allowed is None:
-            return scan_topc(queries, self._storage_matrix(), row_ids, c)
+            return scan_topc(queries, matrix, row_ids, c)
         if allowed.size * SUBSET_GATHER_FRACTION > len(row_ids):  # most rows: one masked scan
             mask = np.isin(row_ids, allowed, assume_unique=True)
-            return scan_topc(queries, self._storage_matrix(), row_ids, c, mask)
+            return scan_topc(queries, matrix, row_ids, c, mask)
         best = TopK(len(queries), c)  # fewer rows: gather and scan only them, block by block
+        sorted_ids, rows, _ = self._storage_rows()
         for start in range(0, allowed.size, EXACT_CHUNK):
             chunk = allowed[start : start + EXACT_CHUNK]
-            best.push(*scan_topc(queries, self._stored_rows(chunk), chunk, c))
+            picked = torch.from_numpy(rows[np.searchsorted(sorted_ids, chunk)])
+            best.push(*scan_topc(queries, as_tensor(matrix)[picked], chunk, c))
         return best.result()
 
+    def _scan_matrix(self) -> np.ndarray | torch.Tensor:
+        """The rows a 16-bit scan reads, aligned with faiss's rows: fp16 the stored codes, bf16 the
+        bfloat16 copy (brought up to date here: added rows are converted on the first scan after)."""
+        if self.storage != "bf16":
+            return self._storage_matrix()
+        total = self._index.ntotal
+        if self._scan_copy is None or self._scan_rows > total:
+            self._scan_copy, self._scan_rows = None, 0
+        if self._scan_rows < total:
+            if self._scan_copy is None or len(self._scan_copy) < total:
+                grown = torch.empty((max(total, (len(self) * 5) // 4), self.dim), dtype=torch.bfloat16)
+                if self._scan_copy is not None:
+                    grown[: self._scan_rows] = self._scan_copy[: self._scan_rows]
+                self._scan_copy = grown
+            fresh = self._storage_matrix()[self._scan_rows : total]
+            for start in range(0, len(fresh), EXACT_CHUNK):  # bounded float32 temporaries
+                stop = min(len(fresh), start + EXACT_CHUNK)
+                self._scan_copy[self._scan_rows + start : self._scan_rows + stop] = torch.from_numpy(
+                    fresh[start:stop]
+                )
+            self._scan_rows = total
+        return self._scan_copy[:total]
+
+    def _scan_copy_keep(self, removed: np.ndarray) -> np.ndarray | None:
+        """bf16: which rows of the scan copy survive removing ``removed`` (None: no copy to keep)."""
+        if self._scan_copy is None:
+            return None
+        _, _, row_ids = self._storage_rows()
+        return ~np.isin(row_ids[: self._scan_rows], removed)
+
+    def _compact_scan_copy(self, keep: np.ndarray | None) -> None:
+        """Remove rows from the scan copy as faiss removes them from its storage (order kept)."""
+        if keep is None:
+            return
+        if keep.all():
+            return
+        kept = self._scan_copy[: self._scan_rows][torch.from_numpy(keep)]
+        self._scan_copy, self._scan_rows = kept, len(kept)
+
+    def _row_norm_bound(self) -> float:
+        """The largest norm of a stored row (computed once after a load, then kept up to date by add)."""
+        if self._row_norm is None:
+            matrix = self._storage_matrix()
+            largest = 0.0
+            for start in range(0, len(matrix), EXACT_CHUNK):
+                block = widen(matrix[start : start + EXACT_CHUNK])
+                largest = max(largest, float(np.linalg.norm(block, axis=1).max()))
+            self._row_norm = largest
+        return self._row_norm
+
     def _rescore(self, queries: np.ndarray, scores: np.ndarray, ids: np.ndarray, k: int):
-        """Exact float32 scores for candidate ids (q, c) -> top k. Vectors come from the attached source
-        (the database); candidates it no longer has are dropped. Without a source: the stored values."""
+        """Exact float32 scores for candidate ids (q, c) -> top k. Vectors come from the float32 rows
+        held (bf16) or the attached source (fp16: the database; candidates it no longer has are
+        dropped); fp16 without a source: the stored values."""
         wanted = np.unique(ids[ids >= 0])
         if wanted.size == 0:
             return empty(len(queries), k)
-        if self._source is not None:
+        if self._source is not None and self.storage == "fp16":
             found = self._source(wanted)
             held = np.array([i for i in wanted.tolist() if i in found], dtype=np.int64)
             vectors = (
@@ -568,11 +663,15 @@ class FaissVectorStore(VectorStore):
             elif isinstance(index, faiss.IndexIDMap2):
                 all_ids = faiss.vector_to_array(index.id_map).astype(np.int64)
                 inner = faiss.downcast_index(index.index)
-                if self.storage == "fp16" and not isinstance(inner, faiss.IndexScalarQuantizer):
-                    raise ValueError(f"header says fp16 storage, the index holds {type(inner).__name__}")
+                wanted = faiss.IndexScalarQuantizer if self.storage == "fp16" else faiss.IndexFlat
+                if self.kind == "flat" and not isinstance(inner, wanted):
+                    raise ValueError(
+                        f"header says {self.storage} storage, the index holds {type(inner).__name__}"
+                    )
             else:
                 raise ValueError(f"unexpected faiss index type {type(index).__name__}")
             self._index = index
+            self._row_norm = None  # measured on the first 16-bit scan
             self._tombstones = np.asarray(settings.get("tombstones", []), dtype=np.int64)
             self._sorted_ids = np.setdiff1d(np.unique(all_ids), self._tombstones)
             if np.unique(all_ids).size != all_ids.size:

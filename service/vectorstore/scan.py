@@ -1,10 +1,11 @@
-"""Brute-force inner-product scan of a stored matrix (float32 or float16) with torch matrix products.
+"""Brute-force inner-product scan of a stored matrix (float32, float16 or bfloat16) with torch matrix products.
 
 The scan is memory-bound: every query batch reads the whole matrix once, so a batch of queries costs
-little more than one query, and float16 storage reads half the bytes. torch's CPU matrix product
-handles float16 natively (numpy converts element by element: about 20x slower, measured) and splits
-the rows across the cores. Scores are computed per block of rows and only the best ``c`` of each
-block are kept, so memory stays at (queries x BLOCK_ROWS) scores whatever the gallery size.
+little more than one query, and 16-bit storage reads half the bytes. torch's CPU matrix product
+handles float16 natively (numpy converts element by element: about 20x slower, measured) and
+bfloat16 through oneDNN (AMX / AVX512-BF16 where the CPU has them), and splits the rows across the
+cores. Scores are computed per block of rows and only the best ``c`` of each block are kept, so
+memory stays at (queries x BLOCK_ROWS) scores whatever the gallery size.
 """
 
 from __future__ import annotations
@@ -16,24 +17,38 @@ from service.vectorstore.topk import TopK
 
 BLOCK_ROWS = 262_144
 
+# unit roundoff of each storage precision: the scan's scores differ from float32's by at most
+# score_error_bound(...) (see there)
+UNIT_ROUNDOFF = {torch.float32: 2.0**-24, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
+
+
+def as_tensor(matrix: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return matrix if isinstance(matrix, torch.Tensor) else torch.from_numpy(matrix)
+
 
 def scan_topc(
-    queries: np.ndarray, matrix: np.ndarray, row_ids: np.ndarray, c: int, row_mask: np.ndarray | None = None
+    queries: np.ndarray,
+    matrix: np.ndarray | torch.Tensor,
+    row_ids: np.ndarray,
+    c: int,
+    row_mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The best ``c`` rows of ``matrix`` (n, dim) per query by inner product: (scores (q, c), ids (q, c)).
 
-    ``row_ids`` (n,) names each row; ``row_mask`` (n,) bool, when given, keeps only the True rows.
-    Scores are in the matrix's precision (float16 storage: float16 products, about 3 decimal digits;
-    re-score the candidates when exact scores matter). Fewer than c rows: padded with id -1.
+    ``matrix`` is a numpy array or a torch tensor (bfloat16 has no numpy type). ``row_ids`` (n,) names
+    each row; ``row_mask`` (n,) bool, when given, keeps only the True rows. Scores are in the matrix's
+    precision (16-bit storage: within ``score_error_bound`` of float32's; re-score the candidates when
+    exact scores matter). Fewer than c rows: padded with id -1.
     """
     q = len(queries)
     best = TopK(q, c)
+    matrix = as_tensor(matrix)
     if len(matrix) == 0:
         return best.result()
-    query_tensor = torch.from_numpy(np.ascontiguousarray(queries, dtype=matrix.dtype))
+    query_tensor = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(matrix.dtype)
     with torch.inference_mode():
         for start in range(0, len(matrix), BLOCK_ROWS):
-            block = torch.from_numpy(matrix[start : start + BLOCK_ROWS])
+            block = matrix[start : start + BLOCK_ROWS]
             scores = query_tensor @ block.T  # (q, rows) in the storage precision
             if row_mask is not None:
                 keep = torch.from_numpy(row_mask[start : start + BLOCK_ROWS])
@@ -44,3 +59,19 @@ def scan_topc(
             top = top_scores.float().numpy()
             best.push(top, np.where(np.isneginf(top), -1, ids))
     return best.result()
+
+
+def score_error_bound(
+    dtype: torch.dtype, scores: np.ndarray, query_norms: np.ndarray, row_norm: float, dim: int
+) -> np.ndarray:
+    """An upper bound on |scan score - float32 score| for scan ``scores`` of a matrix in ``dtype``.
+
+    Both factors are rounded to the storage precision (unit roundoff u: each product is off by at most
+    (2u + u^2) |x_j q_j|, so the sum by at most (2u + u^2) |q| |x| by Cauchy-Schwarz), the products are
+    accumulated in float32 (at most dim * 2^-24 |q| |x|), and the result is rounded to the storage
+    precision once more (u |score|, the largest term near the top scores). A worst case: typical
+    errors are about ten times smaller.
+    """
+    u = UNIT_ROUNDOFF[dtype]
+    inputs = (2 * u + u * u + dim * 2.0**-24) * query_norms[:, None] * row_norm
+    return (u * np.abs(scores) + inputs) * (1 + 2 * u)
