@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from model.errors import ReidError
-from service.vectorstore import FaissVectorStore, VectorStoreFileError
+from service.vectorstore import FaissVectorStore, VectorStoreFileError, faiss_store
 
 DIM = 32
 
@@ -310,14 +310,15 @@ def rows_of(ids, vectors, found):
     return vectors[order][np.searchsorted(ids[order], found)]
 
 
-@pytest.mark.parametrize("n_allowed", [3, 40, 1500, 6000])
-def test_fp16_allowed_ids_fill_top_k(n_allowed):
+@pytest.mark.parametrize("storage", ["fp16", "bf16"])
+@pytest.mark.parametrize("n_allowed", [3, 40, 1500, 5000, 6000])
+def test_16bit_allowed_ids_fill_top_k(n_allowed, storage):
     rng = np.random.default_rng(6)
     n = 8000
     ids = np.arange(n, dtype=np.int64) * 3
     vectors = unit(rng, n)
     queries = unit(rng, 4)
-    index = FaissVectorStore(DIM, storage="fp16")
+    index = FaissVectorStore(DIM, storage=storage)
     index.add(ids, vectors)
     index.attach_vector_source(fp32_source(ids, vectors))
     allowed = rng.choice(ids, n_allowed, replace=False)
@@ -360,3 +361,71 @@ def test_storage_arguments():
         FaissVectorStore(DIM, storage="int8")
     with pytest.raises(ValueError, match="fp16 storage is for the flat"):
         FaissVectorStore(DIM, "hnsw", storage="fp16")
+    with pytest.raises(ValueError, match="bf16 storage is for the flat"):
+        FaissVectorStore(DIM, "ivf", storage="bf16")
+
+
+# ----------------------------------------------------------------- bf16 scan, float32 re-score
+
+
+def people(rng, n_people, crops, dim, spread):
+    """Re-ID-like data: ``crops`` near-duplicate sightings of each person (cosine ~0.9-0.98 among them)."""
+    centres = unit(rng, n_people, dim)
+    x = np.repeat(centres, crops, axis=0)
+    x += spread / np.sqrt(dim) * rng.standard_normal(x.shape).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("first_candidates", [None, 12])
+@pytest.mark.parametrize("crops", [5, 400])
+def test_bf16_recall_on_near_duplicates(crops, first_candidates, monkeypatch):
+    """Many crops per person put hundreds of items within bfloat16's error of the 10th: the scan
+    widens its candidates until no item outside them can belong in the top k, so the answer is
+    float32's (recall@10 >= 0.999, scores float32's own). ``first_candidates`` 12: a first scan far
+    too short, which only the widening rescues."""
+    if first_candidates is not None:
+        monkeypatch.setattr(faiss_store, "rescore_candidates", lambda k, storage: first_candidates)
+    rng = np.random.default_rng(7)
+    dim = 128
+    vectors = people(rng, 4000 // crops, crops, dim, spread=0.3)
+    ids = rng.permutation(10**6)[: len(vectors)].astype(np.int64)
+    queries = people(rng, 1, 60, dim, spread=0.3)  # a fresh person's crops: no exact neighbours
+    queries = np.concatenate([queries, vectors[:: len(vectors) // 60][:60] + 0.0])  # and known people
+    index = FaissVectorStore(dim, storage="bf16")
+    index.add(ids, vectors)
+    want_scores, want_ids = brute(queries, ids, vectors, 10)
+    scores, found = index.search(queries, 10)
+    hits = np.mean([len(set(f) & set(w)) / 10 for f, w in zip(found, want_ids, strict=True)])
+    assert hits >= 0.999
+    np.testing.assert_allclose(scores, want_scores, atol=1e-6)
+    exact = np.einsum("qd,qkd->qk", queries, rows_of(ids, vectors, found))
+    np.testing.assert_allclose(scores, exact, atol=1e-6)
+    if crops == 400 or first_candidates:  # more near-ties than first candidates
+        assert index.widened > 0
+
+
+def test_bf16_scan_copy_follows_adds_and_removes(tmp_path):
+    rng = np.random.default_rng(8)
+    ids = rng.permutation(50_000)[:3000].astype(np.int64)
+    vectors = clustered(rng, 3000, 30, DIM, spread=0.1)
+    queries = clustered(rng, 20, 30, DIM, spread=0.1)
+    index = FaissVectorStore(DIM, storage="bf16")
+    index.add(ids[:1000], vectors[:1000])
+    index.search(queries, 10)  # the scan copy exists from here on
+    index.add(ids[1000:], vectors[1000:])
+    gone = np.concatenate([ids[::3], ids[1500:1700]])
+    assert index.remove(gone) == np.unique(gone).size
+    index.add(ids[1500:1600], vectors[1500:1600])  # removed ids come back (appended rows)
+    live = ~np.isin(ids, gone) | np.isin(ids, ids[1500:1600])
+    for k in (10, 300):
+        scores, found = index.search(queries, k)
+        want_scores, want_ids = brute(queries, ids[live], vectors[live], k)
+        np.testing.assert_allclose(scores, want_scores, atol=1e-6)
+        assert np.array_equal(np.sort(found, axis=1), np.sort(want_ids, axis=1))
+    path = tmp_path / "bf16.index"
+    index.save(path)
+    loaded = FaissVectorStore.load(path)
+    assert loaded.storage == "bf16" and loaded.fingerprint() == index.fingerprint()
+    assert path.stat().st_size > live.sum() * DIM * 4  # float32 on disk: the source of truth
+    assert np.array_equal(loaded.search(queries, 10)[1], index.search(queries, 10)[1])
+

@@ -63,24 +63,25 @@ def test_changing_the_index_kind_rebuilds_it(settings, embedder, tmp_path):
         assert not client.app.state.ctx.index.rebuilt
 
 
-def test_fp16_storage_answers_like_fp32_and_switching_rebuilds(settings, embedder, tmp_path):
+@pytest.mark.parametrize("storage", ["fp16", "bf16"])
+def test_16bit_storage_answers_like_fp32_and_switching_rebuilds(settings, embedder, tmp_path, storage):
     with TestClient(create_app(settings, embedder=embedder)) as client:
         _fill(client)
         before = _search(client)
         filtered_before = _search_camera(client, "cam-2")
-    half = make_settings(tmp_path, index_storage="fp16", database_url=settings.database_url)
+    half = make_settings(tmp_path, index_storage=storage, database_url=settings.database_url)
     with TestClient(create_app(half, embedder=embedder)) as client:
         index = client.app.state.ctx.index
-        assert index.rebuilt and index.store.storage == "fp16"
-        # scanned in float16, re-scored in float32 from the database: the same hits and scores (up
-        # to float32 summation order)
+        assert index.rebuilt and index.store.storage == storage
+        # scanned in 16 bits, re-scored in float32 (the database's, or the rows held): the same hits
+        # and scores (up to float32 summation order)
         _same_hits(_search(client), before)
         _same_hits(_search_camera(client, "cam-2"), filtered_before)
     with TestClient(create_app(half, embedder=embedder)) as client:
         assert not client.app.state.ctx.index.rebuilt
         _same_hits(_search(client), before)
-    with pytest.raises(ValueError, match="fp16 is for REID_INDEX_KIND=flat"):
-        make_settings(tmp_path, index_storage="fp16", index_kind="hnsw", database_url=settings.database_url)
+    with pytest.raises(ValueError, match=f"{storage} is for REID_INDEX_KIND=flat"):
+        make_settings(tmp_path, index_storage=storage, index_kind="hnsw", database_url=settings.database_url)
 
 
 def _same_hits(got, want):
