@@ -31,6 +31,7 @@ from service.db import make_engine, make_sessionmaker, upgrade_database, write_s
 from service.errors import install_error_handlers
 from service.gallery_index import GalleryIndex
 from service.headers import SecurityHeaders
+from service.jobs import JobLease
 from service.limits import BodySizeLimit
 from service.prometheus import MetricsMiddleware, ServiceMetrics
 from service.retention import purge_periodically
@@ -124,11 +125,11 @@ def log_model_health(embedder: Embedder) -> ModelHealth:
     return health
 
 
-def sweep_files(sessions, store: ImageStore) -> int:
+def sweep_files(sessions, store: ImageStore, min_age_s: float = 0.0) -> int:
     with sessions() as session:
         rows = session.execute(select(GalleryItem.image_path, GalleryItem.thumbnail_path)).all()
     referenced = {p for row in rows for p in row}
-    return store.sweep(referenced)
+    return store.sweep(referenced, min_age_s)
 
 
 def reconcile_index(ctx: ServiceContext) -> tuple[int, int]:
@@ -143,7 +144,10 @@ async def _maintain_index(ctx: ServiceContext) -> None:
     last_save = asyncio.get_running_loop().time()
     while True:
         await asyncio.sleep(INDEX_MAINTENANCE_S)
+        if ctx.index.shared and ctx.jobs is not None and not ctx.jobs.held:
+            continue  # one copy for every replica: the jobs lease holder reconciles it
         try:
+            ctx.metrics.job_runs.labels("reconcile").inc()
             await asyncio.to_thread(reconcile_index, ctx)
             now = asyncio.get_running_loop().time()
             if ctx.index.dirty and now - last_save >= INDEX_SAVE_INTERVAL_S:
@@ -151,6 +155,18 @@ async def _maintain_index(ctx: ServiceContext) -> None:
                 last_save = now
         except Exception:
             logger.exception("index maintenance failed; will retry")
+
+
+async def _replica_duties(ctx: ServiceContext) -> None:
+    """Every REID_REPLICA_POLL_S: keep or take the jobs lease; push other replicas' watch matches."""
+    while True:
+        try:
+            held = await asyncio.to_thread(ctx.jobs.refresh)
+            ctx.metrics.jobs_leader.set(1 if held else 0)
+            await asyncio.to_thread(ctx.watches.publish_new)
+        except Exception:
+            logger.exception("replica duties failed; will retry")
+        await asyncio.sleep(ctx.settings.replica_poll_s)
 
 
 def create_app(settings: Settings | None = None, embedder: Embedder | None = None) -> FastAPI:
@@ -169,7 +185,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
             await asyncio.to_thread(check_model_matches_data, sessions, model, settings.allow_model_change)
             health = await asyncio.to_thread(log_model_health, model)
             store = ImageStore(settings.images_dir, settings.thumbnail_size)
-            await asyncio.to_thread(sweep_files, sessions, store)
+            await asyncio.to_thread(sweep_files, sessions, store, settings.resolved_sweep_grace_s)
             index = await asyncio.to_thread(
                 GalleryIndex.open,
                 settings.index_path,
@@ -207,9 +223,14 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
         ctx.commit_listeners.append(ctx.watches.on_commit)
         if active_watches:
             logger.info("%d active watch(es) resumed", active_watches)
+        ctx.jobs = JobLease(engine)
+        metrics.jobs_leader.set(1 if await asyncio.to_thread(ctx.jobs.refresh) else 0)
         metrics.index_size.set(len(index))
         app.state.ctx = ctx
-        tasks = [asyncio.create_task(_maintain_index(ctx), name="index-maintenance")]
+        tasks = [
+            asyncio.create_task(_maintain_index(ctx), name="index-maintenance"),
+            asyncio.create_task(_replica_duties(ctx), name="replica-duties"),
+        ]
         if settings.retention_days > 0:
             tasks.append(
                 asyncio.create_task(purge_periodically(ctx, settings.purge_interval_s), name="retention")
@@ -232,6 +253,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
                     await task
             await batcher.stop()
             await asyncio.to_thread(audit_writer.close)  # every queued audit record written
+            await asyncio.to_thread(ctx.jobs.release)  # another replica takes the jobs over at once
             await asyncio.to_thread(index.save)
             engine.dispose()
             app.state.stopped_cleanly = True  # `reid serve` exits 0 after a signal only when this is set

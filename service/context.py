@@ -27,6 +27,7 @@ from service.storage import ImageStore
 
 if TYPE_CHECKING:
     from service.ingest import CommittedItem
+    from service.jobs import JobLease
     from service.security import KeyRing
     from service.watches import WatchRegistry
 
@@ -55,6 +56,7 @@ class ServiceContext:
     model_health: ModelHealth | None = None  # the probe-batch check of start-up (model.health)
     warnings: list[dict[str, str]] = field(default_factory=list)  # service.trust.operator_warnings
     watches: WatchRegistry | None = None  # live watches (service/watches.py), a commit listener
+    jobs: JobLease | None = None  # held: this replica runs the once-across-replicas jobs (service/jobs.py)
 
     @property
     def model_name(self) -> str:

@@ -67,6 +67,10 @@ def write_session(sessions: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+# Key of the advisory lock migrations take (b"reid-mig"), so two processes never migrate at once.
+MIGRATION_LOCK_KEY = 0x72656964_2D6D6967
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
@@ -88,6 +92,8 @@ def upgrade_database(engine: Engine, revision: str = "head") -> None:
 
     config = alembic_config()
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":  # replicas starting at once migrate one after another
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
     logger.info("database at %s is at revision %s", engine.url.render_as_string(hide_password=True), revision)

@@ -1,11 +1,21 @@
 """The gallery's index as the service uses it: a vector store bound to its file and kept in step
 with the database (the source of truth). Loaded from disk at start when it holds exactly the
 database's ids, else rebuilt from the stored embeddings; saved when changed; reconciled with rows
-another process added or deleted. Thread safety is the store's (one lock, inside the store)."""
+another process added or deleted. Thread safety is the store's (one lock, inside the store), plus one lock
+here that makes "add the ids not yet held" atomic.
+
+Several processes on one database (replicas, docs/service.md "Replicas"): an in-process store (faiss) is
+kept in step with rows other processes commit by ``sync``, called before every search. It reads the items
+with an id above the highest one it has seen (writers hold the database's write lock, so ids are committed
+in increasing order: nothing can appear below the cursor later) and the deletion counter that every
+deleting transaction increments (repository.deletes_generation); only when that changed does it compare
+all ids. A store that is itself shared between processes (``VectorStore.shared``: a server engine) needs
+none of this."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +27,7 @@ from service.vectorstore import VectorStore, create_store, load_store
 logger = logging.getLogger(__name__)
 
 REBUILD_CHUNK = 4096
+SYNC_CHUNK = 4096  # rows read per query when catching up with other processes' commits
 
 
 def db_ids(session: Session) -> np.ndarray:
@@ -50,6 +61,16 @@ class GalleryIndex:
         self.path = Path(path)
         self.rebuilt = False
         self._saved_generation: int | None = store.generation  # None: never saved
+        self._add_lock = threading.Lock()  # check-then-add of add_new is atomic
+        self._sync_lock = threading.Lock()
+        # What sync has seen of the database: the highest item id, and the deletion counter.
+        self._cursor = int(store.ids()[-1]) if len(store) else 0
+        self._deletes_seen: int | None = None  # None: not tracking (sync compares all ids once)
+
+    @property
+    def shared(self) -> bool:
+        """The store is one copy every process uses (nothing to keep in step here)."""
+        return bool(getattr(self.store, "shared", False))
 
     @property
     def dirty(self) -> bool:
@@ -63,8 +84,18 @@ class GalleryIndex:
 
         The store re-scores from the database (``attach_vector_source``) when it scans a reduced copy."""
         path = Path(path)
-        with sessions() as session:
+        with sessions() as session:  # the counter before the ids: a delete in between is seen by sync
+            deletes = repository.deletes_generation(session)
             ids = db_ids(session)
+        gallery = cls._open(path, dim, kind, sessions, storage, ids)
+        gallery._deletes_seen = deletes
+        gallery._cursor = int(ids[-1]) if len(ids) else 0
+        return gallery
+
+    @classmethod
+    def _open(
+        cls, path: Path, dim: int, kind: str, sessions: sessionmaker[Session], storage: str, ids: np.ndarray
+    ) -> GalleryIndex:
         if path.exists():
             try:
                 store = load_store(path)
@@ -124,6 +155,52 @@ class GalleryIndex:
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         self.store.add(np.asarray(ids, dtype=np.int64), np.asarray(vectors, dtype=np.float32))
 
+    def add_new(self, ids, vectors) -> int:
+        """Add the ids not held yet (a sync may have added some of them first); returns how many were added."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not len(ids):
+            return 0
+        with self._add_lock:
+            new = np.array([i not in self.store for i in ids.tolist()], dtype=bool)
+            if new.any():
+                self.add(ids[new], np.asarray(vectors, dtype=np.float32)[new])
+            return int(new.sum())
+
+    def sync(self, sessions: sessionmaker[Session]) -> tuple[int, int]:
+        """Catch up with what other processes committed (see the module docstring); (removed, added).
+        Cheap when nothing changed: two indexed reads."""
+        if self.shared:
+            return 0, 0
+        with self._sync_lock:
+            with sessions() as session:
+                deletes = repository.deletes_generation(session)
+                added = 0
+                while True:
+                    ids, vectors = repository.vectors_after(session, self._cursor, SYNC_CHUNK)
+                    if not len(ids):
+                        break
+                    dim = self.store.dim
+                    for vector in vectors:
+                        if vector.shape[0] != dim:
+                            raise ValueError(
+                                f"a stored embedding has {vector.shape[0]} values, expected {dim}"
+                            )
+                    added += self.add_new(ids, np.stack(vectors))
+                    self._cursor = int(ids[-1])
+                    if len(ids) < SYNC_CHUNK:
+                        break
+            removed = 0
+            if deletes != self._deletes_seen:
+                held = self.store.ids()  # before the truth: every id held is committed, so none is lost
+                with sessions() as session:
+                    truth = db_ids(session)
+                extra = np.setdiff1d(held, truth, assume_unique=True)
+                removed = self.remove(extra)
+                self._deletes_seen = deletes
+            if added or removed:
+                logger.debug("index synced with the database: %d removed, %d added", removed, added)
+            return removed, added
+
     def remove(self, ids) -> int:
         ids = np.asarray(list(ids), dtype=np.int64)
         if not len(ids):
@@ -152,7 +229,7 @@ class GalleryIndex:
                 vectors = db_vectors(session, missing, self.store.dim)
             present = np.array([i for i in missing.tolist() if i in vectors], dtype=np.int64)
             if len(present):
-                self.add(present, np.stack([vectors[int(i)] for i in present]))
+                self.add_new(present, np.stack([vectors[int(i)] for i in present]))
         if len(extra) or len(missing):
             logger.warning(
                 "index reconciled with the database: %d removed, %d added", len(extra), len(missing)

@@ -189,6 +189,7 @@ class VisitorMatcher:
             return
         wanted = window
         if len(window) > DIRECT_CANDIDATES:
+            ctx.index.sync(ctx.sessions)  # other replicas' items too (we hold the write lock: all are in)
             queries = np.stack([s.vector for s in staged])
             _, found = ctx.index.search(queries, INDEX_CANDIDATES, allowed_ids=window)
             self.per_image = [row[row >= 0] for row in found]
@@ -245,11 +246,6 @@ class VisitorMatcher:
             self.track_visitor.setdefault(track_ref, visitor_id)
 
 
-def _referenced_hashes(ctx, hashes: list[str]) -> set[str]:
-    with ctx.sessions() as session:
-        return set(repository.by_content_hash(session, hashes))
-
-
 def known_items(ctx, hashes: list[str]) -> dict[str, Stored]:
     """Items already stored under these content hashes (read-only; `commit` re-checks under the lock)."""
     with ctx.sessions() as session:
@@ -259,12 +255,21 @@ def known_items(ctx, hashes: list[str]) -> dict[str, Stored]:
 
 
 def _remove_unreferenced(ctx, staged: list[Staged]) -> None:
+    """Remove the files of staged images no row refers to. Under the write lock: another process (replica)
+    cannot commit a row for the same bytes between the check and the delete (its commit re-writes files
+    that are missing: _ensure_files)."""
     if not staged:
         return
-    referenced = _referenced_hashes(ctx, [s.prepared.content_hash for s in staged])
-    ctx.store.delete(
-        [p for s in staged if s.prepared.content_hash not in referenced for p in (s.image_rel, s.thumb_rel)]
-    )
+    with write_session(ctx.sessions) as session:
+        referenced = set(repository.by_content_hash(session, [s.prepared.content_hash for s in staged]))
+        ctx.store.delete(
+            [
+                p
+                for s in staged
+                if s.prepared.content_hash not in referenced
+                for p in (s.image_rel, s.thumb_rel)
+            ]
+        )
 
 
 def commit(ctx, staged: list[Staged]) -> list[Stored | Exception]:
@@ -326,7 +331,7 @@ def commit(ctx, staged: list[Staged]) -> list[Stored | Exception]:
         )
         if created:
             try:
-                ctx.index.add(
+                ctx.index.add_new(  # a sync (service/gallery_index.py) may have added some already
                     np.array([c[1] for c in created], dtype=np.int64), np.stack([c[2] for c in created])
                 )
             except Exception as exc:

@@ -42,6 +42,14 @@ class ServiceMetrics:
         self.ingested = Counter(
             "reid_gallery_images", "Gallery images by ingest result", ["status"], registry=self.registry
         )
+        self.jobs_leader = Gauge(
+            "reid_jobs_leader",
+            "1 while this process holds the background jobs lease (one replica of several)",
+            registry=self.registry,
+        )
+        self.job_runs = Counter(
+            "reid_job_runs", "Background job runs in this process", ["job"], registry=self.registry
+        )
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
 from service.queries import filter_items
-from service.tables import GalleryItem, decode_embedding
+from service.tables import GalleryItem, ServiceState, decode_embedding
 
 ID_CHUNK = 900
 
@@ -64,6 +64,38 @@ def all_ids(session: Session) -> np.ndarray:
     return np.fromiter(
         session.execute(select(GalleryItem.id).order_by(GalleryItem.id)).scalars(), dtype=np.int64
     )
+
+
+# service_state key of a counter that every deletion of items increments (in the deleting transaction), so
+# another process sees "something was deleted since I last looked" with one primary-key read.
+DELETES_KEY = "gallery_deletes"
+
+
+def deletes_generation(session: Session) -> int:
+    """How many deleting transactions the gallery has seen (0 before the first)."""
+    value = session.execute(select(ServiceState.value).where(ServiceState.key == DELETES_KEY)).scalar()
+    return int(value) if value is not None else 0
+
+
+def _bump_deletes(session: Session) -> None:
+    """Called inside the deleting write transaction (which holds the write lock: no lost update)."""
+    state = session.get(ServiceState, DELETES_KEY)
+    if state is None:
+        session.add(ServiceState(key=DELETES_KEY, value="1"))
+    else:
+        state.value = str(int(state.value) + 1)
+    session.flush()
+
+
+def vectors_after(session: Session, cursor: int, limit: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(ids ascending, their embeddings) of up to `limit` items with an id above `cursor`."""
+    rows = session.execute(
+        select(GalleryItem.id, GalleryItem.embedding)
+        .where(GalleryItem.id > cursor)
+        .order_by(GalleryItem.id)
+        .limit(limit)
+    ).all()
+    return np.array([r.id for r in rows], dtype=np.int64), [decode_embedding(r.embedding) for r in rows]
 
 
 def count(session: Session) -> int:
@@ -248,6 +280,8 @@ def delete_rows(session: Session, ids: Iterable[int]) -> tuple[list[int], list[s
     deleted = sorted(row.id for row in rows)
     for chunk in chunked(deleted):
         session.execute(delete(GalleryItem).where(GalleryItem.id.in_(chunk)))
+    if deleted:
+        _bump_deletes(session)
     return deleted, [p for row in rows for p in (row.image_path, row.thumbnail_path)]
 
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import PurePosixPath
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,8 +40,19 @@ def delete_items(
             audit_log.record(session, key_name, action, {**detail, "ids": deleted}, hits=len(deleted))
     if index is not None and deleted:
         index.remove(deleted)
-    store.delete(files)
+    remove_unreferenced_files(sessions, store, files)
     return deleted
+
+
+def remove_unreferenced_files(sessions: sessionmaker[Session], store: ImageStore, files: list[str]) -> None:
+    """Delete these image files unless a row refers to their content again (another replica re-ingested the
+    same bytes after our delete committed). Under the write lock, so no such row is committed meanwhile."""
+    if not files:
+        return
+    hashes = {PurePosixPath(f).name.split(".")[0]: f for f in files}
+    with write_session(sessions) as session:
+        referenced = set(repository.by_content_hash(session, hashes))
+        store.delete([f for f in files if PurePosixPath(f).name.split(".")[0] not in referenced])
 
 
 def expired_ids(session: Session, cutoff: datetime) -> list[int]:
@@ -70,8 +82,13 @@ def purge(
 
 
 async def purge_periodically(ctx, interval_s: float) -> None:
-    """Background task: purge now and then every `interval_s` seconds, saving the index after a purge."""
+    """Background task: purge now and then every `interval_s` seconds, saving the index after a purge.
+    With several replicas only the holder of the jobs lease purges (service/jobs.py); the others wait."""
     while True:
+        if ctx.jobs is not None and not ctx.jobs.held:
+            await asyncio.sleep(ctx.settings.replica_poll_s)
+            continue
+        ctx.metrics.job_runs.labels("retention").inc()
         try:
             deleted = await asyncio.to_thread(
                 purge, ctx.sessions, ctx.store, ctx.index, ctx.settings.retention_days

@@ -80,6 +80,8 @@ def _unit(query: np.ndarray) -> np.ndarray:
 
 def find(ctx: ServiceContext, query: np.ndarray, filters: SearchFilters) -> list[dict]:
     """The best `filters.top_k` hits for a unit query vector, best first (blocking: call in a thread)."""
+    if any(ctx.index.sync(ctx.sessions)):  # items other processes (replicas) committed or deleted
+        ctx.metrics.index_size.set(len(ctx.index))
     allowed = None
     if filters.restricts_items:
         with ctx.sessions() as session:

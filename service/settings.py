@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     visitor_horizon_s: float = Field(2 * 3600.0, gt=0)
     retention_days: float = Field(30.0, ge=0)
     purge_interval_s: float = Field(3600.0, gt=0)
+    # Replicas: how often a process checks / takes the background jobs lease and reads other replicas'
+    # watch matches for its event streams (docs/service.md, "Replicas")
+    replica_poll_s: float = Field(2.0, gt=0, le=3600)
+    # The start-up sweep keeps unreferenced image files younger than this (None: 0 on SQLite, one process;
+    # 900 on PostgreSQL, where another replica may be between writing a file and committing its row)
+    sweep_grace_s: float | None = Field(None, ge=0)
     metrics_max_buckets: int = Field(10_000, ge=1)
     metrics_max_cells: int = Field(100_000, ge=1)  # buckets x cameras of one GET /metrics
     metrics_max_window_days: float = Field(366.0, gt=0)
@@ -86,6 +92,12 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'reid.db'}"
+
+    @property
+    def resolved_sweep_grace_s(self) -> float:
+        if self.sweep_grace_s is not None:
+            return self.sweep_grace_s
+        return 0.0 if self.resolved_database_url.startswith("sqlite") else 900.0
 
     @property
     def index_path(self) -> Path:

@@ -1,5 +1,12 @@
 """Image files on disk: content-hash names in sharded folders, atomic writes, thumbnails.
 
+Several replicas may share the folder (an NFS-style volume): two processes writing the same content hash
+each write their own temporary file and rename it over the same name, so a reader sees one complete copy
+(same name = same bytes). Files are deleted only under the database's write lock after checking that no
+row refers to their content (service/retention.py, service/ingest.py), and the start-up sweep leaves files
+younger than REID_SWEEP_GRACE_S alone. An object store (S3, GCS) plugs in behind this class's methods
+(write, path/read, delete, sweep): content-hash keys are already immutable and write-once.
+
 A client's file name is never used on disk. Files are written to a temporary name in the
 target folder, flushed, then renamed into place, so a crash leaves either nothing or a
 `.tmp-*` file that the start-up sweep removes (with any file no database row refers to).
@@ -10,6 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -92,14 +100,22 @@ class ImageStore:
             except OSError as exc:  # a file we cannot remove now is removed by the next sweep
                 logger.warning("could not delete %s: %s", relative, exc)
 
-    def sweep(self, referenced: set[str]) -> int:
-        """Remove temporary files and files no row refers to; returns how many were removed."""
+    def sweep(self, referenced: set[str], min_age_s: float = 0.0) -> int:
+        """Remove temporary files and files no row refers to; returns how many were removed. With
+        ``min_age_s`` files changed more recently are kept: on a folder shared by replicas they may be
+        another process's ingest between its file write and its commit."""
         removed = 0
+        cutoff = time.time() - min_age_s
         for path in self.root.rglob("*"):
             if not path.is_file():
                 continue
             relative = path.relative_to(self.root).as_posix()
             if path.name.startswith(TMP_PREFIX) or relative not in referenced:
+                try:
+                    if min_age_s and path.stat().st_mtime > cutoff:
+                        continue
+                except FileNotFoundError:  # removed meanwhile
+                    continue
                 path.unlink(missing_ok=True)
                 removed += 1
         if removed:

@@ -7,6 +7,12 @@ all of them in one matrix product. A match above a watch's threshold, on one of 
 expiry, is stored (watch_matches, and the audit log) and pushed to the watch's subscribers (Server-Sent
 Events, GET /watches/{id}/events). Watches live in the database, so active ones survive a restart; expired
 and deleted ones stop matching.
+
+Several processes on one database (replicas): before matching, a process re-reads the active watches when
+their version (count of undeleted watches, highest id) changed, so a watch created through another replica
+matches here at once. Events reach subscribers only from the database: ``publish_new`` reads the matches
+after a cursor in id order (right after this process stored some, and every REID_REPLICA_POLL_S for those
+other replicas stored), so a subscriber on any replica gets every match once, in order.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from service import audit
 from service.db import write_session
@@ -83,12 +89,18 @@ class WatchRegistry:
         self._watches: list[ActiveWatch] = []
         self._matrix = np.zeros((0, dim), dtype=np.float32)
         self._subscribers: dict[int, set[tuple[asyncio.AbstractEventLoop, asyncio.Queue]]] = {}
+        self._version: tuple[int, int] | None = None  # of the watches table when the matrix was loaded
+        self._publish_lock = threading.Lock()
+        self._cursor: int | None = None  # the highest watch_matches id published (None: not started)
 
     # -- the active set ------------------------------------------------------------------------
     def load(self, now: datetime | None = None) -> int:
         """(Re)read the active watches from the database (at start-up: they survive a restart)."""
         now = now or datetime.now(UTC)
         with self.sessions() as session:
+            version = self._version_of(session)  # before the rows: a change in between reloads next time
+            if self._cursor is None:
+                self._cursor = session.execute(select(func.coalesce(func.max(WatchMatch.id), 0))).scalar_one()
             rows = session.execute(
                 select(Watch).where(Watch.deleted_at.is_(None), Watch.expires_at > now).order_by(Watch.id)
             ).scalars()
@@ -107,6 +119,7 @@ class WatchRegistry:
                 watches.append(ActiveWatch(row.id, row.threshold, cameras, row.expires_at))
                 vectors.append(vector)
         with self._lock:
+            self._version = version
             self._watches = watches
             self._matrix = (
                 np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, self.dim), np.float32)
@@ -116,9 +129,29 @@ class WatchRegistry:
     def __len__(self) -> int:
         return len(self._watches)
 
+    @staticmethod
+    def _version_of(session) -> tuple[int, int]:
+        """Changes when a watch is created (highest id) or deleted (undeleted count)."""
+        count, highest = session.execute(
+            select(func.count(Watch.id), func.coalesce(func.max(Watch.id), 0)).where(
+                Watch.deleted_at.is_(None)
+            )
+        ).one()
+        return int(count), int(highest)
+
+    def refresh(self) -> bool:
+        """Reload when another process created or deleted a watch since the last load; True if it did."""
+        with self.sessions() as session:
+            if self._version_of(session) == self._version:
+                return False
+        self.load()
+        return True
+
     # -- matching (a commit listener) --------------------------------------------------------------
     def on_commit(self, ctx, items) -> None:
         """Compare newly committed items with every active watch in one matrix product; store and push matches."""
+        if items:
+            self.refresh()  # watches created or deleted through another replica
         with self._lock:
             watches, matrix = self._watches, self._matrix
         if not watches or not items:
@@ -161,10 +194,31 @@ class WatchRegistry:
                     {"watch_id": row.watch_id, "item_id": row.item_id, "score": round(row.score, 6)},
                     hits=1,
                 )
-            events = [match_dict(row) for row in rows]
-        for event in events:
-            self._publish(event["watch_id"], event)
-        logger.info("watches: %d match(es) in %d new item(s)", len(events), len(items))
+        self.publish_new()
+        logger.info("watches: %d match(es) in %d new item(s)", len(rows), len(items))
+
+    def publish_new(self, limit: int = 1000) -> int:
+        """Push the matches stored since the last call (by any process) to this process's subscribers, in id
+        order; returns how many were read."""
+        with self._publish_lock:
+            if self._cursor is None:
+                return 0
+            read = 0
+            while True:
+                with self.sessions() as session:
+                    rows = session.execute(
+                        select(WatchMatch)
+                        .where(WatchMatch.id > self._cursor)
+                        .order_by(WatchMatch.id)
+                        .limit(limit)
+                    ).scalars()
+                    events = [match_dict(row) for row in rows]
+                for event in events:
+                    self._publish(event["watch_id"], event)
+                    self._cursor = event["id"]
+                read += len(events)
+                if len(events) < limit:
+                    return read
 
     # -- subscribers (Server-Sent Events) ------------------------------------------------------------
     def subscribe(self, watch_id: int) -> asyncio.Queue:
