@@ -36,9 +36,13 @@ MAX_WATCH_HOURS = 7 * 24
 DEFAULT_WATCH_HOURS = 2
 KEEPALIVE_S = 15.0
 
+# watches.id and watch_matches.id are 32-bit INTEGERs on PostgreSQL: a larger bound would be an
+# out-of-range error there (500), not an empty answer.
+MATCH_ID_MAX = 2**31 - 1
+
 
 def _get_watch(session, watch_id: int) -> Watch:
-    watch = session.get(Watch, watch_id)
+    watch = session.get(Watch, watch_id) if watch_id <= MATCH_ID_MAX else None  # 32-bit ids on PostgreSQL
     if watch is None:
         raise not_found(f"no watch with id {watch_id}", "watch_id")
     return watch
@@ -151,6 +155,8 @@ def delete_watch(ctx: Ctx, principal: SearchKey, watch_id: int = Path(ge=1, le=M
 def _matches_after(ctx, watch_id: int, after: int, limit: int) -> list[dict]:
     with ctx.sessions() as session:
         _get_watch(session, watch_id)
+        if after >= MATCH_ID_MAX:
+            return []
         rows = session.execute(
             select(WatchMatch)
             .where(WatchMatch.watch_id == watch_id, WatchMatch.id > after)
