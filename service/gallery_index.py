@@ -82,7 +82,7 @@ class GalleryIndex:
     ) -> GalleryIndex:
         """Load the saved index if it holds exactly the database's ids, else rebuild it from the database.
 
-        The store re-scores from the database (``attach_vector_source``) when it scans a reduced copy."""
+        An fp16 store re-scores from the database (``attach_vector_source``); bf16 from its own float32."""
         path = Path(path)
         with sessions() as session:  # the counter before the ids: a delete in between is seen by sync
             deletes = repository.deletes_generation(session)
