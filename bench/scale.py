@@ -166,10 +166,27 @@ class MilvusEngine(Engine):
                 self.store.add(part, x[s : s + batch], attributes=attributes)
             ingest += time.perf_counter() - start
         start = time.perf_counter()
-        wait = getattr(self.store, "wait_until_indexed", None)
-        if wait is not None:
-            wait()
-        return {"ingest_s": ingest, "searchable_s": ingest + time.perf_counter() - start}
+        indexed = self.wait_until_indexed(gallery.n)
+        return {
+            "ingest_s": ingest,
+            "searchable_s": ingest + time.perf_counter() - start if indexed else float("nan"),
+        }
+
+    def wait_until_indexed(self, n: int, timeout_s: float = 1800.0) -> bool:
+        """Flush, then poll Milvus' index progress until every row is indexed (False: not reported)."""
+        client, name = self.store.client, self.store.collection
+        client.flush(name)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            progress = {}
+            for index_name in client.list_indexes(name):
+                progress = client.describe_index(name, index_name)
+            if "indexed_rows" not in progress:
+                return False
+            if int(progress["indexed_rows"]) >= n and not int(progress.get("pending_index_rows", 0)):
+                return True
+            time.sleep(0.5)
+        raise TimeoutError(f"Milvus indexed {progress.get('indexed_rows')} of {n} rows in {timeout_s:.0f} s")
 
     def search(self, query: Query, k: int, meta: Metadata, filtered: bool) -> np.ndarray:
         from service.vectorstore.base import ItemFilter

@@ -219,9 +219,15 @@ class MilvusTarget(VectorTarget):
         except ImportError as exc:
             raise MigrationError(f"the Milvus vector store cannot be used here ({exc})") from None
         options = {}
-        index_type = getattr(self.settings, "milvus_index_type", None)
-        if index_type:
-            options["index_type"] = index_type
+        for setting, option in (
+            ("milvus_index_type", "index_type"),
+            ("milvus_index_params", "index_params"),
+            ("milvus_search_params", "search_params"),
+            ("milvus_token", "token"),
+        ):
+            value = getattr(self.settings, setting, None)
+            if value:
+                options[option] = value
         try:
             self.store = MilvusVectorStore(dim, uri=self.uri, collection=self.collection, **options)
         except ValueError as exc:
