@@ -13,6 +13,7 @@ import contextlib
 import logging
 import weakref
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -187,12 +188,10 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
             store = ImageStore(settings.images_dir, settings.thumbnail_size)
             await asyncio.to_thread(sweep_files, sessions, store, settings.resolved_sweep_grace_s)
             index = await asyncio.to_thread(
-                GalleryIndex.open,
+                partial(GalleryIndex.open, **settings.store_options()),
                 settings.index_path,
                 model.dim,
-                settings.index_kind,
-                sessions,
-                settings.index_storage,
+                sessions=sessions,
             )
             index.store.set_search_params(nprobe=settings.index_nprobe, ef_search=settings.index_ef_search)
         except BaseException:

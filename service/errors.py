@@ -108,6 +108,11 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 async def _reid_error(request: Request, exc: ReidError) -> JSONResponse:
+    from service.vectorstore.base import SearchIncompleteError
+
+    if isinstance(exc, SearchIncompleteError):  # never a silently short answer: say so, retry later
+        logger.warning("search could not be completed: %s", exc)
+        return error_response(503, "unavailable", str(exc))
     code = "bad_image" if isinstance(exc, ImageDecodeError) else "invalid"
     return error_response(422, code, str(exc))
 

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from service import footfall, repository, validation
 from service.db import write_session
 from service.errors import ApiError
+from service.gallery_index import attributes
 from service.tables import GalleryItem, decode_embedding
 from service.validation import PreparedImage
 
@@ -322,7 +323,7 @@ def commit(ctx, staged: list[Staged]) -> list[Stored | Exception]:
                     matcher.added_row(item_in.vector, item.visitor_id, item_in.captured_at, item_in.track_ref)
                     known[item_in.prepared.content_hash] = (item.id, item.visitor_id)
                     results[pos] = Stored("created", item.id, item.visitor_id)
-                    created.append((pos, item.id, item_in.vector))
+                    created.append((pos, item.id, item_in.vector, item_in.camera_id, item_in.captured_at))
         except BaseException:
             _remove_unreferenced(ctx, staged)
             raise
@@ -332,14 +333,16 @@ def commit(ctx, staged: list[Staged]) -> list[Stored | Exception]:
         if created:
             try:
                 ctx.index.add_new(  # a sync (service/gallery_index.py) may have added some already
-                    np.array([c[1] for c in created], dtype=np.int64), np.stack([c[2] for c in created])
+                    np.array([c[1] for c in created], dtype=np.int64),
+                    np.stack([c[2] for c in created]),
+                    attributes([c[3] for c in created], [c[4] for c in created]),
                 )
             except Exception as exc:
                 logger.exception("index add failed; removing the %d new item(s) again", len(created))
                 from service.retention import delete_items
 
                 delete_items(ctx.sessions, ctx.store, None, [c[1] for c in created])
-                for pos, _, _ in created:
+                for pos, *_ in created:
                     results[pos] = exc
     return results  # type: ignore[return-value]
 

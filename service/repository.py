@@ -53,6 +53,23 @@ def vectors_by_id(session: Session, ids: Iterable[int]) -> dict[int, np.ndarray]
     }
 
 
+def index_rows(session: Session, ids: Iterable[int]) -> dict[int, tuple[np.ndarray, str, datetime]]:
+    """id -> (stored embedding, camera id, capture time): what a vector store keeps, for the ids that exist."""
+    columns = (GalleryItem.id, GalleryItem.embedding, GalleryItem.camera_id, GalleryItem.captured_at)
+    return {
+        row.id: (decode_embedding(row.embedding), row.camera_id, row.captured_at)
+        for row in rows_by_id(session, columns, ids)
+    }
+
+
+def ids_after(session: Session, after: int | None, limit: int) -> np.ndarray:
+    """Up to `limit` item ids greater than `after` (None: from the first), ascending: keyset pages."""
+    query = select(GalleryItem.id).order_by(GalleryItem.id).limit(limit)
+    if after is not None:
+        query = query.where(GalleryItem.id > after)
+    return np.fromiter(session.execute(query).scalars(), dtype=np.int64)
+
+
 def stored_vector(session: Session, item_id: int) -> np.ndarray | None:
     """The embedding of one item (a writable copy), or None when there is no such item."""
     blob = session.execute(select(GalleryItem.embedding).where(GalleryItem.id == item_id)).scalar()

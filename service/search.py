@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from service import repository, validation
 from service.context import ServiceContext
 from service.errors import invalid, not_found
+from service.gallery_index import item_filter
 from service.schemas import iso
 from service.security import Principal
 from service.tables import GalleryItem
@@ -82,16 +83,9 @@ def find(ctx: ServiceContext, query: np.ndarray, filters: SearchFilters) -> list
     """The best `filters.top_k` hits for a unit query vector, best first (blocking: call in a thread)."""
     if any(ctx.index.sync(ctx.sessions)):  # items other processes (replicas) committed or deleted
         ctx.metrics.index_size.set(len(ctx.index))
-    allowed = None
-    if filters.restricts_items:
-        with ctx.sessions() as session:
-            allowed = repository.ids_where(session, filters.cameras, filters.start, filters.end)
-        if not len(allowed):
-            return []
     k = filters.top_k + OVERFETCH + len(filters.exclude_ids)
-    if allowed is not None:
-        k = min(k, max(len(allowed), 1))
-    scores, ids = ctx.index.search(query[None, :], k, allowed_ids=allowed)
+    where = item_filter(filters.cameras, filters.start, filters.end)  # inside the engine, or resolved to ids
+    scores, ids = ctx.index.search(query[None, :], k, where=where)
     pairs = [
         (int(i), float(s))
         for s, i in zip(scores[0], ids[0], strict=True)

@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     # flat index: vectors held and scanned as float32; bf16: held as float32, scanned as a bfloat16 copy
     # with an exact float32 re-score of the best; fp16: held as float16, re-scored from the database
     index_storage: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # where the vectors live: faiss (in this process, saved under data_dir) or a Milvus server / cluster
+    vector_store: Literal["faiss", "milvus"] = "faiss"
+    milvus_uri: str | None = None  # e.g. http://milvus:19530
+    milvus_token: str | None = None  # "user:password" or an API key, when the server checks them
+    milvus_collection: str = "reid_gallery"
+    milvus_index_type: Literal["FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW"] = "HNSW"
+    milvus_index_params: dict[str, int] = Field(default_factory=dict)  # JSON, e.g. {"M": 16, "efConstruction": 200}
+    milvus_search_params: dict[str, int] = Field(default_factory=dict)  # JSON, e.g. {"ef": 128}
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(40_000_000, ge=64)
     max_files_per_request: int = Field(64, ge=1, le=1024)
@@ -80,6 +88,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"REID_INDEX_STORAGE={self.index_storage} is for REID_INDEX_KIND=flat (exact search)"
             )
+        if self.vector_store == "milvus":
+            from service.vectorstore.milvus_store import check_collection_name, check_index_config
+
+            if not self.milvus_uri:
+                raise ValueError("REID_VECTOR_STORE=milvus needs REID_MILVUS_URI (e.g. http://127.0.0.1:19530)")
+            check_collection_name(self.milvus_collection)
+            check_index_config(self.milvus_index_type, self.milvus_index_params, self.milvus_search_params)
         return self
 
     @field_validator("api_keys")
@@ -101,7 +116,23 @@ class Settings(BaseSettings):
 
     @property
     def index_path(self) -> Path:
-        return self.data_dir / "index" / "gallery.faiss"
+        """The faiss index file, or for Milvus a small reference to the collection."""
+        name = "gallery.milvus" if self.vector_store == "milvus" else "gallery.faiss"
+        return self.data_dir / "index" / name
+
+    def store_options(self) -> dict:
+        """What ``vectorstore.create_store`` needs besides the dim, for the configured engine."""
+        if self.vector_store == "milvus":
+            return dict(
+                engine="milvus",
+                uri=self.milvus_uri,
+                token=self.milvus_token,
+                collection=self.milvus_collection,
+                index_type=self.milvus_index_type,
+                index_params=self.milvus_index_params,
+                search_params=self.milvus_search_params,
+            )
+        return dict(engine="faiss", kind=self.index_kind, storage=self.index_storage)
 
     @property
     def images_dir(self) -> Path:

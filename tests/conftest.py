@@ -1,4 +1,5 @@
-"""Fixtures shared by all test folders: a throwaway PostgreSQL cluster (tests/postgres.py)."""
+"""Fixtures shared by all test folders: a throwaway PostgreSQL cluster (tests/postgres.py) and a throwaway
+Milvus server (tests/milvus.py), each started once per session on first use."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 
 import pytest
 
+from tests import milvus as milvus_testing
 from tests.postgres import BIN_DIR, PostgresCluster, binaries_present
 
 
@@ -29,3 +31,35 @@ def postgres_cluster():
 def postgres_url(postgres_cluster) -> str:
     """A fresh empty database in the session's cluster."""
     return postgres_cluster.database()
+
+
+@pytest.fixture(scope="session")
+def milvus_server():
+    """One Milvus standalone (the `milvus` package's binaries) for the whole run, started on first use on
+    free 127.0.0.1 ports; stopped by PID at the end."""
+    if not milvus_testing.package_present():
+        message = "the milvus server package / pymilvus are not installed (they are in the dev extra)"
+        if os.environ.get("CI") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    server = milvus_testing.MilvusServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus_collections(milvus_server):
+    """Collections emptied after use, for reuse by the next test (loading a new one costs 2-3 s)."""
+    return milvus_testing.CollectionPool(milvus_server)
+
+
+@pytest.fixture
+def milvus_collection(milvus_collections):
+    """A collection name for one test: empty (reused from the pool) or not yet created; emptied afterwards."""
+    name = milvus_collections.take()
+    try:
+        yield name
+    finally:
+        milvus_collections.give_back(name)

@@ -4,12 +4,14 @@ A vector store holds L2-normalised float32 vectors under int64 ids (gallery item
 inner-product top-k queries. The database stays the source of truth: a store is a rebuildable
 cache of its embeddings, and ``ids()`` / ``fingerprint()`` let the service check the two against
 each other. Engines: ``FaissVectorStore`` (in-process faiss: flat / IVF / HNSW, fp32 or fp16
-storage). A server engine (Milvus, issue 12) implements the same methods.
+storage); ``MilvusVectorStore`` (a Milvus server or cluster: FLAT / HNSW / IVF_* indexes).
 
-Filtering: ``search(..., allowed_ids=...)`` restricts the candidates to an id set and must still
-return the top k among them whenever k allowed ids are held. The service resolves camera / time /
-visitor filters to ids in the database today; an engine that also stores those fields may take
-them as a pushed-down filter later without changing this contract.
+Filtering: ``search(..., allowed_ids=..., where=...)`` restricts the candidates to an id set and/or to
+items matching an ``ItemFilter`` (cameras, capture-time window) and must still return the top k among
+them whenever k qualifying ids are held. An engine that stores the items' attributes
+(``filters_inside``: Milvus, given them by ``add(..., attributes=...)``) evaluates ``where`` itself; for
+the others (faiss) the caller resolves ``where`` to ids in the database and passes ``allowed_ids``
+(``GalleryIndex.search`` does this, so the service never asks which engine it has).
 
 Thread safety: every method may be called from several threads; an implementation serialises what
 needs serialising with one lock of its own (callers hold none).
@@ -21,6 +23,7 @@ import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,6 +31,37 @@ from model.errors import ReidError
 
 # ids (n,) int64 -> {id: float32 vector (dim,)} for the ids that still exist
 VectorSource = Callable[[np.ndarray], dict[int, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ItemFilter:
+    """Items of these cameras (empty: any), captured in [start_us, end_us) (microseconds since the epoch,
+    UTC; None: unbounded)."""
+
+    cameras: tuple[str, ...] = ()
+    start_us: int | None = None
+    end_us: int | None = None
+
+    @property
+    def restricts(self) -> bool:
+        return bool(self.cameras) or self.start_us is not None or self.end_us is not None
+
+
+@dataclass(frozen=True)
+class ItemAttributes:
+    """What an engine that filters inside keeps next to each vector: camera id and capture time (us)."""
+
+    camera_ids: tuple[str, ...]
+    captured_us: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.camera_ids) != len(self.captured_us):
+            raise ValueError("camera_ids and captured_us must have the same length")
+
+
+class SearchIncompleteError(ReidError):
+    """A filtered search could not be completed exactly (fewer hits than qualifying items, and the exact
+    fallback was not possible): the caller answers 'unavailable' rather than a silently short list."""
 
 
 class VectorStoreFileError(ReidError):
@@ -39,12 +73,15 @@ class VectorStore(ABC):
 
     dim: int
     kind: str  # the engine's own name for its layout, e.g. "flat", "ivf", "hnsw"
+    filters_inside = False  # True: search(where=...) is evaluated by the engine (add needs attributes)
+    shared = False  # True: one copy every process uses (a server engine); save() writes a reference to it
 
     # ----------------------------------------------------------------- changes
     @abstractmethod
-    def add(self, ids, vectors) -> None:
+    def add(self, ids, vectors, attributes: ItemAttributes | None = None) -> None:
         """Add vectors (n, dim) under ids (n,). An id already held, or repeated in ``ids`` -> ValueError,
-        and nothing of the call is added."""
+        and nothing of the call is added. ``attributes`` (camera, capture time per id) are required by an
+        engine with ``filters_inside`` and ignored by the others."""
 
     @abstractmethod
     def remove(self, ids) -> int:
@@ -65,11 +102,20 @@ class VectorStore(ABC):
 
     # ----------------------------------------------------------------- queries
     @abstractmethod
-    def search(self, queries, k: int, allowed_ids=None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries, k: int, allowed_ids=None, where: ItemFilter | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product: queries (q, dim) or (dim,) -> (scores (q, k) float32, ids (q, k) int64),
         best first. Where fewer than k ids qualify the rest is id -1, score -inf. With ``allowed_ids``
         only those ids are candidates (ids not held are ignored), and the result is filled whenever
-        k of them are held."""
+        k of them are held. ``where`` (only with ``filters_inside``; else ValueError) further restricts
+        the candidates to matching items, with the same filling rule."""
+
+    def ids_in_range(self, low: int, high: int) -> np.ndarray:
+        """The ids held in [low, high), sorted ascending (reconciliation walks the id space in ranges so
+        that a large store never sends all its ids at once)."""
+        held = self.ids()
+        return held[(held >= low) & (held < high)]
 
     # ----------------------------------------------------------------- reconciliation
     @abstractmethod

@@ -309,7 +309,7 @@ class FaissVectorStore(VectorStore):
         return self._sorted_ids.copy(), self._vectors_of(self._sorted_ids)
 
     # ----------------------------------------------------------------- mutation
-    def add(self, ids, vectors) -> None:
+    def add(self, ids, vectors, attributes=None) -> None:  # attributes: not kept (filters resolve to ids)
         ids = check_ids(ids)
         vectors = check_vectors(vectors, self.dim)
         if len(ids) != len(vectors):
@@ -383,7 +383,9 @@ class FaissVectorStore(VectorStore):
         self._changed()
 
     # ----------------------------------------------------------------- search
-    def search(self, queries, k: int, allowed_ids=None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries, k: int, allowed_ids=None, where=None) -> tuple[np.ndarray, np.ndarray]:
+        if where is not None and where.restricts:
+            raise ValueError("the faiss store filters by ids only: resolve `where` to allowed_ids")
         queries = check_vectors(queries, self.dim, "queries")
         k = int(k)
         if k <= 0:

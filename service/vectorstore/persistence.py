@@ -100,3 +100,19 @@ def read_verified(path: str | os.PathLike, read_payload: Callable[[dict, Reader]
         raise VectorStoreFileError(f"index file {path} does not exist") from None
     except Exception as exc:  # faiss raises RuntimeError on malformed streams, json ValueError, ...
         raise VectorStoreFileError(f"index file {path} cannot be read: {exc}") from exc
+
+
+def peek_header(path: str | os.PathLike) -> dict:
+    """The header of a saved store, unverified (to tell engines apart before the real, checked read);
+    {} when the file is missing or not a store file."""
+    try:
+        with Path(path).open("rb") as handle:
+            if handle.read(len(MAGIC)) != MAGIC:
+                return {}
+            (header_len,) = struct.unpack("<Q", handle.read(8))
+            if header_len > 1 << 20:
+                return {}
+            header = json.loads(handle.read(header_len))
+    except (OSError, ValueError, struct.error):
+        return {}
+    return header if isinstance(header, dict) else {}

@@ -1,8 +1,9 @@
 """Fixtures: a real app (create_app) over SQLite in tmp_path, with one small random network per session.
 
-Modules marked `pytest.mark.databases("sqlite", "postgresql")` run every test that uses `settings` or
-`client` once per database: SQLite in tmp_path, and a fresh database in the session's throwaway
-PostgreSQL cluster (tests/postgres.py; skipped without PostgreSQL 15, a failure under CI=1).
+Modules marked `pytest.mark.databases("sqlite", "postgresql", "postgresql+milvus")` run every test that uses
+`settings` or `client` once per backend: SQLite + faiss in tmp_path; a fresh database in the session's
+throwaway PostgreSQL cluster (tests/postgres.py; skipped without PostgreSQL 15, a failure under CI=1) with
+faiss; or that with the vectors in the session's Milvus server (tests/milvus.py; a collection per test).
 Helpers the test modules import (keys, settings, images, upload builders) are in service_fixtures.py.
 """
 
@@ -34,7 +35,7 @@ def database_url(database, request) -> str | None:
     """REID_DATABASE_URL for the test's app: None (SQLite in the data folder) or a fresh PostgreSQL database."""
     if database == "sqlite":
         return None
-    if database == "postgresql":
+    if database in ("postgresql", "postgresql+milvus"):
         return request.getfixturevalue("postgres_url")
     raise ValueError(f"unknown database {database!r}")
 
@@ -45,8 +46,21 @@ def embedder() -> Embedder:
 
 
 @pytest.fixture
-def settings(tmp_path, database_url) -> Settings:
-    return make_settings(tmp_path, database_url=database_url)
+def vector_store_settings(database, request) -> dict:
+    """Settings of the test's vector store: faiss (none to give) or a Milvus collection of its own."""
+    if not database.endswith("+milvus"):
+        return {}
+    server = request.getfixturevalue("milvus_server")
+    return dict(
+        vector_store="milvus",
+        milvus_uri=server.uri,
+        milvus_collection=request.getfixturevalue("milvus_collection"),
+    )
+
+
+@pytest.fixture
+def settings(tmp_path, database_url, vector_store_settings) -> Settings:
+    return make_settings(tmp_path, database_url=database_url, **vector_store_settings)
 
 
 @pytest.fixture

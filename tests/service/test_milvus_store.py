@@ -1,0 +1,267 @@
+"""MilvusVectorStore against a real Milvus server (tests/milvus.py): the VectorStore contract, camera / time
+filters evaluated inside Milvus that still fill top_k, strong consistency between two clients, the
+never-silently-short rule, the saved reference, and the clear errors of bad settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.settings import Settings
+from service.vectorstore import (
+    ItemAttributes,
+    ItemFilter,
+    SearchIncompleteError,
+    VectorStoreFileError,
+    load_store,
+)
+from service.vectorstore import milvus_store as ms
+
+DIM = 16
+
+
+def unit(rng, n, dim=DIM):
+    v = rng.normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def attrs(ids, cameras=3):
+    return ItemAttributes(
+        tuple(f"cam-{int(i) % cameras}" for i in ids), tuple(int(i) * 1_000_000 for i in ids)
+    )
+
+
+def exact(queries, vectors, ids, k, keep=None):
+    """Exact top-k ids (ties: smaller id) over the rows where keep is True."""
+    keep = np.ones(len(ids), bool) if keep is None else keep
+    scores = queries @ vectors[keep].T
+    kept = ids[keep]
+    out = []
+    for row in scores:
+        order = np.lexsort((kept, -row))[:k]
+        out.append(kept[order])
+    return out
+
+
+@pytest.fixture
+def store(milvus_server):
+    created = []
+
+    def make(index_type="FLAT", collection=None, **options):
+        s = ms.MilvusVectorStore(
+            DIM,
+            uri=milvus_server.uri,
+            collection=collection or milvus_server.collection(),
+            index_type=index_type,
+            **options,
+        )
+        created.append(s)
+        return s
+
+    yield make
+    for s in created:
+        s.drop()
+        s.close()
+
+
+def test_add_search_remove_and_duplicates(store):
+    rng = np.random.default_rng(0)
+    s = store()
+    ids = np.arange(10, 110, dtype=np.int64)
+    vectors = unit(rng, 100)
+    s.add(ids, vectors, attrs(ids))
+    assert len(s) == 100 and np.array_equal(s.ids(), ids)
+    scores, found = s.search(vectors[:3], 5)
+    for q in range(3):
+        assert found[q][0] == ids[q]
+        assert list(found[q]) == list(exact(vectors[q : q + 1], vectors, ids, 5)[0])
+    assert scores[0][0] == pytest.approx(1.0, abs=1e-5)
+    # an id already held, or repeated: ValueError and nothing of the call is added
+    with pytest.raises(ValueError, match="already held"):
+        s.add(np.array([200, 10]), unit(rng, 2), attrs([200, 10]))
+    with pytest.raises(ValueError, match="repeat"):
+        s.add(np.array([300, 300]), unit(rng, 2), attrs([300, 300]))
+    with pytest.raises(ValueError, match="attributes"):
+        s.add(np.array([301]), unit(rng, 1))
+    assert len(s) == 100 and 200 not in s
+    assert s.remove([10, 11, 9999]) == 2
+    assert len(s) == 98 and 10 not in s
+    _, found = s.search(vectors[0], 3)
+    assert 10 not in found[0]
+    # fewer qualifying than k: padded with -1 / -inf
+    scores, found = s.search(vectors[5], 4, allowed_ids=[15, 16, 5000])
+    assert sorted(found[0][:2]) == [15, 16] and list(found[0][2:]) == [-1, -1]
+    assert np.isneginf(scores[0][2:]).all()
+
+
+@pytest.mark.parametrize("index_type", ["FLAT", "HNSW", "IVF_FLAT"])
+def test_camera_and_time_filters_run_inside_and_fill_top_k(store, index_type):
+    rng = np.random.default_rng(1)
+    s = store(index_type)
+    ids = np.arange(1, 601, dtype=np.int64)
+    vectors = unit(rng, 600)
+    s.add(ids, vectors, attrs(ids, cameras=5))
+    queries = unit(rng, 3)
+    where = ItemFilter(("cam-1", "cam-3"), start_us=100 * 1_000_000, end_us=500 * 1_000_000)
+    keep = np.isin(ids % 5, [1, 3]) & (ids >= 100) & (ids < 500)
+    _, found = s.search(queries, 10, where=where)
+    for q in range(3):
+        assert (found[q] >= 0).sum() == 10  # filled
+        assert set(found[q]) <= set(ids[keep])
+        if index_type != "HNSW":  # FLAT / IVF with nprobe over all lists are exact here
+            assert list(found[q]) == list(exact(queries[q : q + 1], vectors, ids, 10, keep)[0])
+    # filter + allowed ids together
+    allowed = ids[keep][:7]
+    _, found = s.search(queries[0], 10, allowed_ids=np.concatenate([allowed, [2, 4]]), where=where)
+    assert sorted(found[0][:7]) == sorted(allowed) and list(found[0][7:]) == [-1, -1, -1]
+
+
+def test_strong_consistency_between_two_clients(store, milvus_server):
+    rng = np.random.default_rng(2)
+    writer = store("HNSW")
+    reader = store("HNSW", collection=writer.collection)
+    ids = np.arange(1, 51, dtype=np.int64)
+    vectors = unit(rng, 50)
+    writer.add(ids, vectors, attrs(ids))
+    _, found = reader.search(vectors[7], 1)  # no wait: the write was acknowledged
+    assert found[0][0] == 8
+    writer.remove([8])
+    _, found = reader.search(vectors[7], 1)
+    assert found[0][0] != 8
+
+
+def test_short_answer_is_retried_then_scanned_exactly(store, monkeypatch):
+    """Milvus answered a filtered search with 6 of 10 hits while an HNSW index was building: the store counts
+    the qualifying rows, retries, then scores them exactly, never returning the short list."""
+    rng = np.random.default_rng(3)
+    s = store("HNSW")
+    ids = np.arange(1, 201, dtype=np.int64)
+    vectors = unit(rng, 200)
+    s.add(ids, vectors, attrs(ids))
+    real = s._search
+    calls = []
+
+    def short(queries, limit, expression):  # the state seen in the trial: 6 of 10
+        calls.append(expression)
+        scores, found = real(queries, limit, expression)
+        scores[:, 6:], found[:, 6:] = -np.inf, -1
+        return scores, found
+
+    monkeypatch.setattr(s, "_search", short)
+    monkeypatch.setattr(ms, "RETRY_WAIT_S", (0.01, 0.01))
+    where = ItemFilter(("cam-2",))
+    keep = ids % 3 == 2
+    _, found = s.search(vectors[:2], 10, where=where)
+    assert len(calls) == 3  # first try + two retries
+    assert s.incomplete_searches == 2 and s.exact_fallbacks == 1
+    for q in range(2):
+        assert list(found[q]) == list(exact(vectors[q : q + 1], vectors, ids, 10, keep)[0])
+    # beyond what an exact scan may read: an explicit error, not a short list
+    monkeypatch.setattr(ms, "EXACT_FALLBACK_MAX", 10)
+    with pytest.raises(SearchIncompleteError):
+        s.search(vectors[:1], 10, where=where)
+
+
+def test_search_right_after_bulk_insert_with_index_building(store):
+    """Catch the state of the trial for real: bulk insert, flush (segments seal and Milvus builds their HNSW
+    index in the background) and search with a selective filter at once; every answer must be filled and
+    exact (the store's count check + fallback guarantee it whether or not the index was ready)."""
+    rng = np.random.default_rng(4)
+    s = store("HNSW", index_params={"M": 8, "efConstruction": 16}, search_params={"ef": 16})
+    n = 4000
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    vectors = unit(rng, n)
+    s.add(ids, vectors, attrs(ids, cameras=50))
+    s.client.flush(s.collection)
+    where = ItemFilter(("cam-7",))
+    keep = ids % 50 == 7
+    queries = unit(rng, 5)
+    _, found = s.search(queries, 10, where=where)
+    for q in range(5):
+        assert (found[q] >= 0).sum() == 10
+        assert set(found[q]) <= set(ids[keep])
+
+
+def test_reference_file_round_trip(store, tmp_path):
+    rng = np.random.default_rng(5)
+    s = store("FLAT")
+    ids = np.arange(1, 21, dtype=np.int64)
+    s.add(ids, unit(rng, 20), attrs(ids))
+    path = tmp_path / "gallery.milvus"
+    s.save(path)
+    again = load_store(path)
+    assert isinstance(again, ms.MilvusVectorStore)
+    assert again.fingerprint() == s.fingerprint() and again.dim == DIM
+    again.close()
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-3] + b"xxx")
+    with pytest.raises(VectorStoreFileError):
+        load_store(path)
+
+
+def test_existing_collection_of_other_dim_is_refused(store, milvus_server):
+    s = store("FLAT")
+    with pytest.raises(ValueError, match="16-d vectors"):
+        ms.MilvusVectorStore(8, uri=milvus_server.uri, collection=s.collection, index_type="FLAT")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(vector_store="milvus"), "REID_MILVUS_URI"),
+        (
+            dict(vector_store="milvus", milvus_uri="http://x:1", milvus_index_type="SPARSE"),
+            "milvus_index_type",
+        ),
+        (
+            dict(
+                vector_store="milvus",
+                milvus_uri="http://x:1",
+                milvus_index_type="FLAT",
+                milvus_search_params={"ef": 64},
+            ),
+            "does not take search",
+        ),
+        (
+            dict(
+                vector_store="milvus",
+                milvus_uri="http://x:1",
+                milvus_index_type="HNSW",
+                milvus_index_params={"nlist": 64},
+            ),
+            "does not take index",
+        ),
+        (dict(vector_store="milvus", milvus_uri="http://x:1", milvus_collection="1-bad"), "collection name"),
+        (
+            dict(
+                vector_store="milvus",
+                milvus_uri="http://x:1",
+                milvus_index_type="IVF_SQ8",
+                milvus_search_params={"nprobe": 0},
+            ),
+            "positive integer",
+        ),
+    ],
+)
+def test_bad_milvus_settings_fail_at_start_with_a_clear_error(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        Settings(_env_file=None, dev_mode=True, data_dir=tmp_path, **overrides)
+
+
+def test_milvus_settings_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("REID_VECTOR_STORE", "milvus")
+    monkeypatch.setenv("REID_MILVUS_URI", "http://127.0.0.1:19530")
+    monkeypatch.setenv("REID_MILVUS_INDEX_TYPE", "IVF_SQ8")
+    monkeypatch.setenv("REID_MILVUS_INDEX_PARAMS", '{"nlist": 256}')
+    monkeypatch.setenv("REID_MILVUS_SEARCH_PARAMS", '{"nprobe": 16}')
+    settings = Settings(_env_file=None, dev_mode=True, data_dir=tmp_path)
+    options = settings.store_options()
+    assert options["engine"] == "milvus" and options["index_params"] == {"nlist": 256}
+    assert options["search_params"] == {"nprobe": 16} and settings.index_path.name == "gallery.milvus"
+    assert Settings(
+        _env_file=None, dev_mode=True, data_dir=tmp_path, vector_store="faiss"
+    ).store_options() == {
+        "engine": "faiss",
+        "kind": "flat",
+        "storage": "fp32",
+    }
