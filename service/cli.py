@@ -380,6 +380,11 @@ def run_migrate_store(args: argparse.Namespace) -> int:
         raise ReidError(
             f"migration stopped: {reason}; fix it and run the same command again to continue"
         ) from None
+    except Exception as exc:  # noqa: BLE001 - e.g. the vector store's server failing half-way: one line
+        reason = (str(exc).splitlines() or [""])[0]
+        raise ReidError(
+            f"migration stopped: {type(exc).__name__}: {reason}; run the same command again to continue"
+        ) from None
     finally:
         vectors.close()
         source.dispose()

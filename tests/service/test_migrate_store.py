@@ -350,3 +350,28 @@ def test_milvus_targets_are_parsed_and_capture_times_kept_to_the_microsecond(sou
     moment = datetime(2026, 3, 1, 9, 0, 0, 123457, tzinfo=UTC)
     assert epoch_us(moment) == 1772355600123457
     assert epoch_us(datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)) == -1
+
+
+def test_a_vector_store_failing_half_way_is_one_line_and_resumable(source, tmp_path, capsys, monkeypatch):
+    """The vector store fails after the first batch (a server gone): one line, exit 2; the next run finishes."""
+    target_url = f"sqlite:///{tmp_path / 'copy.db'}"
+    args = ["--data-dir", str(source.data_dir), "--to-database", target_url, "--batch-size", "10"]
+    calls = []
+    original = FaissTarget.add
+
+    def failing_add(self, ids, vectors, rows):
+        calls.append(len(ids))
+        if len(calls) == 2:
+            raise RuntimeError("vector server went away\nsecond line")
+        original(self, ids, vectors, rows)
+
+    monkeypatch.setattr(FaissTarget, "add", failing_add)
+    assert cli(*args, "--to-vectors", f"faiss:{tmp_path / 'v.faiss'}") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(
+        "migration stopped: RuntimeError: vector server went away; run the same command again to continue"
+    )
+    monkeypatch.setattr(FaissTarget, "add", original)
+    assert cli(*args, "--to-vectors", f"faiss:{tmp_path / 'v.faiss'}") == 0
+    assert "(44 added)" in capsys.readouterr().out  # the first batch's 10 were saved when it stopped
+    assert len(load_store(tmp_path / "v.faiss")) == ITEMS - len(DELETED)
