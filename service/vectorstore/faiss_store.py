@@ -64,7 +64,8 @@ EXACT_SUBSET_FLAT = 4096  # allowed sets up to this size are scored by gathering
 EXACT_SUBSET_APPROX = 20_000  # the same for ivf / hnsw, where filtered approximate search may come back short
 EXACT_CHUNK = 65_536  # candidates scored per block in exact search over an id subset
 HNSW_COMPACT_FRACTION = 0.1
-SUBSET_GATHER_FRACTION = 4  # fp16: allowed sets under 1/4 of the rows are gathered, larger ones masked
+SUBSET_GATHER_FRACTION = 4  # 16-bit scans: allowed sets under 1/4 of the rows are gathered (fp16) or
+# searched in float32 (bf16), larger ones scanned with a mask
 COALESCE_MAX_QUERIES = 64  # query rows one shared scan takes at most
 
 
@@ -408,8 +409,10 @@ class FaissVectorStore(VectorStore):
                 allowed = allowed[self._member_mask(allowed)]
                 if not self._scans_reduced:
                     return self._search_allowed(queries, k, allowed)
-                if self.storage == "bf16" and allowed.size <= max(EXACT_SUBSET_FLAT, k):
-                    return self._exact(queries, k, allowed)  # float32 rows at hand: gather them
+                if self.storage == "bf16" and allowed.size * SUBSET_GATHER_FRACTION <= len(self):
+                    # float32 rows at hand, and a filtered float32 search reads only the allowed rows
+                    # (10 % allowed: 29 ms against a masked bf16 scan's 136, measured under load)
+                    return self._search_allowed(queries, k, allowed)
             elif len(self) == 0:
                 return empty(len(queries), k)
             elif not self._scans_reduced:

@@ -428,4 +428,3 @@ def test_bf16_scan_copy_follows_adds_and_removes(tmp_path):
     assert loaded.storage == "bf16" and loaded.fingerprint() == index.fingerprint()
     assert path.stat().st_size > live.sum() * DIM * 4  # float32 on disk: the source of truth
     assert np.array_equal(loaded.search(queries, 10)[1], index.search(queries, 10)[1])
-
