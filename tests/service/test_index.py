@@ -404,7 +404,10 @@ def test_bf16_recall_on_near_duplicates(crops, first_candidates, monkeypatch):
         assert index.widened > 0
 
 
-def test_bf16_scan_copy_follows_adds_and_removes(tmp_path):
+def test_bf16_scan_copy_follows_adds_and_removes(tmp_path, monkeypatch):
+    from service.vectorstore import scan
+
+    monkeypatch.setattr(scan, "BLOCK_ROWS", 700)  # several blocks per scan, merged
     rng = np.random.default_rng(8)
     ids = rng.permutation(50_000)[:3000].astype(np.int64)
     vectors = clustered(rng, 3000, 30, DIM, spread=0.1)
