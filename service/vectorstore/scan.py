@@ -62,9 +62,13 @@ def scan_topc(
 
 
 def product(queries: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
-    """queries (q, dim) x block (rows, dim) -> scores (q, rows), with the rows as the streamed operand:
-    a matrix-vector product for one query, block @ queries.T for several (both faster here than
-    queries @ block.T, most for bfloat16: measured in BENCHMARKS.md)."""
+    """queries (q, dim) x block (rows, dim) -> scores (q, rows).
+
+    bfloat16 is fastest with the rows as the streamed operand (a matrix-vector product for one query,
+    block @ queries.T for several); float16 is 2.4x slower that way and float32 no faster, so they
+    keep queries @ block.T (interleaved A/B runs in BENCHMARKS.md)."""
+    if block.dtype != torch.bfloat16:
+        return queries @ block.T
     if len(queries) == 1:
         return torch.mv(block, queries[0])[None]
     return (block @ queries.T).T
