@@ -119,6 +119,7 @@ CHECK_MODULES = [
 NOT_RUN_BY_THE_CHECK = {
     "cv2": "video decoding and crops; the store-video preset",
     "motmetrics": "video tracking evaluation",
+    "pymilvus": "the Milvus vector store (REID_VECTOR_STORE=milvus); the check's service runs on faiss",
     "supervision": "video tracking",
 }
 
