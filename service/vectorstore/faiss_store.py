@@ -468,7 +468,9 @@ class FaissVectorStore(VectorStore):
             self._scan_copy, self._scan_rows = None, 0
         if self._scan_rows < total:
             if self._scan_copy is None or len(self._scan_copy) < total:
-                grown = torch.empty((max(total, (len(self) * 5) // 4), self.dim), dtype=torch.bfloat16)
+                # exact size when built (after a load or bulk add), room for a quarter more when grown
+                size = total if self._scan_copy is None else max(total, (total * 5) // 4)
+                grown = torch.empty((size, self.dim), dtype=torch.bfloat16)
                 if self._scan_copy is not None:
                     grown[: self._scan_rows] = self._scan_copy[: self._scan_rows]
                 self._scan_copy = grown
