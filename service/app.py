@@ -254,6 +254,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
             await asyncio.to_thread(audit_writer.close)  # every queued audit record written
             await asyncio.to_thread(ctx.jobs.release)  # another replica takes the jobs over at once
             await asyncio.to_thread(index.save)
+            index.close()
             engine.dispose()
             app.state.stopped_cleanly = True  # `reid serve` exits 0 after a signal only when this is set
             logger.info("service stopped")

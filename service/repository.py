@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import BigInteger, delete, func, select, update
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
@@ -92,6 +92,14 @@ def deletes_generation(session: Session) -> int:
     """How many deleting transactions the gallery has seen (0 before the first)."""
     value = session.execute(select(ServiceState.value).where(ServiceState.key == DELETES_KEY)).scalar()
     return int(value) if value is not None else 0
+
+
+def change_marks(session: Session | Connection) -> tuple[int, int]:
+    """(deletion counter, highest item id) in one statement: what GalleryIndex.sync compares first."""
+    deletes = select(ServiceState.value).where(ServiceState.key == DELETES_KEY).scalar_subquery()
+    highest = select(func.coalesce(func.max(GalleryItem.id), 0)).scalar_subquery()
+    value, top = session.execute(select(deletes, highest)).one()
+    return (int(value) if value is not None else 0), int(top)
 
 
 def _bump_deletes(session: Session) -> None:
