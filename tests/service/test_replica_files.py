@@ -22,7 +22,6 @@ WRITER = textwrap.dedent(
     import sys
     from pathlib import Path
     from service.storage import ImageStore
-from service.tables import GalleryItem
 
     store = ImageStore(Path(sys.argv[1]))
     data = bytes(range(256)) * 4096  # 1 MiB: a torn write would show
