@@ -1,5 +1,6 @@
-"""Two real `reid serve` processes (replicas) on one PostgreSQL database and one shared image folder: the
-answer does not depend on which one a request reaches (docs/service.md, "Replicas").
+"""Two real `reid serve` processes (replicas) on one PostgreSQL database and one shared image folder, with a
+faiss index per replica or one Milvus collection: the answer does not depend on which one a request reaches
+(docs/service.md, "Replicas").
 
 Ingest on one, search / read / delete on the other; the same people ingested on both at once (no duplicate
 items, no split visitors); a watch made through one fires on an ingest through the other; background jobs
@@ -23,16 +24,24 @@ from tests.service.service_fixtures import identity_image, upload
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def replica_setup(tmp_path_factory, postgres_cluster):
+@pytest.fixture(scope="module", params=["postgresql", "postgresql+milvus"])
+def replica_setup(request, tmp_path_factory, postgres_cluster):
+    """PostgreSQL with a faiss index per replica (kept in step by sync), or PostgreSQL + one Milvus collection."""
     folder = tmp_path_factory.mktemp("replicas")
     weights = small_checkpoint(folder / "small.pt")
+    vectors = {}
+    if request.param.endswith("+milvus"):
+        server = request.getfixturevalue("milvus_server")
+        vectors = dict(
+            REID_VECTOR_STORE="milvus", REID_MILVUS_URI=server.uri, REID_MILVUS_COLLECTION=server.collection()
+        )
     env = replica_env(
         weights,
         folder / "shared-data",  # one data folder: the image files are shared (an NFS-style volume)
         postgres_cluster.database(),
         REID_RETENTION_DAYS="3650",  # on, so that the purge job runs (and deletes nothing)
         REID_PURGE_INTERVAL_S="0.3",
+        **vectors,
     )
     return folder, env
 
