@@ -168,9 +168,9 @@ def test_process_killed_mid_ingest_leaves_no_half_item(tmp_path, embedder, datab
     assert done.returncode == 137, done.stderr.decode()[-2000:]
     settings_dir = tmp_path / "data" / "images"
     assert [p for p in settings_dir.rglob("*") if p.is_file()]  # the half item's files were written
-    with TestClient(
-        create_app(make_settings(tmp_path, database_url=database_url), embedder=embedder)
-    ) as client:
+    # one process on this database: no replica can be between a file write and its commit (no sweep grace)
+    settings = make_settings(tmp_path, database_url=database_url, sweep_grace_s=0)
+    with TestClient(create_app(settings, embedder=embedder)) as client:
         assert client.get("/gallery", headers=SEARCH).json()["total"] == 0
         assert client.get("/readyz").json()["index_size"] == 0
         assert [p for p in settings_dir.rglob("*") if p.is_file()] == []
