@@ -30,7 +30,7 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_camera(root: Path, camera: dict, detector, fps: float | None) -> tuple[dict, list]:
+def run_camera(root: Path, camera: dict, detector, fps: float | None, settings=None) -> tuple[dict, list]:
     from video.evaluation import TrackBox, count_error, read_truth_boxes, score_tracks
     from video.pipeline import PipelineStats, track_source
     from video.sources import FileSource
@@ -53,6 +53,7 @@ def run_camera(root: Path, camera: dict, detector, fps: float | None) -> tuple[d
             source_key=source.key(),
             detector=detector,
             fps=min(fps or source.native_fps, source.native_fps),
+            tracker_settings=settings,
             stats=stats,
         )
     )
@@ -143,7 +144,11 @@ def main() -> int:
     parser.add_argument("--fps", type=float, default=5.0, help="frames/s processed (frame skipping)")
     parser.add_argument("--detector", default="hog")
     parser.add_argument("--detector-weights")
-    parser.add_argument("--hog-upscale", type=float, default=1.0)
+    parser.add_argument("--hog-upscale", type=float)
+    parser.add_argument("--min-person-height", type=float)
+    parser.add_argument("--min-track-seconds", type=float, default=0.0)
+    parser.add_argument("--no-stitch", action="store_true")
+    parser.add_argument("--seed", type=int, default=0, help="scene seed (0 = the preset's)")
     parser.add_argument("--cameras", type=int, help="only the first N cameras")
     parser.add_argument("--service", action="store_true", help="also deliver the crops to a loopback service")
     parser.add_argument("--write", action="store_true", help="append the results to BENCHMARKS.md")
@@ -154,13 +159,23 @@ def main() -> int:
     from video.detectors import build_detector
 
     machine = machine_description()
-    root = generate_video(VideoSceneConfig.from_preset(args.preset), Path(args.data) / args.preset)
+    from video.tracking import TrackerSettings
+
+    name = args.preset if args.seed == 0 else f"{args.preset}-seed{args.seed}"
+    root = generate_video(VideoSceneConfig.from_preset(args.preset, seed=args.seed), Path(args.data) / name)
+    settings = TrackerSettings(min_seconds=args.min_track_seconds, stitch=not args.no_stitch)
     truth = json.loads((root / "ground_truth.json").read_text())
-    detector = build_detector(args.detector, args.detector_weights, hog_upscale=args.hog_upscale)
+    detector = build_detector(
+        args.detector,
+        args.detector_weights,
+        hog_upscale=args.hog_upscale,
+        min_person_height=args.min_person_height,
+        fps=args.fps,
+    )
     cameras = truth["cameras"][: args.cameras] if args.cameras else truth["cameras"]
     rows, all_tracks = [], []
     for camera in cameras:
-        row, tracks = run_camera(root, camera, detector, args.fps)
+        row, tracks = run_camera(root, camera, detector, args.fps, settings)
         true_passes = truth["truth"]["per_camera"][camera["camera_id"]]["passes"]
         row["true_passes"] = true_passes
         row["count_error"] = row.pop("_count_error")(row["tracks"], true_passes)
@@ -173,7 +188,7 @@ def main() -> int:
     load_end = os.getloadavg()[0]
 
     lines = [
-        f"\n## Video ingest on `{args.preset}` ({datetime.now(UTC):%Y-%m-%d})\n",
+        f"\n## Video ingest on `{name}` ({datetime.now(UTC):%Y-%m-%d})\n",
         f"Machine: {machine}; load average {load_end:.1f} at the end. Command: `{command_line()}`.",
         f"Detector `{args.detector}`, {args.fps:g} frames/s processed of {cameras[0]['fps']:g}, "
         f"{cameras[0]['width']}x{cameras[0]['height']}.\n",

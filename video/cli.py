@@ -31,10 +31,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--detector-weights", help="weights file for --detector torchvision / onnx")
     p.add_argument("--detector-arch", help="torchvision architecture (default: found from the file)")
     p.add_argument(
+        "--min-person-height",
+        type=float,
+        help="smallest people to find, px (HOG enlarges frames to fit them; motion ignores smaller blobs)",
+    )
+    p.add_argument(
         "--hog-upscale",
         type=float,
-        default=1.0,
-        help="enlarge frames for HOG so people under ~100 px are found (1.6: ~60 px)",
+        help="enlarge frames for HOG by this factor (default: from --min-person-height, else 1)",
+    )
+    p.add_argument(
+        "--min-track-seconds",
+        type=float,
+        default=0.0,
+        help="tracks seen for less than this are dropped as noise (default 0: at least 3 frames)",
+    )
+    p.add_argument(
+        "--no-stitch", action="store_true", help="do not join a lost track to the new track continuing it"
     )
     p.add_argument("--device", help="cpu or cuda for the torchvision detector (default: cuda if present)")
     p.add_argument("--crops-per-track", type=int, default=3, help="crops sent per track (default 3)")
@@ -68,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from video.errors import VideoError
     from video.ingest import ingest_video
     from video.sources import is_stream
+    from video.tracking import TrackerSettings
 
     if args.dry_run is None and not args.service:
         raise VideoError("give --service URL (and --key), or --dry-run DIR")
@@ -85,7 +99,11 @@ def run(args: argparse.Namespace) -> int:
         arch=args.detector_arch,
         device=args.device,
         hog_upscale=args.hog_upscale,
+        min_person_height=args.min_person_height,
+        fps=args.fps or 10.0,
     )
+    if args.min_track_seconds < 0:
+        raise VideoError("--min-track-seconds must be >= 0")
     client = None
     if args.dry_run is None:
         key = args.key or os.environ.get("REID_INGEST_KEY")
@@ -103,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
             client=client,
             dry_run=args.dry_run,
             crop_policy=CropPolicy(per_track=args.crops_per_track),
+            tracker_settings=TrackerSettings(min_seconds=args.min_track_seconds, stitch=not args.no_stitch),
         )
     finally:
         if client is not None:

@@ -18,6 +18,7 @@ import numpy as np
 from video.crops import Candidate, CropPolicy, TrackCrops
 from video.detectors.base import Detector
 from video.sources import Frame
+from video.stitching import continuation_cost
 from video.tracking import Tracker, TrackerSettings
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,12 @@ class _Open:
     crops: TrackCrops
     boxes: list = field(default_factory=list)
     times: list = field(default_factory=list)
+    steps: list = field(default_factory=list)
     last_step: int = 0
+
+    @property
+    def boxes_xyxy(self) -> list:
+        return [b[2] for b in self.boxes]
 
 
 @dataclass
@@ -69,6 +75,7 @@ class PipelineStats:
     detections: int = 0
     tracks: int = 0
     dropped_short: int = 0
+    stitched: int = 0
 
 
 def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
@@ -98,11 +105,35 @@ def track_source(
     policy = crop_policy or CropPolicy()
     stats = stats if stats is not None else PipelineStats()
     tracker = Tracker(fps, settings)
+    alias: dict[int, int] = {}  # tracker id -> the open track it continues (stitching)
+    start_source = getattr(detector, "start_source", None)
+    if start_source is not None:  # a detector with state (the motion detector's background model)
+        start_source(fps)
     open_tracks: dict[int, _Open] = {}
     step = 0
+    counter = iter(range(1, 1 << 62))
+
+    def next_id() -> int:
+        return next(counter)
+
+    stitch_frames = max(1, int(round(settings.stitch_seconds * fps)))
+    min_frames = max(settings.min_frames, int(round(settings.min_seconds * fps)))
+
+    def continued(box: np.ndarray, updated: set[int]) -> _Open | None:
+        """The lost open track this new tracker id continues, if any (video/stitching.py)."""
+        best, best_cost = None, None
+        for entry in open_tracks.values():
+            if entry.track_id in updated or not 0 < step - entry.last_step <= stitch_frames:
+                continue
+            cost = continuation_cost(
+                entry.last_step, entry.steps, entry.boxes_xyxy, step, box, reach=settings.stitch_reach
+            )
+            if cost is not None and (best_cost is None or cost < best_cost):
+                best, best_cost = entry, cost
+        return best
 
     def finish(entry: _Open) -> TrackResult | None:
-        if len(entry.boxes) < settings.min_frames:
+        if len(entry.boxes) < min_frames:
             stats.dropped_short += 1
             return None
         stats.tracks += 1
@@ -122,12 +153,26 @@ def track_source(
             step += 1
             stats.frames += 1
             stats.detections += len(detections)
-            for track_id, box, score in tracker.update(detections):
-                entry = open_tracks.get(track_id)
+            tracked = tracker.update(detections)
+            # tracks the tracker kept this frame first: a new tracker id may only continue a track
+            # that is not among them
+            tracked.sort(key=lambda t: t[0] not in alias)
+            updated: set[int] = set()
+            for tracker_id, box, score in tracked:
+                track_id = alias.get(tracker_id)
+                entry = open_tracks.get(track_id) if track_id is not None else None
+                if track_id is None and settings.stitch:
+                    entry = continued(box, updated)
+                    if entry is not None:
+                        alias[tracker_id] = entry.track_id
+                        stats.stitched += 1
                 if entry is None:
+                    track_id = alias[tracker_id] = next_id()
                     entry = open_tracks[track_id] = _Open(track_id, TrackCrops(policy))
+                updated.add(entry.track_id)
                 entry.boxes.append((frame.index, frame.seconds, tuple(float(v) for v in box), score))
                 entry.times.append(frame.captured_at)
+                entry.steps.append(step)
                 entry.last_step = step
                 entry.crops.offer(frame.index, frame.captured_at, frame.image, np.asarray(box), score)
             over = [tid for tid, e in open_tracks.items() if step - e.last_step > tracker.lost_frames]

@@ -31,6 +31,10 @@ class TrackerSettings:
     lost_seconds: float = 2.0  # a track unseen this long is over
     match_threshold: float = 0.8  # 1 - IoU gate for matching
     min_frames: int = 3  # a track confirmed by fewer processed frames is noise
+    min_seconds: float = 0.0  # ... or one seen for fewer seconds' worth of processed frames
+    stitch: bool = True  # join a lost track to the new track that continues it (video/stitching.py)
+    stitch_reach: float = 0.4  # ... when the new box is this many person heights from where it was heading
+    stitch_seconds: float = 2.0  # ... and the lost track was last seen at most this long ago
 
 
 class Tracker:

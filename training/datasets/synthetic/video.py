@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -31,11 +32,12 @@ import numpy as np
 from training.datasets.base import DatasetError
 from training.datasets.synthetic.appearance import identity_look
 from training.datasets.synthetic.camera import camera_background, camera_look
-from training.datasets.synthetic.render import _Canvas, _noise_bank, _palette, draw_person
+from training.datasets.synthetic.render import NOISE_MARGIN, _Canvas, _noise_bank, _palette, draw_person
 from training.datasets.synthetic.video_plan import (
     Pass,
     VideoSceneConfig,
     clip_box,
+    horizon_y,
     person_height_at,
     plan_passes,
     stride_at,
@@ -82,6 +84,31 @@ def _pillars(config: VideoSceneConfig, camera: int) -> list[tuple[int, int]]:
     return [(x0, x0 + width)]
 
 
+def _counter(config: VideoSceneConfig, camera: int) -> tuple[int, int, int, int] | None:
+    """A low counter or shelf standing on the floor (x0, y0, x1, y1): it hides the legs of people
+    walking behind it (feet above its base line) and is hidden by people in front of it."""
+    rng = np.random.default_rng([config.seed, 25, camera])
+    if rng.random() >= config.counter_fraction:
+        return None
+    h, w, far = config.height, config.width, horizon_y(config)
+    base = int(far + rng.uniform(0.35, 0.7) * (h - far))
+    tall = int(0.4 * person_height_at(config, base))  # about hip height of a person standing there
+    width = int(w * rng.uniform(0.25, 0.45))
+    x0 = int(rng.uniform(0.0, 1.0) * (w - width))
+    return x0, base - tall, x0 + width, base
+
+
+def light_gain(config: VideoSceneConfig, camera: int, t: float) -> float:
+    """Outdoor light: the scene's brightness factor at time t (slow swings, clouds passing)."""
+    if config.light_drift == 0:
+        return 1.0
+    rng = np.random.default_rng([config.seed, 26, camera])
+    p1, p2 = rng.uniform(20.0, 40.0), rng.uniform(5.0, 10.0)
+    f1, f2 = rng.uniform(0, 2 * math.pi, 2)
+    swing = 0.6 * math.sin(2 * math.pi * t / p1 + f1) + 0.4 * math.sin(2 * math.pi * t / p2 + f2)
+    return 1.0 + config.light_drift * swing
+
+
 def render_frame(
     config: VideoSceneConfig, camera: int, frame: int, passes: list[Pass]
 ) -> tuple[np.ndarray, list[dict]]:
@@ -94,7 +121,18 @@ def render_frame(
     here = [(p, p.feet_at(t)) for p in passes if p.camera == camera]
     here = sorted(((p, f) for p, f in here if f is not None), key=lambda pf: pf[1][1])  # far first
     boxes, areas = [], []
+    counter = _counter(config, camera)
+
+    def draw_counter() -> None:
+        cx0, cy0, cx1, cy1 = counter
+        image[cy0:cy1, cx0:cx1] = np.asarray(look.accent, np.float32) * 0.45 + 40.0
+        image[cy0 : cy0 + 3, cx0:cx1] = np.asarray(look.accent, np.float32) * 0.3  # the top edge
+        owner[cy0:cy1, cx0:cx1] = -1
+
     for k, (p, feet) in enumerate(here):
+        if counter is not None and feet[1] > counter[3]:  # this person and the rest stand in front of it
+            draw_counter()
+            counter = None
         rng = np.random.default_rng([config.seed, 23, camera, p.track_id])  # same colours each frame
         palette = _palette(identity_look(config.seed, p.pid, config.twin_fraction), look, rng)
         colours, mask, x0, y0 = _sprite(config, p, feet, t, palette)
@@ -110,11 +148,16 @@ def render_frame(
         m = mask[sy0:sy1, sx0:sx1]
         image[region][m] = colours[sy0:sy1, sx0:sx1][m]
         owner[region][m] = k
+    if counter is not None:
+        draw_counter()
     for x0, x1 in _pillars(config, camera):
         image[:, x0:x1] = np.asarray(look.accent, np.float32) * 0.6
         owner[:, x0:x1] = -1
+    image *= np.float32(light_gain(config, camera, t))
+    # fresh sensor noise each frame (a window of the bank chosen per frame), as a real camera's
+    oy, ox = np.random.default_rng([config.seed, 24, camera, frame]).integers(0, NOISE_MARGIN, 2)
     bank = _noise_bank(h, w)
-    image = np.clip(image + bank[:h, :w] * np.float32(look.noise), 0, 255).astype(np.uint8)
+    image = np.clip(image + bank[oy : oy + h, ox : ox + w] * np.float32(look.noise), 0, 255).astype(np.uint8)
     visible = np.bincount(owner[owner >= 0].ravel(), minlength=len(here))
     rows = []
     for k, (p, _) in enumerate(here):

@@ -32,7 +32,9 @@ class VideoSceneConfig:
     height: int = 576
     fps: float = 10.0
     duration_s: float = 60.0
-    person_height: tuple[int, int] = (110, 240)  # pixels at the horizon .. at the bottom edge
+    # pixels at the horizon .. at the bottom edge, before each identity's height factor (0.86-1.06):
+    # people 60-200 px tall, as on ordinary 768x576 surveillance footage
+    person_height: tuple[int, int] = (70, 190)
     walk_seconds: tuple[float, float] = (4.0, 9.0)  # time to cross the picture
     gap_seconds: tuple[float, float] = (1.0, 4.0)  # from leaving one camera to entering the next
     pause_fraction: float = 0.2  # share of passes with a standstill in the middle
@@ -40,6 +42,8 @@ class VideoSceneConfig:
     twin_fraction: float = 0.1
     start: str = "2024-06-03T10:00:00+00:00"  # capture time of frame 0 of every camera
     jpeg_quality: int = 90  # MJPEG quality of the written videos
+    light_drift: float = 0.15  # outdoor light: slow brightness swings of up to +-this share (clouds)
+    counter_fraction: float = 0.5  # share of cameras with a low counter in front hiding people's legs
 
     def __post_init__(self) -> None:
         problems = []
@@ -52,6 +56,10 @@ class VideoSceneConfig:
         if not 1 <= self.fps <= 60:
             problems.append("fps must be 1..60")
         low, high = self.person_height
+        if not 0 <= self.light_drift < 0.5:
+            problems.append("light_drift must be 0..0.5")
+        if not 0 <= self.counter_fraction <= 1:
+            problems.append("counter_fraction must be 0..1")
         if not 24 <= low <= high <= self.height:
             problems.append("person_height must satisfy 24 <= low <= high <= height")
         if not 0 < self.walk_seconds[0] <= self.walk_seconds[1]:
@@ -82,7 +90,8 @@ class VideoSceneConfig:
 
 
 VIDEO_PRESETS: dict[str, VideoSceneConfig] = {
-    # surveillance-like footage: 768x576 at 10 fps, people 110-240 px tall, 3 cameras x 1 minute
+    # surveillance-like footage: 768x576 at 10 fps, people 60-200 px tall, 3 cameras x 1 minute, light
+    # drifting, per-frame sensor noise, pillars and counters hiding parts of people
     "store-video": VideoSceneConfig(),
     # a few seconds of low-resolution video per camera: for tests on 2 CPU cores
     "store-video-small": VideoSceneConfig(
@@ -98,6 +107,7 @@ VIDEO_PRESETS: dict[str, VideoSceneConfig] = {
         gap_seconds=(0.5, 1.5),
         pause_fraction=0.0,
         revisit_fraction=0.0,
+        counter_fraction=0.0,
     ),
 }
 

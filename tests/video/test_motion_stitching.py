@@ -1,0 +1,174 @@
+"""The motion detector on synthetic frames with known boxes, track stitching, and their options."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+
+from video.detectors import build_detector
+from video.detectors.base import Detections
+from video.detectors.motion import MotionDetector
+from video.errors import VideoError
+from video.evaluation import iou_distance
+from video.pipeline import PipelineStats, track_source
+from video.sources import Frame
+from video.stitching import continuation_cost
+from video.tracking import TrackerSettings
+
+H, W = 240, 320
+
+
+def _scene(rng: np.random.Generator) -> np.ndarray:
+    """A fixed camera's empty picture: a smooth gradient (noise is added per frame)."""
+    ys = np.linspace(60, 160, H, dtype=np.float32)[:, None, None]
+    xs = np.linspace(0, 30, W, dtype=np.float32)[None, :, None]
+    return np.broadcast_to(ys + xs, (H, W, 3)).copy()
+
+
+def _frame(background, boxes, rng, gain=1.0):
+    image = background.copy()
+    for x0, y0, x1, y1 in boxes:
+        image[int(y0) : int(y1), int(x0) : int(x1)] = (30.0, 40.0, 200.0)  # a person-sized patch
+    image = image * gain + rng.normal(0, 2.0, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def test_motion_detector_finds_moving_people_where_they_are():
+    rng = np.random.default_rng(0)
+    background = _scene(rng)
+    detector = MotionDetector(min_person_height=40, fps=10)
+    for _ in range(15):  # the empty scene first: the background model learns it
+        assert len(detector.detect([_frame(background, [], rng)])[0]) == 0
+    hits = 0
+    for step in range(10):
+        truth = [[20 + 6 * step, 100, 44 + 6 * step, 170], [260 - 5 * step, 60, 280 - 5 * step, 115]]
+        found = detector.detect([_frame(background, truth, rng, gain=1.0 + 0.01 * step)])[0]
+        assert len(found) == 2, found.boxes
+        d = iou_distance(truth, found.boxes, max_distance=0.5)
+        hits += int(np.sum(~np.isnan(d).all(axis=1)))
+        assert (found.scores > 0.5).all() and (found.scores <= 1).all()
+    assert hits == 20
+
+
+def test_motion_detector_splits_people_side_by_side_and_ignores_bands():
+    rng = np.random.default_rng(1)
+    background = _scene(rng)
+    detector = MotionDetector(min_person_height=40, fps=10)
+    for _ in range(15):
+        detector.detect([_frame(background, [], rng)])
+    # two people shoulder to shoulder (one blob, 2 people wide) and a flat band (a light change)
+    found = detector.detect([_frame(background, [[100, 80, 170, 160], [10, 200, 300, 225]], rng)])[0]
+    assert len(found) == 2
+    widths = found.boxes[:, 2] - found.boxes[:, 0]
+    assert (widths < 40).all() and found.boxes[:, 0].min() >= 98 and found.boxes[:, 2].max() <= 172
+
+
+def test_motion_detector_forgets_the_background_for_a_new_source():
+    rng = np.random.default_rng(2)
+    detector = MotionDetector(min_person_height=40, fps=10)
+    first = _scene(rng)
+    for _ in range(15):
+        detector.detect([_frame(first, [], rng)])
+    detector.start_source(10)
+    assert detector.frames == 0 and detector.reference_level is None
+
+
+def test_detector_options_are_checked():
+    with pytest.raises(VideoError, match="--min-person-height must be 8..4096"):
+        build_detector("motion", min_person_height=2)
+    with pytest.raises(VideoError, match="--hog-upscale must be 0.25..4"):
+        build_detector("hog", hog_upscale=0)
+    with pytest.raises(ValueError, match="history_seconds"):
+        MotionDetector(history_seconds=0)
+    # HOG enlarges frames so the smallest expected people fill its window (~96 px)
+    assert build_detector("hog", min_person_height=60).upscale == pytest.approx(1.6)
+    assert build_detector("hog", min_person_height=150).upscale == 1.0
+    assert build_detector("hog", min_person_height=60, hog_upscale=1.2).upscale == 1.2
+    assert build_detector("motion", min_person_height=50).min_person_height == 50
+
+
+def test_continuation_cost_follows_the_heading():
+    steps = [1, 2, 3, 4, 5]
+    boxes = [[10 + 10 * s, 100, 40 + 10 * s, 200] for s in steps]  # walking right, 10 px a step
+    ahead = [10 + 10 * 8, 100, 40 + 10 * 8, 200]  # where it is 3 steps later
+    assert continuation_cost(5, steps, boxes, 8, ahead) == pytest.approx(0.0)
+    behind = [10, 100, 40, 200]  # back where it started: another person
+    assert continuation_cost(5, steps, boxes, 8, behind) is None
+    assert continuation_cost(5, steps, boxes, 8, [90, 150, 105, 200]) is None  # half the height
+    assert continuation_cost(5, steps, boxes, 5, ahead) is None  # same step: two people
+
+
+class _Replay:
+    """A detector that answers fixed boxes per frame."""
+
+    name = "replay"
+    batch_size = 1
+
+    def __init__(self, per_frame):
+        self.per_frame = iter(per_frame)
+
+    def detect(self, frames):
+        return [Detections(*next(self.per_frame)) for _ in frames]
+
+
+def _walk(jump_at: int, jump: float):
+    """One person walking right; at `jump_at` the box jumps `jump` px ahead after 3 missed frames
+    (hidden, then seen further on), which breaks the tracker's overlap gate."""
+    out = []
+    for i in range(40):
+        x = 20 + 4 * i + (jump if i >= jump_at else 0)
+        if jump_at - 3 <= i < jump_at:
+            out.append((np.zeros((0, 4)), np.zeros(0)))
+        else:
+            out.append((np.array([[x, 60, x + 30, 160]]), np.array([0.9])))
+    return out
+
+
+@pytest.mark.parametrize("stitch, expected", [(False, 2), (True, 1)])
+def test_a_lost_track_is_continued_by_the_new_one_when_stitching(stitch, expected):
+    start = datetime(2024, 6, 3, 10, tzinfo=datetime.now().astimezone().tzinfo)
+    image = np.zeros((H, 400, 3), np.uint8)
+    frames = [Frame(i, i / 10, start + timedelta(seconds=i / 10), image) for i in range(40)]
+    stats = PipelineStats()
+    tracks = list(
+        track_source(
+            iter(frames),
+            camera_id="cam",
+            source_key="k",
+            detector=_Replay(_walk(20, 35)),
+            fps=10,
+            tracker_settings=TrackerSettings(stitch=stitch),
+            stats=stats,
+        )
+    )
+    assert len(tracks) == expected
+    assert stats.stitched == (1 if stitch else 0)
+    assert sorted(t.track_id for t in tracks) == list(range(1, expected + 1))
+
+
+def test_min_seconds_drops_short_tracks():
+    start = datetime(2024, 6, 3, 10, tzinfo=datetime.now().astimezone().tzinfo)
+    image = np.zeros((H, 400, 3), np.uint8)
+    per_frame = [(np.array([[50, 60, 80, 160]]), np.array([0.9]))] * 8 + [
+        (np.zeros((0, 4)), np.zeros(0))
+    ] * 30
+    frames = [Frame(i, i / 10, start + timedelta(seconds=i / 10), image) for i in range(len(per_frame))]
+
+    def count(settings):
+        return len(
+            list(
+                track_source(
+                    iter(frames),
+                    camera_id="c",
+                    source_key="k",
+                    detector=_Replay(per_frame),
+                    fps=10,
+                    tracker_settings=settings,
+                )
+            )
+        )
+
+    assert count(TrackerSettings()) == 1  # 8 frames >= 3
+    assert count(TrackerSettings(min_seconds=1.0)) == 0  # 0.8 s < 1 s
