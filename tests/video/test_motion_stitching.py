@@ -172,3 +172,38 @@ def test_min_seconds_drops_short_tracks():
 
     assert count(TrackerSettings()) == 1  # 8 frames >= 3
     assert count(TrackerSettings(min_seconds=1.0)) == 0  # 0.8 s < 1 s
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--min-person-height", "3"], "--min-person-height must be 8..4096"),
+        (["--min-track-seconds", "-1"], "--min-track-seconds must be >= 0"),
+        (["--hog-upscale", "9"], "--hog-upscale must be 0.25..4"),
+    ],
+)
+def test_ingest_video_options_give_one_line(flags, message, tmp_path, capsys):
+    from reid.cli import main
+
+    source = tmp_path / "in.avi"
+    source.write_bytes(b"not read: the options are checked first")
+    code = main(["ingest-video", "--camera", "cam1", "--dry-run", str(tmp_path / "out"), *flags, str(source)])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_scene_light_drifts_and_counters_are_checked():
+    from training.datasets.base import DatasetError
+    from training.datasets.synthetic.video import light_gain
+    from training.datasets.synthetic.video_plan import VideoSceneConfig
+
+    config = VideoSceneConfig.from_preset("store-video")
+    gains = [light_gain(config, 0, t) for t in np.arange(0, 60, 0.5)]
+    assert max(gains) - min(gains) > 0.1 and all(0.84 <= g <= 1.16 for g in gains)
+    assert light_gain(VideoSceneConfig(light_drift=0.0), 0, 12.0) == 1.0
+    with pytest.raises(DatasetError, match="light_drift"):
+        VideoSceneConfig(light_drift=0.7)
+    with pytest.raises(DatasetError, match="counter_fraction"):
+        VideoSceneConfig(counter_fraction=1.5)
