@@ -1,8 +1,8 @@
 """ResNet-50 (last stride 1) with an RGA module after each stage, and the BNNeck re-ID head.
 
-The backbone is torchvision's ResNet-50, configured rather than forked: the last
-stage's stride is set to 1, and its stem and stages are kept under the names the
-official RGA code uses (`backbone.conv1`, `backbone.layer3.5.bn2`,
+The backbone is ResNet-50 (model.layers.resnet: torchvision's, module for module and
+draw for draw, without importing torchvision) with the last stage's stride set to 1, its
+stem and stages kept under the names the official RGA code uses (`backbone.conv1`, `backbone.layer3.5.bn2`,
 `backbone.rga_att1...`), so official checkpoints and torchvision ImageNet weights
 load without renaming.
 
@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torchvision
 from torch import nn
 
 from model.errors import InputSizeError
+from model.layers.resnet import ResNet50Stages
 from model.layers.rga import RGAForm, RGAModule
 
 VARIANTS = ("rgasc", "rgas", "rgac", "none")
@@ -55,9 +55,7 @@ class RGABackbone(nn.Module):
         super().__init__()
         use_spatial, use_channel = _attention_flags(variant)
         height, width = input_size
-        resnet = torchvision.models.resnet50(weights=None)
-        resnet.layer4[0].conv2.stride = (1, 1)
-        resnet.layer4[0].downsample[0].stride = (1, 1)
+        resnet = ResNet50Stages(last_stride=1)
         self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             resnet.layer1,
