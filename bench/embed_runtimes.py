@@ -6,6 +6,9 @@ and `reid embed` as a whole command.
 PATH is a checkout of the official code (github.com/JDAI-CV/Relation-Aware-Global-Attention-Networks, also
 published as microsoft/Relation-Aware-Global-Attention-Networks); it is imported from there at run time and
 never copied into this repository. Without --official-root its rows are left out.
+CPU s: user + sys seconds of the pipeline (the `reid embed` process; the official loop in this process),
+the figure that survives a loaded machine better than the wall clock. The torch bf16 rows are autocast
+(oneDNN's bf16 kernels: AMX / AVX-512 BF16 where the CPU has them, slow emulation where it does not).
 
 Network rows time one forward pass of a normalised batch (random weights: speed does not depend on them):
 the official `ResNet50_RGA_Model` (its direct RGA form, fp32, eager), our network (fast form, channels_last),
@@ -23,6 +26,7 @@ import datetime as dt
 import functools
 import importlib.util
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -81,6 +85,11 @@ def _stats(times: list[float], batch: int) -> dict:
     return {"images_per_s": batch / median, "median_ms": median * 1e3, "p90_ms": p90 * 1e3}
 
 
+def _bf16(net, x):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return net(x.contiguous(memory_format=torch.channels_last))
+
+
 def time_call(fn, batch: int, iters: int, warmup: int) -> dict:
     times = []
     for i in range(warmup + iters):
@@ -113,15 +122,26 @@ def official_pipeline(net, files: list[Path], input_size, batch: int) -> float:
     return time.perf_counter() - start
 
 
-def reid_embed_command(weights: Path, folder: Path, batch: int, out: Path, runtime: str | None) -> float:
+def _cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def reid_embed_command(
+    weights: Path, folder: Path, batch: int, out: Path, runtime: str | None, precision: str | None = None
+) -> tuple[float, float]:
+    """Run `reid embed` as a whole command: (wall seconds, CPU seconds of the process, user + sys)."""
     cmd = [sys.executable, "-m", "reid", "embed", str(folder), "--weights", str(weights), "--device", "cpu",
            "--batch-size", str(batch), "--out", str(out)]
     if runtime:
         cmd += ["--runtime", runtime]
+    if precision:
+        cmd += ["--precision", precision]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cpu = _cpu_seconds(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp:
         tmp = Path(tmp)
+        # The ONNX exports' optimised graphs (model.ort_cache) go here, not to ~/.cache: the network rows'
+        # sessions write them, so the `reid embed` rows below run as a second run of a file does.
+        os.environ["REID_CACHE_DIR"] = str(tmp / "cache")
         files = render_images(tmp / "images", args.images)
         torch_embedder = Embedder.random_init(args.variant, input_size=input_size, device="cpu")
         meta = ModelMeta(variant=args.variant, input_size=input_size)
@@ -168,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             ("official code (direct form, fp32)", lambda x: official([x], training=False)),
             ("ours, torch (fast form, fp32)",
              lambda x: torch_embedder.net(x.contiguous(memory_format=torch.channels_last))),
+            ("ours, torch (fast form, bf16 autocast)", functools.partial(_bf16, torch_embedder.net)),
             ("ours, ONNX Runtime fp32", onnx_fp32.net),
             ("ours, ONNX Runtime int8", onnx_int8.net),
         ]
@@ -183,27 +207,31 @@ def main(argv: list[str] | None = None) -> int:
 
         b = args.command_batch
         if official is not None:
+            cpu = _cpu_seconds(resource.RUSAGE_SELF)
             seconds = official_pipeline(official, files, input_size, b)
             report({"what": "official code, files -> features", "batch": b, "images_per_s": len(files) / seconds,
-                    "seconds": seconds}, pipeline)
-        for name, weights, runtime in (
-            ("reid embed, torch", ckpt, "torch"),
-            ("reid embed, ONNX Runtime fp32", fp32, None),
-            ("reid embed, ONNX Runtime int8", int8, None),
+                    "seconds": seconds, "cpu_s": _cpu_seconds(resource.RUSAGE_SELF) - cpu}, pipeline)
+        for name, weights, runtime, precision in (
+            ("reid embed, torch", ckpt, "torch", None),
+            ("reid embed, torch bf16 (--precision bf16)", ckpt, "torch", "bf16"),
+            ("reid embed, ONNX Runtime fp32", fp32, None, None),
+            ("reid embed, ONNX Runtime int8", int8, None, None),
         ):
-            seconds = reid_embed_command(weights, tmp / "images", b, tmp / "out.npy", runtime)
-            report({"what": name, "batch": b, "images_per_s": len(files) / seconds, "seconds": seconds}, pipeline)
+            seconds, cpu = reid_embed_command(weights, tmp / "images", b, tmp / "out.npy", runtime, precision)
+            report({"what": name, "batch": b, "images_per_s": len(files) / seconds, "seconds": seconds,
+                    "cpu_s": cpu}, pipeline)
     load_end = os.getloadavg()
 
     lines = ["| what | batch | images/s | median ms/batch | p90 ms/batch |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {r['what']} | {r['batch']} | {r['images_per_s']:.1f} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} |"
               for r in rows]
-    lines += ["", f"| files -> vectors ({args.images} JPEG crops) | batch | images/s | seconds | vs official |",
-              "|---|---:|---:|---:|---:|"]
+    lines += ["", f"| files -> vectors ({args.images} JPEG crops) | batch | images/s | seconds | CPU s | vs official |",
+              "|---|---:|---:|---:|---:|---:|"]
     base = next((r["images_per_s"] for r in pipeline if r["what"].startswith("official")), None)
     for r in pipeline:
         ratio = f"{r['images_per_s'] / base:.1f}x" if base else "–"
-        lines.append(f"| {r['what']} | {r['batch']} | {r['images_per_s']:.1f} | {r['seconds']:.1f} | {ratio} |")
+        lines.append(f"| {r['what']} | {r['batch']} | {r['images_per_s']:.1f} | {r['seconds']:.1f} "
+                     f"| {r['cpu_s']:.1f} | {ratio} |")
     table = "\n".join(lines)
     print(table)
     loads = (f"load average {load_start[0]:.1f} / {load_start[1]:.1f} / {load_start[2]:.1f} (1/5/15 min) at the start, "

@@ -23,13 +23,17 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from model.errors import CheckpointError
-from model.resnet_rga import DEFAULT_INPUT_SIZE, FEATURE_DIM, VARIANTS
+from model.spec import DEFAULT_INPUT_SIZE, FEATURE_DIM, VARIANTS
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torch is imported inside the functions that read or write weights: ModelMeta is read by the ONNX
+# Runtime path, which does without torch.
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +98,8 @@ class ModelMeta:
 
 def _unwrap(net: nn.Module) -> nn.Module:
     """The plain module under DistributedDataParallel / torch.compile wrappers."""
+    from torch import nn
+
     while True:
         if hasattr(net, "_orig_mod"):
             net = net._orig_mod
@@ -121,6 +127,8 @@ def save_checkpoint(
 
 def atomic_torch_save(payload: Any, path: str | os.PathLike) -> None:
     """torch.save to a temporary file beside `path`, then rename: a crash never leaves a half-written file."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -135,6 +143,8 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> None:
 
 def read_checkpoint_file(path: str | os.PathLike) -> Any:
     """torch.load with weights_only=True, turning every failure into a CheckpointError naming the file."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
@@ -146,6 +156,8 @@ def read_checkpoint_file(path: str | os.PathLike) -> Any:
 
 def clean_state_dict(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Strip `module.` (DataParallel) and `_orig_mod.` (torch.compile) prefixes."""
+    import torch
+
     cleaned: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         if not isinstance(value, torch.Tensor):

@@ -52,8 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--precision",
         choices=(*PRECISIONS, "auto"),
-        default="auto",
-        help="fp32, bf16 (autocast), or auto (default: bf16 on CUDA, fp32 on the CPU)",
+        default=os.environ.get("REID_PRECISION") or "auto",
+        help="torch runtime: fp32, bf16 (autocast; on a CPU with AMX, e.g. Xeon Sapphire Rapids, the fast "
+        "choice: docs/onnx.md), or auto (bf16 on CUDA, fp32 on the CPU); default: $REID_PRECISION, else auto",
     )
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=run_embed)
@@ -97,7 +98,12 @@ def run_embed(args: argparse.Namespace) -> int:
     else:
         embedder = Embedder.random_init(variant=args.variant, **kwargs)
     logger.info(
-        "embedding %d images on %s (%s) with %s", len(files), embedder.device, embedder.runtime, embedder.feature
+        "embedding %d images on %s (%s, %s) with %s",
+        len(files),
+        embedder.device_type,
+        embedder.runtime,
+        embedder.precision,
+        embedder.feature,
     )
     vectors = np.empty((len(files), embedder.dim), dtype=np.float32)
     with tqdm(total=len(files), unit="img", desc="embed", disable=None) as bar:  # None: a terminal only
@@ -117,6 +123,7 @@ def run_embed(args: argparse.Namespace) -> int:
                 "flip": embedder.flip,
                 "weights": str(args.weights) if args.weights else "random-init",
                 "runtime": embedder.runtime,
+                "precision": embedder.precision,
                 "fingerprint": embedder.fingerprint,
                 "meta": embedder.meta.to_dict(),
             },

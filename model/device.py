@@ -13,10 +13,12 @@ bf16 on CUDA and fp32 on the CPU.
 from __future__ import annotations
 
 import contextlib
-
-import torch
+from typing import TYPE_CHECKING
 
 from model.errors import ReidError
+
+if TYPE_CHECKING:
+    import torch
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -31,6 +33,8 @@ def resolve_device(device: str | torch.device | None = "auto", local_rank: int |
     A CUDA device without an index becomes ``cuda:<local_rank>`` when ``local_rank`` is given (DDP), so
     every rank of a run takes its own GPU; the CPU ignores ``local_rank``.
     """
+    import torch  # here, not at the top: `reid --help` and the ONNX Runtime path do without torch
+
     if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -61,5 +65,7 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "bf16":
+        import torch
+
         return torch.autocast(device.type, dtype=torch.bfloat16)
     raise DeviceError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

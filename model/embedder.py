@@ -8,24 +8,33 @@ unless told otherwise (a trainer evaluating its own network passes its training 
 to be undone afterwards), and, opt-in, compiled with CUDA graphs over a fixed batch shape for
 steady-state serving. Any number of images is accepted (processed in chunks of `batch_size`), output
 order is input order, and the result does not depend on anything but the inputs.
+
+An ONNX file (model.onnx_network) runs without torch: `embed` / `embed_features` then preprocess,
+run, flip and normalise in numpy (the same arithmetic, in float32), and torch is imported only if a
+torch-facing method (`preprocess`, `embed_tensor*`, `device`) is called. `reid embed --weights
+FILE.onnx` saves torch's import that way (about 3 CPU-seconds on the 2-core build machine).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from model.checkpoint import ModelMeta
-from model.device import autocast, resolve_device, resolve_precision
-from model.fingerprint import torch_fingerprint
+from model.device import DeviceError, autocast, resolve_device, resolve_precision
 from model.images import ImageLike, resize_to_input
-from model.resnet_rga import DEFAULT_INPUT_SIZE, RGAReID
+from model.spec import DEFAULT_INPUT_SIZE
+
+if TYPE_CHECKING:
+    import torch
+
+    from model.resnet_rga import RGAReID
 
 logger = logging.getLogger(__name__)
 
@@ -70,22 +79,39 @@ class Embedder:
         if tuple(net.input_size) != tuple(meta.input_size):
             raise ValueError(f"network input size {net.input_size} differs from metadata {meta.input_size}")
         self.meta = meta
-        if not isinstance(net, torch.nn.Module) and device in (None, "auto"):
-            device = net.default_device()  # ONNX Runtime: CUDA only when its build has a GPU provider
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self._is_torch = _is_torch_module(net)
         self.batch_size = batch_size
         self.flip = flip
         self.feature = feature
         self.input_size = tuple(meta.input_size)
-        if compile and not isinstance(net, torch.nn.Module):
-            raise ValueError("compile=True needs the torch runtime")
-        self.net = net.eval().to(self.device, memory_format=self.memory_format)
         self._fingerprint: str | None = None
-        self._mean = torch.tensor(meta.mean, device=self.device).view(1, 3, 1, 1) * 255.0
-        self._std = torch.tensor(meta.std, device=self.device).view(1, 3, 1, 1) * 255.0
+        self._norm: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._mean_np = np.asarray(meta.mean, dtype=np.float32).reshape(1, 3, 1, 1) * np.float32(255.0)
+        self._std_np = np.asarray(meta.std, dtype=np.float32).reshape(1, 3, 1, 1) * np.float32(255.0)
         self.compiled = compile
+        if not self._is_torch:  # ONNX Runtime: no torch unless a GPU or a torch-facing method asks for it
+            if compile:
+                raise ValueError("compile=True needs the torch runtime")
+            if precision not in (None, "auto", "fp32"):
+                raise DeviceError(
+                    f"precision {precision!r} applies to the torch runtime; ONNX Runtime runs the file's own "
+                    f"precision ({net.info.precision}): export another file (e.g. --int8) instead"
+                )
+            device = net.default_device() if device in (None, "auto") else device  # CUDA only with a GPU build
+            self._device = None if str(device) == "cpu" else resolve_device(device)
+            self.device_type = "cpu" if self._device is None else self._device.type
+            self.precision = "fp32"
+            self.memory_format = None
+            self.net = net.eval().to(self._device or "cpu")
+            self._forward = self.net
+            return
+        import torch
+
+        self._device = resolve_device(device)
+        self.device_type = self._device.type
+        self.precision = resolve_precision(precision, self._device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net = net.eval().to(self._device, memory_format=self.memory_format)
         self._forward = self.net
         if compile:
             mode = "reduce-overhead" if self.device.type == "cuda" else "default"
@@ -117,6 +143,10 @@ class Embedder:
         **kwargs,
     ) -> Embedder:
         """A randomly initialised network (deterministic by `seed`): for tests and smoke runs only."""
+        import torch
+
+        from model.resnet_rga import RGAReID
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = RGAReID(variant, 0, input_size)
@@ -136,26 +166,52 @@ class Embedder:
 
     @property
     def runtime(self) -> str:
-        return "torch" if isinstance(self.net, torch.nn.Module) else "onnxruntime"
+        return "torch" if self._is_torch else "onnxruntime"
+
+    @property
+    def device(self) -> torch.device:
+        """The torch device (imports torch for an ONNX Runtime embedder on the CPU; `device_type` does not)."""
+        if self._device is None:
+            import torch
+
+            self._device = torch.device("cpu")
+        return self._device
 
     @property
     def fingerprint(self) -> str:
         """Which model the vectors come from (model.fingerprint): equal for torch and a faithful fp32 ONNX
         export of the same weights, different for other weights, preprocessing, feature, or int8."""
         if self._fingerprint is None:
-            if isinstance(self.net, torch.nn.Module):
+            if self._is_torch:
+                from model.fingerprint import torch_fingerprint
+
                 self._fingerprint = torch_fingerprint(self.net.state_dict(), self.meta, self.feature)
             else:
                 self._fingerprint = self.net.fingerprint(self.feature)
         return self._fingerprint
 
     # -- preprocessing ----------------------------------------------------------------
+    def _pixels(self, images: Sequence[ImageLike]) -> np.ndarray:
+        return np.stack([resize_to_input(im, self.input_size) for im in images])  # (N, H, W, 3) uint8
+
     def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """Images -> normalised (N, 3, H, W) float32 tensor on the embedder's device (in its memory format)."""
-        pixels = torch.from_numpy(np.stack([resize_to_input(im, self.input_size) for im in images]))
+        import torch
+
+        if self._norm is None:
+            self._norm = (torch.from_numpy(self._mean_np).to(self.device), torch.from_numpy(self._std_np).to(self.device))
+        mean, std = self._norm
+        pixels = torch.from_numpy(self._pixels(images))
         x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()  # (N, 3, H, W)
-        x = (x - self._mean) / self._std
-        return x.contiguous(memory_format=self.memory_format)
+        x = (x - mean) / std
+        return x.contiguous(memory_format=self.memory_format or torch.contiguous_format)
+
+    def preprocess_array(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """Images -> normalised (N, 3, H, W) float32 numpy array (what `preprocess` computes, without torch)."""
+        x = self._pixels(images).transpose(0, 3, 1, 2).astype(np.float32)  # a contiguous (N, 3, H, W) copy
+        x -= self._mean_np
+        x /= self._std_np
+        return x
 
     # -- inference --------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -163,6 +219,8 @@ class Embedder:
 
     def _run_features(self, x: torch.Tensor, features: Sequence[str]) -> dict[str, torch.Tensor]:
         """One forward pass of a preprocessed batch -> {feature name: (n, D) float32} for each name asked."""
+        import torch
+
         n = x.shape[0]
         if self.compiled and n < self.batch_size:  # static shape: one compiled graph for every call
             x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
@@ -183,15 +241,24 @@ class Embedder:
             raise ValueError(f"features must be among 'feat_' and 'feat', got {features!r}")
         return features
 
-    @torch.inference_mode()
     def embed_tensor_features(self, x: torch.Tensor, features: Sequence[str]) -> dict[str, torch.Tensor]:
         """Preprocessed (N, 3, H, W) batch -> {name: (N, D) L2-normalised float32} in one pass per chunk."""
+        import torch
+
+        with torch.inference_mode():
+            return self._embed_tensor_features(x, features)
+
+    def _embed_tensor_features(self, x: torch.Tensor, features: Sequence[str]) -> dict[str, torch.Tensor]:
+        import torch
+        import torch.nn.functional as F
+
         features = self._check_features(features)
+        memory_format = self.memory_format or torch.contiguous_format
         if x.shape[0] == 0:
             return {name: torch.empty((0, self.dim), device=self.device) for name in features}
         chunks: dict[str, list[torch.Tensor]] = {name: [] for name in features}
         for start in range(0, x.shape[0], self.batch_size):
-            batch = x[start : start + self.batch_size].to(self.device).contiguous(memory_format=self.memory_format)
+            batch = x[start : start + self.batch_size].to(self.device).contiguous(memory_format=memory_format)
             feats = self._run_features(batch, features)
             if self.flip:
                 mirrored = self._run_features(batch.flip(3), features)
@@ -210,6 +277,8 @@ class Embedder:
         """Images -> {name: (N, D) float32 unit rows} for several features from one forward pass (evaluation)."""
         features = self._check_features(features)
         images = list(images)
+        if not self._is_torch:
+            return self._embed_arrays(images, features)
         out = {name: np.empty((len(images), self.dim), dtype=np.float32) for name in features}
         for start, chunk in _chunks(images, self.batch_size):
             vectors = self.embed_tensor_features(self.preprocess(chunk), features)
@@ -220,10 +289,36 @@ class Embedder:
     def embed(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Images (PIL, arrays, bytes or paths; any mode) -> (N, D) float32, rows of unit L2 norm."""
         images = list(images)
+        if not self._is_torch:
+            return self._embed_arrays(images, (self.feature,))[self.feature]
         out = np.empty((len(images), self.dim), dtype=np.float32)
         for start, chunk in _chunks(images, self.batch_size):
             out[start : start + len(chunk)] = self.embed_tensor(self.preprocess(chunk)).cpu().numpy()
         return out
+
+    def _embed_arrays(self, images: list, features: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The ONNX Runtime path in numpy: preprocess, run (and the mirrored batch), sum, L2-normalise."""
+        out = {name: np.empty((len(images), self.dim), dtype=np.float32) for name in features}
+        for start, chunk in _chunks(images, self.batch_size):
+            x = self.preprocess_array(chunk)
+            feats = self.net.run(x)
+            if self.flip:
+                mirrored = self.net.run(np.ascontiguousarray(x[..., ::-1]))
+                feats = {name: feats[name] + mirrored[name] for name in features}
+            for name in features:
+                out[name][start : start + len(chunk)] = _l2_normalize(feats[name])
+        return out
+
+
+def _is_torch_module(net) -> bool:
+    torch = sys.modules.get("torch")  # a torch network means torch is imported; an ONNX one must not import it
+    return torch is not None and isinstance(net, torch.nn.Module)
+
+
+def _l2_normalize(rows: np.ndarray) -> np.ndarray:
+    """Rows divided by their L2 norm (at least 1e-12), as torch.nn.functional.normalize."""
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return (rows / np.maximum(norms, np.float32(1e-12))).astype(np.float32, copy=False)
 
 
 def _chunks(items: list, size: int) -> Iterator[tuple[int, list]]:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-
-import torch
+from typing import TYPE_CHECKING
 
 from model.checkpoint import ModelMeta
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _digest_prefix(meta: ModelMeta, feature: str) -> bytes:

@@ -23,34 +23,49 @@ import logging
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from model.checkpoint import ModelMeta, code_version
-from model.errors import CheckpointError, ReidError
+from model.errors import ReidError
 from model.fingerprint import torch_fingerprint, weights_sha256
+from model.onnx_format import (
+    INPUT_NAME,
+    ONNX_FORMAT,
+    OUTPUT_NAMES,
+    PRECISIONS,
+    OnnxInfo,
+    graph_sha256,
+    read_onnx_info,
+    require_onnx,
+    set_metadata,
+)
 from model.resnet_rga import RGAReID
+
+# The read side (format, names, metadata parsing) lives in model.onnx_format, which needs no torch;
+# its names are re-exported here for the callers that import them from this module.
+__all__ = [
+    "DEFAULT_OPSET",
+    "INPUT_NAME",
+    "ONNX_FORMAT",
+    "OUTPUT_NAMES",
+    "PRECISIONS",
+    "OnnxInfo",
+    "export_key",
+    "export_onnx",
+    "graph_sha256",
+    "onnx_metadata",
+    "read_onnx_info",
+    "require_onnx",
+    "save_onnx_model",
+    "set_metadata",
+]
 
 logger = logging.getLogger(__name__)
 
-ONNX_FORMAT = "rga-reid-onnx/1"
 DEFAULT_OPSET = 17
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("feat_", "feat")
-PRECISIONS = ("fp32", "int8")
-
-
-def require_onnx():
-    """Import onnx, or say how to install it."""
-    try:
-        import onnx
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ReidError("ONNX export needs the 'onnx' extra: pip install 'rga-reid[onnx]'") from exc
-    return onnx
 
 
 class _EmbeddingGraph(nn.Module):
@@ -63,62 +78,6 @@ class _EmbeddingGraph(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.net.forward_head(self.net.backbone(images))
         return out.feat_, out.feat
-
-
-@dataclass(frozen=True)
-class OnnxInfo:
-    """What an ONNX file of ours says about itself (its metadata_props, parsed)."""
-
-    meta: ModelMeta
-    precision: str  # "fp32" or "int8"
-    batch: int | None  # fixed batch size, None for a dynamic batch axis
-    weights_sha256: str  # of the checkpoint it was exported from
-    fingerprints: dict[str, str]  # feature -> service fingerprint, as recorded
-    graph_sha256: str  # of the graph as written; differs from the file's graph after an edit
-    opset: int
-
-
-def graph_sha256(model) -> str:
-    """SHA-256 of the serialised graph (nodes and weights; not the metadata)."""
-    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
-
-
-def read_onnx_info(model, source: str = "the ONNX file") -> OnnxInfo:
-    """Parse our metadata from a loaded onnx.ModelProto; CheckpointError when it is not one of ours."""
-    props = {p.key: p.value for p in model.metadata_props}
-    if props.get("rga_reid.format") != ONNX_FORMAT:
-        found = props.get("rga_reid.format")
-        raise CheckpointError(
-            f"{source} is not an rga-reid ONNX export (format {found!r}, expected {ONNX_FORMAT!r}); "
-            "write one with `reid export --format onnx`"
-        )
-    try:
-        meta = ModelMeta.from_dict(json.loads(props["rga_reid.meta"]))
-        batch = props.get("rga_reid.batch", "dynamic")
-        info = OnnxInfo(
-            meta=meta,
-            precision=props["rga_reid.precision"],
-            batch=None if batch == "dynamic" else int(batch),
-            weights_sha256=props["rga_reid.weights_sha256"],
-            fingerprints=json.loads(props["rga_reid.fingerprints"]),
-            graph_sha256=props["rga_reid.graph_sha256"],
-            opset=int(props.get("rga_reid.opset", "0")),
-        )
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{source} has incomplete rga-reid metadata: {exc!r}") from exc
-    if info.precision not in PRECISIONS:
-        raise CheckpointError(f"{source}: unknown precision {info.precision!r}")
-    return info
-
-
-def set_metadata(model, entries: dict[str, Any]) -> None:
-    """Replace our metadata_props entries (others are kept)."""
-    keep = [(p.key, p.value) for p in model.metadata_props if p.key not in entries]
-    del model.metadata_props[:]
-    for key, value in [*keep, *entries.items()]:
-        prop = model.metadata_props.add()
-        prop.key = key
-        prop.value = value if isinstance(value, str) else json.dumps(value)
 
 
 def onnx_metadata(

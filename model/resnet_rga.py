@@ -20,12 +20,9 @@ from torch import nn
 from model.errors import InputSizeError
 from model.layers.resnet import ResNet50Stages
 from model.layers.rga import RGAForm, RGAModule
+from model.spec import DEFAULT_INPUT_SIZE, FEATURE_DIM, STAGE_CHANNELS, STAGE_STRIDES, VARIANTS
 
-VARIANTS = ("rgasc", "rgas", "rgac", "none")
-DEFAULT_INPUT_SIZE = (256, 128)
-FEATURE_DIM = 2048
-STAGE_CHANNELS = (256, 512, 1024, 2048)
-STAGE_STRIDES = (4, 8, 16, 16)  # with last stride 1
+__all__ = ["DEFAULT_INPUT_SIZE", "FEATURE_DIM", "VARIANTS", "RGABackbone", "RGAReID", "ReIDOutput"]
 
 
 class ReIDOutput(NamedTuple):

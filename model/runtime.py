@@ -14,11 +14,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from model.builder import load_checkpoint
 from model.checkpoint import ModelMeta
 from model.errors import ReidError
-from model.resnet_rga import RGAReID
+
+if TYPE_CHECKING:
+    from model.resnet_rga import RGAReID
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +74,14 @@ def load_network(
             raise ReidError(f"{path} is an ONNX file: it runs with the onnxruntime runtime, not torch")
         from model.onnx_network import OnnxNetwork
 
-        net = OnnxNetwork(path, ort_options)
+        net = OnnxNetwork(path, ort_options, cache_dir=cache_dir)
         return net, net.meta
+    from model.builder import load_checkpoint  # torch: not imported for an ONNX file
+
     net, meta = load_checkpoint(path, device="cpu", for_inference=True)
     if runtime == "onnxruntime":
         from model.onnx_network import OnnxNetwork
 
-        onnx_net = OnnxNetwork(cached_export(net, meta, cache_dir), ort_options)
+        onnx_net = OnnxNetwork(cached_export(net, meta, cache_dir), ort_options, cache_dir=cache_dir)
         return onnx_net, onnx_net.meta
     return net, meta

@@ -63,3 +63,15 @@ def milvus_collection(milvus_collections):
         yield name
     finally:
         milvus_collections.give_back(name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_reid_cache(tmp_path_factory):
+    """No test writes into the user's ~/.cache/rga-reid (ONNX exports, ONNX Runtime's optimised graphs)."""
+    before = os.environ.get("REID_CACHE_DIR")
+    os.environ["REID_CACHE_DIR"] = str(tmp_path_factory.mktemp("reid-cache"))
+    yield
+    if before is None:
+        os.environ.pop("REID_CACHE_DIR", None)
+    else:
+        os.environ["REID_CACHE_DIR"] = before

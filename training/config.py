@@ -24,7 +24,7 @@ import yaml
 
 from model.device import PRECISIONS
 from model.errors import ReidError
-from model.resnet_rga import VARIANTS
+from model.spec import VARIANTS
 
 logger = logging.getLogger(__name__)
 

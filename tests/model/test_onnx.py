@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +23,9 @@ from tests.model.conftest import randomize_batchnorm  # noqa: E402
 from training.datasets.synthetic.appearance import identity_look  # noqa: E402
 from training.datasets.synthetic.camera import camera_look  # noqa: E402
 from training.datasets.synthetic.render import render_crop  # noqa: E402
+
+# bf16 (AMX / AVX-512 BF16 on the CPU) against fp32 on the crops below: docs/onnx.md, BENCHMARKS.md.
+BF16_MIN_COSINE = 0.999
 
 pytestmark = pytest.mark.slow  # exports a ResNet-50-sized network: ~10-20 s each on 2 cores
 
@@ -233,3 +239,97 @@ def test_reid_runtime_environment_variable_picks_onnxruntime(tmp_path, monkeypat
     assert main(["embed", str(tmp_path / "a.png"), "--weights", str(weights), "--device", "cpu", "--out", str(tmp_path / "t.npy")]) == 0
     assert json.loads((tmp_path / "t.files.json").read_text())["runtime"] == "torch"
     assert (np.load(tmp_path / "o.npy") * np.load(tmp_path / "t.npy")).sum() >= 0.9999
+
+
+# -- the fast paths of `reid embed` (issue 14): no torch for an ONNX file, the optimised-graph cache, bf16 --------
+
+
+def test_numpy_preprocessing_is_the_torch_preprocessing(files, crops):
+    embedder = Embedder.from_checkpoint(files["onnx"], device="cpu")
+    assert np.array_equal(embedder.preprocess_array(crops[:3]), embedder.preprocess(crops[:3]).numpy())
+
+
+def _embed_in_a_fresh_process(image, weights, out, cache) -> subprocess.CompletedProcess:
+    """`reid embed` in a new interpreter; exit status 10 when it imported torch (or torchvision)."""
+    code = (
+        "import sys\nfrom reid.cli import main\n"
+        f"rc = main(['embed', {str(image)!r}, '--weights', {str(weights)!r}, '--device', 'cpu', '--out', {str(out)!r}])\n"
+        "sys.exit(rc or 10 * any(m in sys.modules for m in ('torch', 'torchvision')))"
+    )
+    env = {**os.environ, "REID_CACHE_DIR": str(cache)}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_reid_embed_of_an_onnx_file_does_not_import_torch(files, crops, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(crops[0]).save(tmp_path / "a.png")
+    for _ in ("cache miss", "cache hit"):
+        done = _embed_in_a_fresh_process(tmp_path / "a.png", files["onnx"], tmp_path / "o.npy", tmp_path / "cache")
+        assert done.returncode == 0, done.stderr[-2000:]
+    expected = Embedder.from_checkpoint(files["ckpt"], device="cpu").embed(crops[:1])
+    assert (np.load(tmp_path / "o.npy") * expected).sum() >= 0.9999
+    # The check can fail: a checkpoint runs on torch.
+    done = _embed_in_a_fresh_process(tmp_path / "a.png", files["ckpt"], tmp_path / "t.npy", tmp_path / "cache")
+    assert done.returncode == 10, done.stderr[-2000:]
+
+
+def test_optimised_graph_cache_hit_miss_corrupt_and_off(files, crops, tmp_path, monkeypatch, caplog):
+    from model.onnx_network import OnnxNetwork, OrtOptions
+
+    first = Embedder.from_checkpoint(files["onnx"], device="cpu", cache_dir=tmp_path)
+    assert first.net.cache_hit is False
+    assert sorted(p.suffix for p in (tmp_path / "ort").iterdir()) == [".json", ".onnx"]
+    expected = first.embed(crops[:3])
+
+    def parse_again(*args, **kwargs):
+        raise AssertionError("the file was parsed again on a cache hit")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(onnx, "load", parse_again)
+        hit = Embedder.from_checkpoint(files["onnx"], device="cpu", cache_dir=tmp_path)
+        assert hit.net.cache_hit is True and hit.net.faithful and hit.fingerprint == first.fingerprint
+        assert np.allclose(hit.embed(crops[:3]), expected, atol=1e-5)
+
+    graph = next((tmp_path / "ort").glob("*.onnx"))
+    graph.write_bytes(b"not a model")
+    with caplog.at_level("WARNING", logger="model.onnx_network"):
+        fallback = Embedder.from_checkpoint(files["onnx"], device="cpu", cache_dir=tmp_path)
+    assert fallback.net.cache_hit is False and "does not load" in caplog.text
+    assert np.allclose(fallback.embed(crops[:3]), expected, atol=1e-5)
+    assert Embedder.from_checkpoint(files["onnx"], device="cpu", cache_dir=tmp_path).net.cache_hit is True  # rewritten
+
+    next((tmp_path / "ort").glob("*.json")).write_text("{ truncated")
+    assert Embedder.from_checkpoint(files["onnx"], device="cpu", cache_dir=tmp_path).net.cache_hit is False
+
+    off = OnnxNetwork(files["onnx"], OrtOptions(cache_graph=False), cache_dir=tmp_path / "off").to("cpu")
+    assert off.cache_hit is False and not (tmp_path / "off").exists()
+    assert not list((tmp_path / "ort").glob("partial-*"))
+
+
+def test_bf16_precision_is_a_torch_option_with_the_fp32_fingerprint(files, crops, tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    with pytest.raises(ReidError, match="applies to the torch runtime"):
+        Embedder.from_checkpoint(files["onnx"], device="cpu", precision="bf16")
+    fp32 = Embedder.from_checkpoint(files["ckpt"], device="cpu", batch_size=5, feature="feat_")
+    bf16 = Embedder.from_checkpoint(files["ckpt"], device="cpu", batch_size=5, feature="feat_", precision="bf16")
+    # One model for the service's guard, as bf16 on CUDA (the default there) has always been: docs/onnx.md.
+    assert bf16.precision == "bf16" and bf16.fingerprint == fp32.fingerprint
+    # Raw pooled features agree. What tells people apart in a random network (~1e-5 in cosine, what `feat`'s
+    # BNNeck magnifies) is below bfloat16's resolution, as for int8: how bf16 ranks people needs a trained
+    # model (`reid evaluate --precision bf16`), so `feat` is not compared here.
+    a, b = fp32.embed(crops), bf16.embed(crops)
+    assert (a * b).sum(1).min() >= BF16_MIN_COSINE and not np.array_equal(a, b)
+
+    Image.fromarray(crops[0]).save(tmp_path / "a.png")
+    embed = ["embed", str(tmp_path / "a.png"), "--device", "cpu", "--out", str(tmp_path / "o.npy"), "--weights"]
+    monkeypatch.setenv("REID_PRECISION", "fp16")
+    assert main([*embed, str(files["ckpt"])]) == 2
+    assert "precision must be one of" in capsys.readouterr().err
+    monkeypatch.setenv("REID_PRECISION", "bf16")
+    assert main([*embed, str(files["onnx"])]) == 2
+    assert "applies to the torch runtime" in capsys.readouterr().err
+    assert main([*embed, str(files["ckpt"]), "--feature", "feat_"]) == 0
+    assert json.loads((tmp_path / "o.files.json").read_text())["precision"] == "bf16"
+    assert (np.load(tmp_path / "o.npy") * b[:1]).sum() >= 0.99999
