@@ -59,6 +59,7 @@ def load_embedder(settings: Settings) -> Embedder:
             runtime=settings.runtime,
             cache_dir=cache_dir,
             device=settings.device,
+            precision=settings.precision,
             flip=settings.flip,
             batch_size=settings.batch_size,
         )
@@ -71,6 +72,7 @@ def load_embedder(settings: Settings) -> Embedder:
         runtime=settings.runtime,
         cache_dir=cache_dir,
         device=settings.device,
+        precision=settings.precision,
         flip=settings.flip,
         batch_size=settings.batch_size,
     )

@@ -53,3 +53,18 @@ def test_a_torch_gallery_is_served_by_its_onnx_export_but_not_by_int8(tmp_path, 
     int8_settings = make_settings(tmp_path, weights=weights["int8"])
     with pytest.raises(ReidError, match="different models"), TestClient(create_app(int8_settings)):
         pass
+
+
+def test_reid_precision_reaches_the_embedder_and_bf16_is_refused_for_an_onnx_file(tmp_path, weights):
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    bf16 = load_embedder(make_settings(tmp_path, weights=weights["ckpt"], precision="bf16", device="cpu"))
+    fp32 = load_embedder(make_settings(tmp_path, weights=weights["ckpt"], device="cpu"))
+    assert (bf16.runtime, bf16.precision, fp32.precision) == ("torch", "bf16", "fp32")
+    assert bf16.fingerprint == fp32.fingerprint  # one model for the gallery's guard (docs/onnx.md)
+    with pytest.raises(ReidError, match="applies to the torch runtime"):
+        load_embedder(make_settings(tmp_path, weights=weights["fp32"], precision="bf16"))
+    with pytest.raises(ValidationError, match="precision"):
+        Settings(data_dir=tmp_path, precision="fp16")
