@@ -298,9 +298,12 @@ def _open_index(settings, sessions):
 
     if not settings.index_path.exists():
         return None
+    options = {}
+    if settings.vector_store == "milvus":  # the settings name the collection (the file only refers to it)
+        options = dict(uri=settings.milvus_uri, collection=settings.milvus_collection, token=settings.milvus_token)
     try:
-        store = load_store(settings.index_path)
-    except Exception:  # unreadable: the server rebuilds it at start
+        store = load_store(settings.index_path, **options)
+    except Exception:  # unreadable: the server rebuilds (faiss) or reconciles (Milvus) it at start
         return None
     return GalleryIndex(store, settings.index_path)
 

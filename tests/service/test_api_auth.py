@@ -10,7 +10,7 @@ from service.app import create_app
 from service.security import create_key, revoke_key
 from tests.service.service_fixtures import ADMIN, INGEST, SEARCH, identity_image
 
-pytestmark = pytest.mark.databases("sqlite", "postgresql")
+pytestmark = pytest.mark.databases("sqlite", "postgresql", "postgresql+milvus")
 
 ROLE_KEYS = {"admin": ADMIN, "search": SEARCH, "ingest": INGEST}
 

@@ -12,7 +12,7 @@ from PIL import Image
 from service.app import create_app
 from tests.service.service_fixtures import ADMIN, INGEST, SEARCH, identity_image, make_settings, upload
 
-pytestmark = pytest.mark.databases("sqlite", "postgresql")
+pytestmark = pytest.mark.databases("sqlite", "postgresql", "postgresql+milvus")
 
 GOOD = {"camera_id": "cam-1", "captured_at": "2026-11-20T10:00:00Z"}
 

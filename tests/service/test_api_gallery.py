@@ -9,7 +9,7 @@ from PIL import Image
 
 from tests.service.service_fixtures import ADMIN, INGEST, SEARCH, identity_image, ingest, upload
 
-pytestmark = pytest.mark.databases("sqlite", "postgresql")
+pytestmark = pytest.mark.databases("sqlite", "postgresql", "postgresql+milvus")
 
 
 def test_ingest_returns_per_image_results_and_dedupes(client):

@@ -18,7 +18,7 @@ from service.db import make_engine, make_sessionmaker, upgrade_database
 from service.tables import AuditLog
 from tests.service.service_fixtures import ADMIN, SEARCH, identity_image, ingest
 
-pytestmark = pytest.mark.databases("sqlite", "postgresql")
+pytestmark = pytest.mark.databases("sqlite", "postgresql", "postgresql+milvus")
 
 
 def count_searches(url: str) -> int:

@@ -17,7 +17,7 @@ from reid.cli import main as reid_main
 from service.app import create_app
 from tests.service.service_fixtures import ADMIN, SEARCH, identity_image, ingest, make_settings
 
-pytestmark = pytest.mark.databases("sqlite", "postgresql")
+pytestmark = pytest.mark.databases("sqlite", "postgresql", "postgresql+milvus")
 
 # (identity, camera, time, shot): A = 0 visits entrance then till; B = 1 comes back 55 min later; C = 2 once.
 SCENARIO = [
@@ -156,7 +156,9 @@ KILLER = textwrap.dedent(
 )
 
 
-def test_process_killed_mid_ingest_leaves_no_half_item(tmp_path, embedder, database_url):
+def test_process_killed_mid_ingest_leaves_no_half_item(
+    tmp_path, embedder, database_url, vector_store_settings
+):
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
         [sys.executable, "-c", KILLER, str(tmp_path), database_url or ""],
@@ -169,7 +171,7 @@ def test_process_killed_mid_ingest_leaves_no_half_item(tmp_path, embedder, datab
     settings_dir = tmp_path / "data" / "images"
     assert [p for p in settings_dir.rglob("*") if p.is_file()]  # the half item's files were written
     # one process on this database: no replica can be between a file write and its commit (no sweep grace)
-    settings = make_settings(tmp_path, database_url=database_url, sweep_grace_s=0)
+    settings = make_settings(tmp_path, database_url=database_url, sweep_grace_s=0, **vector_store_settings)
     with TestClient(create_app(settings, embedder=embedder)) as client:
         assert client.get("/gallery", headers=SEARCH).json()["total"] == 0
         assert client.get("/readyz").json()["index_size"] == 0
@@ -178,12 +180,16 @@ def test_process_killed_mid_ingest_leaves_no_half_item(tmp_path, embedder, datab
         assert r.json()["created"] == 1
 
 
-def test_too_many_buckets_x_cameras_is_refused_before_counting(tmp_path, embedder, monkeypatch, database_url):
+def test_too_many_buckets_x_cameras_is_refused_before_counting(
+    tmp_path, embedder, monkeypatch, database_url, vector_store_settings
+):
     """A year of 1 h buckets over 106 cameras once answered 133.8 MB in 13.6 s: buckets x cameras is capped,
     the refusal comes before any cell is counted, and it names a request that fits."""
     import service.repository
 
-    settings = make_settings(tmp_path, metrics_max_cells=50, database_url=database_url)
+    settings = make_settings(
+        tmp_path, metrics_max_cells=50, database_url=database_url, **vector_store_settings
+    )
     with TestClient(create_app(settings, embedder=embedder)) as client:
         for i, camera in enumerate(["a", "b", "c"]):
             ingest(client, [identity_image(i, 0)], camera_id=camera, captured_at="2026-11-20T10:05:00Z")

@@ -17,7 +17,20 @@ from reid.cli import main as reid_main
 from service.app import create_app
 from tests.service.service_fixtures import ADMIN, SEARCH, identity_image, ingest, make_settings, upload
 
-pytestmark = pytest.mark.databases("sqlite", "postgresql")
+pytestmark = pytest.mark.databases("sqlite", "postgresql", "postgresql+milvus")
+
+
+def _faiss_only(settings):
+    """Tests of the in-process index's own file and kinds: nothing to add on the Milvus backend (the
+    postgresql run covers faiss on PostgreSQL)."""
+    if settings.vector_store != "faiss":
+        pytest.skip("about the faiss index file / kinds")
+
+
+def _milvus(settings):
+    from pymilvus import MilvusClient
+
+    return MilvusClient(uri=settings.milvus_uri)
 
 
 def _search(client, identity=0, top_k=10):
@@ -52,6 +65,7 @@ def test_restart_gives_the_same_results(settings, embedder):
 
 
 def test_changing_the_index_kind_rebuilds_it(settings, embedder, tmp_path):
+    _faiss_only(settings)
     with TestClient(create_app(settings, embedder=embedder)) as client:
         _fill(client, identities=range(3))
         before = [i for i, _ in _search(client, top_k=3)]
@@ -66,6 +80,7 @@ def test_changing_the_index_kind_rebuilds_it(settings, embedder, tmp_path):
 
 @pytest.mark.parametrize("storage", ["fp16", "bf16"])
 def test_16bit_storage_answers_like_fp32_and_switching_rebuilds(settings, embedder, tmp_path, storage):
+    _faiss_only(settings)
     with TestClient(create_app(settings, embedder=embedder)) as client:
         _fill(client)
         before = _search(client)
@@ -110,14 +125,29 @@ def test_index_is_rebuilt_from_the_database(settings, embedder, damage, caplog):
     with TestClient(create_app(settings, embedder=embedder)) as client:
         _fill(client, identities=range(2, 4))
         before = _search(client)
-    if damage == "deleted":
+        newest = sorted(int(i) for i, _ in before)[-4:]
+    milvus = settings.vector_store == "milvus"
+    if milvus:  # the collection is the index: lost, its reference file damaged, or out of step
+        name = settings.milvus_collection
+        if damage == "deleted":
+            _milvus(settings).drop_collection(name)
+        elif damage == "corrupt":
+            settings.index_path.write_bytes(b"\x00garbage" * 100)
+        else:  # vectors of acknowledged items missing (a lost write) and one the database does not have
+            row = _milvus(settings).query(name, filter=f"id == {newest[0]}", output_fields=["vector"])[0]
+            _milvus(settings).delete(name, filter=f"id in {newest}")
+            _milvus(settings).insert(
+                name, [{"id": 10**9, "vector": row["vector"], "camera_id": "cam-0", "captured_us": 0}]
+            )
+    elif damage == "deleted":
         settings.index_path.unlink()
     elif damage == "corrupt":
         settings.index_path.write_bytes(b"\x00garbage" * 100)
     else:  # a crash after commits but before the index was saved: the file lacks the newest items
         shutil.copy(stale_copy, settings.index_path)
     with TestClient(create_app(settings, embedder=embedder)) as client:
-        assert client.app.state.ctx.index.rebuilt
+        # Milvus with a damaged reference file: the settings name the collection, which is intact
+        assert client.app.state.ctx.index.rebuilt == (not (milvus and damage == "corrupt"))
         assert client.get("/readyz").json()["index_size"] == 12
         assert _search(client) == before
 
@@ -197,11 +227,15 @@ def _eventually(condition, timeout_s: float = 15.0) -> None:
         time.sleep(0.05)
 
 
-def test_retention_purges_old_items_periodically(tmp_path, embedder, database_url):
-    settings = make_settings(tmp_path, retention_days=2, purge_interval_s=0.2, database_url=database_url)
+def test_retention_purges_old_items_periodically(tmp_path, embedder, database_url, vector_store_settings):
+    settings = make_settings(
+        tmp_path, retention_days=2, purge_interval_s=0.2, database_url=database_url, **vector_store_settings
+    )
     now = datetime.now(UTC)
     with TestClient(
-        create_app(make_settings(tmp_path, database_url=database_url), embedder=embedder)
+        create_app(
+            make_settings(tmp_path, database_url=database_url, **vector_store_settings), embedder=embedder
+        )
     ) as client:  # no retention yet
         old = ingest(client, [identity_image(0, 0)], captured_at=(now - timedelta(days=3)).isoformat()).json()
         new = ingest(client, [identity_image(1, 0)], captured_at=(now - timedelta(days=1)).isoformat()).json()
@@ -236,10 +270,12 @@ def test_retention_purges_old_items_periodically(tmp_path, embedder, database_ur
     assert old["items"][0]["id"] not in [i["id"] for i in items]
 
 
-def test_cli_purge_and_keys(tmp_path, embedder, capsys, database_url, monkeypatch):
-    settings = make_settings(tmp_path, database_url=database_url)
-    if database_url:  # the CLI reads its database from the environment
+def test_cli_purge_and_keys(tmp_path, embedder, capsys, database_url, monkeypatch, vector_store_settings):
+    settings = make_settings(tmp_path, database_url=database_url, **vector_store_settings)
+    if database_url:  # the CLI reads its database (and vector store) from the environment
         monkeypatch.setenv("REID_DATABASE_URL", database_url)
+    for key, value in vector_store_settings.items():
+        monkeypatch.setenv(f"REID_{key.upper()}", str(value))
     now = datetime.now(UTC)
     with TestClient(create_app(settings, embedder=embedder)) as client:
         ingest(client, [identity_image(0, 0)], captured_at=(now - timedelta(days=40)).isoformat())
@@ -327,7 +363,9 @@ def test_failed_index_add_removes_the_new_rows_again(client, settings, monkeypat
     assert len(_files(settings)) == 2 and len(index) == 1
 
 
-def test_other_weights_are_refused_for_an_existing_gallery(tmp_path, embedder, database_url):
+def test_other_weights_are_refused_for_an_existing_gallery(tmp_path, embedder, database_url, database):
+    if database.endswith("+milvus"):
+        pytest.skip("about the database's model fingerprint: the postgresql run covers it")
     from model.embedder import Embedder
     from model.errors import ReidError
 
@@ -343,8 +381,13 @@ def test_other_weights_are_refused_for_an_existing_gallery(tmp_path, embedder, d
 
 
 def test_changes_by_another_process_are_reconciled_while_serving(client, settings, capsys, monkeypatch):
-    if settings.database_url:  # the CLI reads its database from the environment
+    if settings.database_url:  # the CLI reads its database (and vector store) from the environment
         monkeypatch.setenv("REID_DATABASE_URL", settings.database_url)
+    shared = settings.vector_store == "milvus"
+    if shared:
+        monkeypatch.setenv("REID_VECTOR_STORE", "milvus")
+        monkeypatch.setenv("REID_MILVUS_URI", settings.milvus_uri)
+        monkeypatch.setenv("REID_MILVUS_COLLECTION", settings.milvus_collection)
     from service.app import reconcile_index
 
     now = datetime.now(UTC)
@@ -353,7 +396,10 @@ def test_changes_by_another_process_are_reconciled_while_serving(client, setting
     # `reid purge` runs beside the service: the row goes, the running service's index still has it.
     assert reid_main(["purge", "--older-than-days", "30", "--data-dir", str(settings.data_dir)]) == 0
     ctx = client.app.state.ctx
-    assert len(ctx.index) == 2  # the running service learns of the delete at its next search
+    if shared:  # the purge deleted the vector from the one collection every process searches
+        assert len(ctx.index) == 1
+    else:
+        assert len(ctx.index) == 2  # the running service learns of the delete at its next search
     hits = [h for h, _ in _search(client, identity=0)]
     assert old["items"][0]["id"] not in hits  # never served
     # the search synced the index (the deletion counter moved: gallery_index.sync)

@@ -7,7 +7,7 @@ import pytest
 
 from tests.service.service_fixtures import ADMIN, SEARCH, identity_image, ingest, upload
 
-pytestmark = pytest.mark.databases("sqlite", "postgresql")
+pytestmark = pytest.mark.databases("sqlite", "postgresql", "postgresql+milvus")
 
 
 def test_search_from_several_stored_items_is_their_mean(client):

@@ -8,7 +8,7 @@ import pytest
 from service.tables import GalleryItem
 from tests.service.service_fixtures import ADMIN, SEARCH, identity_image, ingest
 
-pytestmark = pytest.mark.databases("sqlite", "postgresql")
+pytestmark = pytest.mark.databases("sqlite", "postgresql", "postgresql+milvus")
 
 
 @pytest.mark.parametrize(

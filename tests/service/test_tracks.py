@@ -10,7 +10,7 @@ import pytest
 from service import footfall
 from tests.service.service_fixtures import ADMIN, INGEST, SEARCH, identity_image, upload
 
-pytestmark = pytest.mark.databases("sqlite", "postgresql")
+pytestmark = pytest.mark.databases("sqlite", "postgresql", "postgresql+milvus")
 
 DAY = "2024-06-03T"
 

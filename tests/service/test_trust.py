@@ -16,7 +16,7 @@ from service.app import create_app
 from service.trust import operator_warnings
 from tests.service.service_fixtures import make_settings
 
-pytestmark = pytest.mark.databases("sqlite", "postgresql")
+pytestmark = pytest.mark.databases("sqlite", "postgresql", "postgresql+milvus")
 
 SECRET = "ops:admin:a-long-enough-secret-0123456789"
 

@@ -15,7 +15,7 @@ from service.app import create_app
 from tests.service.service_fixtures import ADMIN, INGEST, SEARCH, identity_image, ingest, upload
 
 # On both engines (PostgreSQL: 32-bit watch ids, an `after` beyond them is an empty answer, not a 500).
-pytestmark = pytest.mark.databases("sqlite", "postgresql")
+pytestmark = pytest.mark.databases("sqlite", "postgresql", "postgresql+milvus")
 
 SAME = "0.9999"  # the test network: same pattern >= 0.9999, different <= 0.999 (conftest.PATTERNS)
 
