@@ -116,7 +116,7 @@ def replicas(settings: Settings, model: dict, count: int):
         yield urls, max(s.startup_s for s in services)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, invoked_as: str | None = None) -> int:
     from tests.postgres import PostgresCluster
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     text = (
         f"\n## Replicas over HTTP (bench/replicas.py) — {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n\n"
-        f"Machine: {machine}. Command: `{command_line(argv)}`. Network: random-init `{args.variant}` at "
+        f"Machine: {machine}. Command: `{invoked_as or command_line(argv)}`. Network: random-init `{args.variant}` at "
         f"{args.input_size[0]}x{args.input_size[1]}, CPU; pure embedding {pure_rate:.1f} images/s. "
         f"{args.clients} clients; replicas share this machine's cores (not scale-out).\n\n"
         + "\n".join(table)

@@ -3,6 +3,9 @@
     python -m bench.scale --record                       # 100k and 1M, every engine (needs a big, quiet machine)
     python -m bench.scale --sizes 20000 --record         # what a 2-core, 24 GiB shared machine allows
 
+Then, unless ``--replicas`` is given empty, the same with 1 and 2 `reid serve` replicas over HTTP on one
+PostgreSQL and the same Milvus (bench/replicas.py, its own table): one command records everything.
+
 For each size and engine: ingest throughput (vectors per second through ``VectorStore.add`` in batches of
 ``--batch``; "searchable after" adds, for Milvus, the wait until its index is built over every vector; generating the
 synthetic vectors is not timed),
@@ -265,48 +268,42 @@ def engine_factory(name: str, dim: int, milvus: MilvusServerHandle, run_id: str)
     return lambda: MilvusEngine(index_type, dim, milvus.get(), f"bench_{run_id}_{index_type.lower()}")
 
 
-def run(args) -> list[dict]:
-    milvus = MilvusServerHandle(args.milvus_uri)
+def run(args, milvus: MilvusServerHandle) -> list[dict]:
     run_id = dt.datetime.now(dt.UTC).strftime("%H%M%S")
     rows: list[dict] = []
-    try:
-        for n in args.sizes:
-            gallery = Gallery(n, args.dim, args.seed, args.noise, args.per_identity, args.group_spread)
-            meta = Metadata.make(n, args.cameras, args.seed)
-            queries = make_queries(gallery, args.queries, args.cameras, args.seed)
-            truth = filtered_truth(gallery, meta, queries, args.k)
-            for name in args.engines:
-                row = {"n": n, "engine": name}
-                try:
-                    engine = engine_factory(name, args.dim, milvus, f"{run_id}_{n}")()
-                except Exception as exc:  # noqa: BLE001 - an engine that cannot run is a skipped row
-                    row["skipped"] = str(exc).splitlines()[0]
-                    logger.warning("%s at %d: skipped (%s)", name, n, row["skipped"])
-                    rows.append(row)
-                    append_json_line(args.json, row)
-                    continue
-                try:
-                    logger.info("%s: building %d vectors", name, n)
-                    row.update(engine.build(gallery, meta, args.batch))
-                    row["ingest_per_s"] = n / row["ingest_s"]
-                    p50, p99, found = latencies(engine, queries, args.k, meta, filtered=True)
-                    row.update(
-                        filtered_p50_ms=p50, filtered_p99_ms=p99, recall=recall_at_k(found, truth, args.k)
-                    )
-                    row["unfiltered_p50_ms"] = latencies(engine, queries, args.k, meta, filtered=False)[0]
-                    row["load"] = os.getloadavg()[0]
-                except Exception as exc:  # noqa: BLE001 - one engine's failure does not lose the others
-                    row["failed"] = str(exc).splitlines()[0]
-                    logger.exception("%s at %d failed", name, n)
-                finally:
-                    engine.close()
-                    del engine
-                    gc.collect()
-                logger.info("%s", row)
+    for n in args.sizes:
+        gallery = Gallery(n, args.dim, args.seed, args.noise, args.per_identity, args.group_spread)
+        meta = Metadata.make(n, args.cameras, args.seed)
+        queries = make_queries(gallery, args.queries, args.cameras, args.seed)
+        truth = filtered_truth(gallery, meta, queries, args.k)
+        for name in args.engines:
+            row = {"n": n, "engine": name}
+            try:
+                engine = engine_factory(name, args.dim, milvus, f"{run_id}_{n}")()
+            except Exception as exc:  # noqa: BLE001 - an engine that cannot run is a skipped row
+                row["skipped"] = str(exc).splitlines()[0]
+                logger.warning("%s at %d: skipped (%s)", name, n, row["skipped"])
                 rows.append(row)
                 append_json_line(args.json, row)
-    finally:
-        milvus.stop()
+                continue
+            try:
+                logger.info("%s: building %d vectors", name, n)
+                row.update(engine.build(gallery, meta, args.batch))
+                row["ingest_per_s"] = n / row["ingest_s"]
+                p50, p99, found = latencies(engine, queries, args.k, meta, filtered=True)
+                row.update(filtered_p50_ms=p50, filtered_p99_ms=p99, recall=recall_at_k(found, truth, args.k))
+                row["unfiltered_p50_ms"] = latencies(engine, queries, args.k, meta, filtered=False)[0]
+                row["load"] = os.getloadavg()[0]
+            except Exception as exc:  # noqa: BLE001 - one engine's failure does not lose the others
+                row["failed"] = str(exc).splitlines()[0]
+                logger.exception("%s at %d failed", name, n)
+            finally:
+                engine.close()
+                del engine
+                gc.collect()
+            logger.info("%s", row)
+            rows.append(row)
+            append_json_line(args.json, row)
     return rows
 
 
@@ -346,13 +343,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group-spread", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="append each result as a JSON line to this file")
-    parser.add_argument("--record", action="store_true", help="append the table to BENCHMARKS.md")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        nargs="*",
+        default=[1, 2],
+        help="then bench.replicas over HTTP with these replica counts (on the same Milvus); none: skip it",
+    )
+    parser.add_argument("--replica-size", type=int, default=20_000, help="gallery items of the replica stage")
+    parser.add_argument("--record", action="store_true", help="append the tables to BENCHMARKS.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     machine = machine_description()
     started = time.perf_counter()
-    rows = run(args)
-    minutes = (time.perf_counter() - started) / 60
+    milvus = MilvusServerHandle(args.milvus_uri)
+    try:
+        rows = run(args, milvus)
+        minutes = (time.perf_counter() - started) / 60
+        replicas_rc = run_replicas(args, milvus, argv)
+    finally:
+        milvus.stop()
     text = (
         f"\n## Scale-out vector stores (bench/scale.py) — {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n\n"
         f"Machine: {machine}. Command: `{command_line(argv)}` ({minutes:.1f} min). "
@@ -364,7 +374,23 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.record:
         append_section(text)
-    return 0 if all("failed" not in r for r in rows) else 1
+    return 0 if all("failed" not in r for r in rows) and replicas_rc == 0 else 1
+
+
+def run_replicas(args, milvus: MilvusServerHandle, argv: list[str] | None) -> int:
+    """The replica stage (bench/replicas.py) on the same Milvus server, recorded as its own section."""
+    if not args.replicas:
+        return 0
+    from bench import replicas
+
+    stage = ["--replicas", *map(str, args.replicas), "--size", str(args.replica_size)]
+    try:
+        stage += ["--vector-store", "milvus", "--milvus-uri", milvus.get()]
+    except RuntimeError as exc:
+        logger.warning("replica stage on faiss per replica: %s", exc)
+    if args.record:
+        stage.append("--record")
+    return replicas.main(stage, invoked_as=f"{command_line(argv)}, its replica stage")
 
 
 if __name__ == "__main__":

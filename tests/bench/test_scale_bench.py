@@ -42,6 +42,7 @@ def test_a_toy_run_measures_faiss_and_reports_unavailable_engines(tmp_path, caps
             "milvus-hnsw",
             "--milvus-uri",
             "http://127.0.0.1:1",
+            "--replicas",
         ]
     )
     assert rc == 0
