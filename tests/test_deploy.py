@@ -160,6 +160,11 @@ def test_compose_scale_runs_postgres_milvus_and_replicas_behind_a_proxy(tmp_path
     assert milvus["environment"]["ETCD_ENDPOINTS"] == "etcd:2379"
     assert milvus["environment"]["MINIO_ADDRESS"] == "minio:9000"
     assert {"etcd", "minio"} <= set(milvus["depends_on"])
+    mounts = {v["target"]: v for v in milvus["volumes"]}
+    assert mounts["/milvus/configs/user.yaml"]["read_only"]
+    user_yaml = (ROOT / "docker" / "milvus-user.yaml").read_text()
+    assert re.search(r"^proxy:\n(\s+#.*\n)*\s+timeTickInterval: (\d+)$", user_yaml, re.M)
+    assert int(re.search(r"timeTickInterval: (\d+)", user_yaml).group(1)) <= 50  # not Milvus's 200 ms
     assert services["postgres"]["image"].startswith("postgres:15")
     # the replicas: PostgreSQL + Milvus, a shared image volume, no published port (only the proxy has one)
     reid = services["reid"]
