@@ -227,6 +227,10 @@ def test_a_replica_killed_mid_ingest_loses_nothing_it_acknowledged(pair, replica
         victim.stop()
     assert len(acknowledged) >= 4
     assert not errors and len(searches) > 0
+    # the killed process's write lock went with its session: the survivor still ingests
+    assert (
+        _ingest(a, [identity_image(5, 300)], "2026-11-13T10:00:00Z", camera="cam-k")[0]["status"] == "created"
+    )
     for item_id in acknowledged:
         assert a.http.get(f"/gallery/{item_id}").status_code == 200
     found = set(_search(a, 5, top_k=200, camera_id="cam-k"))
