@@ -51,27 +51,27 @@ def milvus_server():
 
 @pytest.fixture(scope="session")
 def milvus_collections(milvus_server):
-    """Collections emptied after use, for reuse by the next test (loading a new one costs 2-3 s)."""
+    """Collections emptied after use, for reuse by the next test (loading a new one costs 2-3 s). Only for
+    tests whose vectors all have one dim (the service tests: the session's network)."""
     return milvus_testing.CollectionPool(milvus_server)
 
 
 @pytest.fixture
-def milvus_collection(milvus_collections):
-    """A collection name for one test: empty (reused from the pool) or not yet created; emptied afterwards."""
+def milvus_collection(milvus_server):
+    """A fresh collection name for one test (any dim); the collection is dropped afterwards."""
+    name = milvus_server.collection()
+    try:
+        yield name
+    finally:
+        milvus_testing.drop_collection(milvus_server, name)
+
+
+@pytest.fixture
+def milvus_pooled_collection(milvus_collections):
+    """A collection name for one service test: empty (reused from the pool) or not yet created; emptied
+    afterwards. Every user must store vectors of the same dim."""
     name = milvus_collections.take()
     try:
         yield name
     finally:
         milvus_collections.give_back(name)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _private_reid_cache(tmp_path_factory):
-    """No test writes into the user's ~/.cache/rga-reid (ONNX exports, ONNX Runtime's optimised graphs)."""
-    before = os.environ.get("REID_CACHE_DIR")
-    os.environ["REID_CACHE_DIR"] = str(tmp_path_factory.mktemp("reid-cache"))
-    yield
-    if before is None:
-        os.environ.pop("REID_CACHE_DIR", None)
-    else:
-        os.environ["REID_CACHE_DIR"] = before

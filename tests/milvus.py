@@ -220,3 +220,13 @@ class CollectionPool:
         except Exception:  # a broken collection is not reused
             with contextlib.suppress(Exception):
                 client.drop_collection(name)
+
+
+def drop_collection(server: MilvusServer, name: str) -> None:
+    """Drop a test's collection if it exists (a server already gone is ignored)."""
+    from pymilvus import MilvusClient
+
+    with contextlib.suppress(Exception):
+        client = MilvusClient(uri=server.uri, timeout=30)  # not closed: pymilvus shares the connection
+        if client.has_collection(name):
+            client.drop_collection(name)

@@ -54,7 +54,7 @@ def vector_store_settings(database, request) -> dict:
     return dict(
         vector_store="milvus",
         milvus_uri=server.uri,
-        milvus_collection=request.getfixturevalue("milvus_collection"),
+        milvus_collection=request.getfixturevalue("milvus_pooled_collection"),
     )
 
 
