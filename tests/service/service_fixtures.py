@@ -6,7 +6,9 @@ upload / ingest request builders.
 
 from __future__ import annotations
 
+import asyncio
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -69,3 +71,9 @@ def upload(images: list[bytes], names: list[str] | None = None, mime: str = "ima
 def ingest(client, images, camera_id="cam-1", captured_at="2026-11-20T10:00:00Z", headers=INGEST, **fields):
     data = {"camera_id": camera_id, "captured_at": captured_at, **fields}
     return client.post("/gallery", files=upload(images), data=data, headers=headers)
+
+
+def run_async(coro_fn):
+    """asyncio.run in its own thread: other suites (Playwright's sync API) may leave a loop running here."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(coro_fn())).result()

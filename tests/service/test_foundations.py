@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from service.db import alembic_config, make_engine, upgrade_database
 from service.settings import Settings, SettingsError
 from service.storage import ImageStore
 from service.tables import Base
+from tests.service.service_fixtures import run_async
 
 
 def test_settings_refuse_insecure_values_outside_dev_mode(tmp_path):
@@ -104,12 +104,6 @@ def test_storage_names_by_hash_atomically_and_sweeps(tmp_path):
     )
     with pytest.raises(ValueError):
         store.path("../../etc/passwd")
-
-
-def run_async(coro_fn):
-    """asyncio.run in its own thread: other suites (Playwright's sync API) may leave a loop running here."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(lambda: asyncio.run(coro_fn())).result()
 
 
 def test_batcher_coalesces_and_returns_each_callers_rows():

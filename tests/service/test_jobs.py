@@ -99,7 +99,7 @@ def test_only_the_holder_purges(held, tmp_path, embedder):
 
     from service.app import create_app
     from service.retention import purge_periodically
-    from tests.service.service_fixtures import make_settings
+    from tests.service.service_fixtures import make_settings, run_async
 
     settings = make_settings(tmp_path, replica_poll_s=0.01)  # retention 0: no purge task of its own
     with TestClient(create_app(settings, embedder=embedder)) as client:
@@ -112,6 +112,6 @@ def test_only_the_holder_purges(held, tmp_path, embedder):
             task.cancel()
 
         before = ctx.metrics.job_runs.labels("retention")._value.get()
-        asyncio.run(run_briefly())
+        run_async(run_briefly)
         runs = ctx.metrics.job_runs.labels("retention")._value.get() - before
     assert (runs > 0) == held, runs
