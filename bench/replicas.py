@@ -34,7 +34,16 @@ from pathlib import Path
 import numpy as np
 
 from bench.report import append_json_line, append_section, command_line, machine_description
-from bench.service import ADMIN, LiveService, _client, _images_unique, _percentile, bulk_load, make_embedder
+from bench.service import (
+    ADMIN,
+    LiveService,
+    _client,
+    _images_unique,
+    _percentile,
+    bench_ingest,
+    bulk_load,
+    make_embedder,
+)
 from service.settings import Settings
 
 logger = logging.getLogger("bench.replicas")
@@ -49,26 +58,6 @@ def pure_embedding_s(embedder, images: list[bytes], batch: int) -> float:
             embedder.embed(images[i : i + batch])
         runs.append(time.perf_counter() - started)
     return min(runs)
-
-
-def ingest(urls: list[str], images: list[bytes], clients: int, per_request: int) -> float:
-    chunks = [images[i : i + per_request] for i in range(0, len(images), per_request)]
-
-    def post(args):
-        index, chunk = args
-        files = [("files", (f"{index}-{j}.jpg", data, "image/jpeg")) for j, data in enumerate(chunk)]
-        data = {"camera_id": f"cam-{index % 5}", "captured_at": "2026-11-20T10:00:00Z"}
-        r = _client().post(f"{urls[index % len(urls)]}/gallery", files=files, data=data, headers=ADMIN)
-        r.raise_for_status()
-        return r.json()["created"]
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        created = sum(pool.map(post, enumerate(chunks)))
-    elapsed = time.perf_counter() - started
-    if created != len(images):
-        raise RuntimeError(f"{created} of {len(images)} images created")
-    return elapsed
 
 
 def search(urls: list[str], clients: int, searches: int, size: int, top_k: int) -> tuple[list[float], bool]:
@@ -177,7 +166,7 @@ def main(argv: list[str] | None = None, invoked_as: str | None = None) -> int:
                     )
                 settings = Settings(_env_file=None, **values)
                 with replicas(settings, model, count) as (urls, _):
-                    ingest_s = ingest(urls, images, args.clients, args.files_per_request)
+                    ingest_s = bench_ingest(urls, images, args.clients, args.files_per_request)
                 bulk_load(settings, args.size, embedder.dim)
                 settings.index_path.unlink(missing_ok=True)
                 with replicas(settings, model, count) as (urls, startup_s):

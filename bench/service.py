@@ -187,15 +187,16 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def bench_ingest(url: str, images: list[bytes], clients: int, per_request: int) -> float:
-    """Seconds to ingest all images with `clients` concurrent clients."""
+def bench_ingest(url: str | list[str], images: list[bytes], clients: int, per_request: int) -> float:
+    """Seconds to ingest all images with `clients` concurrent clients (round-robin over several urls)."""
+    urls = [url] if isinstance(url, str) else list(url)
     chunks = [images[i : i + per_request] for i in range(0, len(images), per_request)]
 
     def post(args):
         index, chunk = args
         files = [("files", (f"{index}-{j}.jpg", data, "image/jpeg")) for j, data in enumerate(chunk)]
         data = {"camera_id": f"cam-{index % 5}", "captured_at": "2026-11-20T10:00:00Z"}
-        r = _client().post(f"{url}/gallery", files=files, data=data, headers=ADMIN)
+        r = _client().post(f"{urls[index % len(urls)]}/gallery", files=files, data=data, headers=ADMIN)
         r.raise_for_status()
         return r.json()["created"]
 
@@ -203,7 +204,8 @@ def bench_ingest(url: str, images: list[bytes], clients: int, per_request: int) 
     with ThreadPoolExecutor(clients) as pool:
         created = sum(pool.map(post, enumerate(chunks)))
     elapsed = time.perf_counter() - started
-    assert created == len(images), f"{created} of {len(images)} images created"
+    if created != len(images):
+        raise RuntimeError(f"{created} of {len(images)} images created")
     return elapsed
 
 
