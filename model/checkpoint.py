@@ -18,7 +18,6 @@ import importlib.metadata
 import logging
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from model.errors import CheckpointError
+from model.files import atomic_output
 from model.spec import DEFAULT_INPUT_SIZE, FEATURE_DIM, VARIANTS
 
 if TYPE_CHECKING:
@@ -129,16 +129,8 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> None:
     """torch.save to a temporary file beside `path`, then rename: a crash never leaves a half-written file."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def read_checkpoint_file(path: str | os.PathLike) -> Any:

@@ -30,6 +30,7 @@ from torch import nn
 
 from model.checkpoint import ModelMeta, code_version
 from model.errors import ReidError
+from model.files import atomic_output
 from model.fingerprint import torch_fingerprint, weights_sha256
 from model.onnx_format import (
     INPUT_NAME,
@@ -111,15 +112,8 @@ def save_onnx_model(model, out: str | os.PathLike) -> Path:
     except onnx.checker.ValidationError as exc:
         raise ReidError(f"the exported ONNX model does not pass onnx.checker: {exc}") from exc
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_output(out) as tmp:
         onnx.save_model(model, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out
 
 

@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.files import atomic_output
+
 logger = logging.getLogger(__name__)
 
 CACHE_VERSION = "1"
@@ -109,10 +111,8 @@ class OrtGraphCache:
         """Make `optimised` (a temporary_model_path ONNX Runtime wrote) the entry for `key`."""
         model_path, record_path = self._paths(key)
         os.replace(optimised, model_path)
-        fd, tmp = tempfile.mkstemp(prefix="partial-", suffix=".json", dir=self.folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"key": key, "props": props, "graph_sha256": graph_sha256}, handle)
-        os.replace(tmp, record_path)
+        with atomic_output(record_path, prefix="partial-", suffix=".json") as tmp:
+            tmp.write_text(json.dumps({"key": key, "props": props, "graph_sha256": graph_sha256}), encoding="utf-8")
         self.prune()
 
     def discard(self, key: str) -> None:
