@@ -24,26 +24,22 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 from fastapi import UploadFile
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from service import footfall, repository, validation
+from service import repository, validation
 from service.db import write_session
 from service.errors import ApiError
 from service.gallery_index import attributes
-from service.tables import GalleryItem, decode_embedding
+from service.tables import GalleryItem
 from service.validation import PreparedImage
+from service.visitors import VisitorMatcher
 
 logger = logging.getLogger(__name__)
-
-# Candidates for visitor matching: all recent items when few, else the nearest among them via the index.
-DIRECT_CANDIDATES = 256
-INDEX_CANDIDATES = 32
-
 
 @dataclass(frozen=True)
 class ItemMeta:
@@ -145,106 +141,6 @@ def _ensure_files(ctx, staged: Staged) -> None:
     if not (store.root / staged.image_rel).is_file() or not (store.root / staged.thumb_rel).is_file():
         thumbnail = staged.thumbnail or store.thumbnail(staged.prepared.image)
         store.write(staged.prepared.content_hash, staged.data, staged.ext, thumbnail)
-
-
-class VisitorMatcher:
-    """Visitor assignment for one request's images, with one candidate lookup for all of them.
-
-    Candidates of an image are the items captured within the horizon of it. When the request's time
-    span holds few items, all of them are compared; when it holds many, only each image's
-    INDEX_CANDIDATES nearest (one batched index search restricted to those ids). Rows this request
-    adds are candidates of the images after them (they are not in the index yet).
-
-    Person tracks (``track_ref``): an image of a track that already has a visitor joins it (must-link);
-    otherwise visitors seen on another track of the same camera whose time span overlaps this track's
-    are not candidates (cannot-link). A track's span is that of its stored crops and this request's.
-    """
-
-    def __init__(self, ctx, session: Session, staged: list[Staged]) -> None:
-        self.threshold = ctx.settings.visitor_threshold
-        self.horizon = ctx.settings.visitor_horizon_s
-        self.session = session
-        self.per_image: list[np.ndarray] | None = None
-        self.rows: dict[int, tuple[np.ndarray, int, float]] = {}  # id -> (vector, visitor id, time)
-        self.added: list[tuple[np.ndarray, int, float]] = []
-        self.track_visitor: dict[str, int] = {}
-        self.track_span: dict[str, tuple[float, float]] = {}
-        refs = {s.track_ref for s in staged if s.track_ref}
-        if refs:
-            for ref, (visitor, first, last) in repository.track_summaries(session, refs).items():
-                if visitor is not None:
-                    self.track_visitor[ref] = int(visitor)
-                self.track_span[ref] = (first.timestamp(), last.timestamp())
-            for s in staged:
-                if s.track_ref:
-                    t = s.captured_at.timestamp()
-                    lo, hi = self.track_span.get(s.track_ref, (t, t))
-                    self.track_span[s.track_ref] = (min(lo, t), max(hi, t))
-        if not staged:
-            return
-        span = timedelta(seconds=self.horizon)
-        lo = min(s.captured_at for s in staged) - span
-        hi = max(s.captured_at for s in staged) + span
-        window = repository.ids_with_visitor_between(session, lo, hi)
-        if not len(window):
-            return
-        wanted = window
-        if len(window) > DIRECT_CANDIDATES:
-            ctx.index.sync(ctx.sessions)  # other replicas' items too (we hold the write lock: all are in)
-            queries = np.stack([s.vector for s in staged])
-            _, found = ctx.index.search(queries, INDEX_CANDIDATES, allowed_ids=window)
-            self.per_image = [row[row >= 0] for row in found]
-            wanted = np.unique(np.concatenate(self.per_image))
-        columns = (GalleryItem.id, GalleryItem.embedding, GalleryItem.visitor_id, GalleryItem.captured_at)
-        for row in repository.rows_by_id(session, columns, wanted):
-            vector = decode_embedding(row.embedding)
-            self.rows[row.id] = (vector, row.visitor_id, row.captured_at.timestamp())
-
-    def _cannot_link(self, camera_id: str, track_ref: str) -> set[int]:
-        lo, hi = self.track_span[track_ref]
-        others = []
-        low = datetime.fromtimestamp(lo, UTC) - timedelta(seconds=self.horizon)
-        high = datetime.fromtimestamp(hi, UTC) + timedelta(seconds=self.horizon)
-        for ref, visitor, first, last in repository.camera_tracks_between(self.session, camera_id, low, high):
-            if ref != track_ref:
-                span = self.track_span.get(ref, (first.timestamp(), last.timestamp()))
-                others.append((visitor, *span))
-        return footfall.overlapping_visitors((lo, hi), others)
-
-    def assign(
-        self,
-        position: int,
-        vector: np.ndarray,
-        captured_at: datetime,
-        camera_id: str | None = None,
-        track_ref: str | None = None,
-    ) -> int | None:
-        """The visitor of the best match among this image's candidates, or None for a new visitor."""
-        if track_ref and track_ref in self.track_visitor:
-            return self.track_visitor[track_ref]
-        exclude = self._cannot_link(camera_id, track_ref) if track_ref and camera_id else set()
-        ids = self.rows.keys() if self.per_image is None else self.per_image[position]
-        candidates = [self.rows[int(i)] for i in ids if int(i) in self.rows] + self.added
-        if not candidates:
-            return None
-        match = footfall.assign_visitor(
-            vector,
-            captured_at.timestamp(),
-            np.stack([c[0] for c in candidates]),
-            np.array([c[1] for c in candidates], dtype=np.int64),
-            np.array([c[2] for c in candidates], dtype=np.float64),
-            self.threshold,
-            self.horizon,
-            exclude=exclude,
-        )
-        return None if match is None else int(match)
-
-    def added_row(
-        self, vector: np.ndarray, visitor_id: int, captured_at: datetime, track_ref: str | None = None
-    ) -> None:
-        self.added.append((vector, visitor_id, captured_at.timestamp()))
-        if track_ref:
-            self.track_visitor.setdefault(track_ref, visitor_id)
 
 
 def known_items(ctx, hashes: list[str]) -> dict[str, Stored]:

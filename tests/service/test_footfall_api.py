@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 import service.ingest
+import service.visitors
 from reid.cli import main as reid_main
 from service.app import create_app
 from tests.service.service_fixtures import ADMIN, SEARCH, identity_image, ingest, make_settings
@@ -68,7 +69,7 @@ def _assert_known_answers(body):
 
 @pytest.mark.parametrize("direct_candidates", [256, 1], ids=["all-recent-items", "nearest-via-index"])
 def test_footfall_on_a_scripted_scenario(client, monkeypatch, direct_candidates):
-    monkeypatch.setattr(service.ingest, "DIRECT_CANDIDATES", direct_candidates)
+    monkeypatch.setattr(service.visitors, "DIRECT_CANDIDATES", direct_candidates)
     # Two shots of one person in one request: the second must join the first (not yet in the index).
     pair = ingest(
         client,
