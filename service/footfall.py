@@ -34,18 +34,21 @@ BUCKET_UNITS = {"m": 60, "h": 3600, "d": 86400}
 MAX_BUCKET_S = 366 * 86400
 DEFAULT_MAX_BUCKETS = 10_000
 DEFAULT_MAX_BLOCK = 6000
-_BUCKET_RE = re.compile(r"^([1-9][0-9]{0,5})([mhd])$")
+_BUCKET_RE = re.compile(r"^([1-9][0-9]{0,5})([mhd])$")  # anchored: the OpenAPI pattern is this text
 
 
 # --------------------------------------------------------------------------- buckets
 def parse_bucket(text: str) -> int:
-    """``"15m"`` / ``"1h"`` / ``"1d"`` (any ``N`` followed by m, h or d) -> seconds. ValueError otherwise."""
+    """``"15m"`` / ``"1h"`` / ``"1d"`` (any ``N`` followed by m, h or d) -> seconds. ValueError otherwise.
+
+    Strict like the API's other parameters: no spaces, lower-case units only (``1M`` would read as a month).
+    """
     if not isinstance(text, str):
         raise ValueError(f"bucket must be a string like 15m, 1h or 1d, got {text!r}")
-    match = _BUCKET_RE.match(text.strip().lower())
+    match = _BUCKET_RE.fullmatch(text)
     if not match:
         raise ValueError(
-            f"bucket must be a whole number followed by m, h or d (e.g. 15m, 1h, 1d), got {text!r}"
+            f"bucket must be a whole number followed by m, h or d, nothing else (e.g. 15m, 1h, 1d), got {text!r}"
         )
     seconds = int(match.group(1)) * BUCKET_UNITS[match.group(2)]
     if seconds > MAX_BUCKET_S:

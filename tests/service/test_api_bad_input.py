@@ -211,6 +211,8 @@ BAD_METRICS = [
     ("bucket-unit", {"bucket": "15x"}, "bucket"),
     ("bucket-zero", {"bucket": "0m"}, "bucket"),
     ("bucket-empty", {"bucket": ""}, "bucket"),
+    ("bucket-spaces", {"bucket": " 2h "}, "bucket"),
+    ("bucket-upper-case", {"bucket": "1M"}, "bucket"),
     (
         "too-many-buckets",
         {"start": "2026-01-01T00:00Z", "end": "2026-12-01T00:00Z", "bucket": "1m"},

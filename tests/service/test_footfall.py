@@ -39,13 +39,16 @@ def same_partition(a, b) -> bool:
 
 # ----------------------------------------------------------------------------- buckets
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("15m", 900), ("1h", 3600), ("1d", 86400), ("90m", 5400), (" 2H ", 7200)]
+    ("text", "seconds"), [("15m", 900), ("1h", 3600), ("1d", 86400), ("90m", 5400), ("366d", 366 * 86400)]
 )
 def test_parse_bucket(text, seconds):
     assert parse_bucket(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "15", "m", "0m", "-1h", "1.5h", "1w", "10s", "h1", "400d", None, 15])
+@pytest.mark.parametrize(
+    "text",
+    ["", "15", "m", "0m", "-1h", "1.5h", "1w", "10s", "h1", "400d", None, 15, " 2h", "2h ", "2h\n", "1H", "1M", "+1h", "01h"],
+)
 def test_parse_bucket_rejects(text):
     with pytest.raises(ValueError):
         parse_bucket(text)
