@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     index_ef_search: int | None = Field(None, ge=1, le=65536)  # HNSW candidate list size
     # flat index: vectors held and scanned as float32; bf16: held as float32, scanned as a bfloat16 copy
     # with an exact float32 re-score of the best; fp16: held as float16, re-scored from the database
-    index_storage: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # int8: held as float32, scanned as per-row int8 codes by a compiled kernel (bf16 without it), re-scored
+    index_storage: Literal["fp32", "bf16", "fp16", "int8"] = "fp32"
     # where the vectors live: faiss (in this process, saved under data_dir) or a Milvus server / cluster
     vector_store: Literal["faiss", "milvus"] = "faiss"
     milvus_uri: str | None = None  # e.g. http://milvus:19530

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from service.vectorstore.int8 import Int8Rows, QueryCodes
 from service.vectorstore.topk import TopK
 
 BLOCK_ROWS = 262_144
@@ -57,6 +58,29 @@ def scan_topc(
             top_scores, top_rows = torch.topk(scores, kk, dim=1, sorted=False)
             ids = row_ids[start : start + BLOCK_ROWS][top_rows.numpy()]
             top = top_scores.float().numpy()
+            best.push(top, np.where(np.isneginf(top), -1, ids))
+    return best.result()
+
+
+def int8_topc(
+    queries: QueryCodes,
+    matrix: Int8Rows,
+    row_ids: np.ndarray,
+    c: int,
+    row_mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``scan_topc`` over int8 rows with the compiled kernel: scores within ``int8.error_bound``."""
+    best = TopK(queries.count, c)
+    with torch.inference_mode():
+        for start in range(0, len(matrix), BLOCK_ROWS):
+            stop = min(len(matrix), start + BLOCK_ROWS)
+            scores = matrix.scores(queries, start, stop)  # (q, rows) float32
+            if row_mask is not None:
+                scores[:, ~row_mask[start:stop]] = -np.inf
+            kk = min(c, stop - start)
+            top_scores, top_rows = torch.topk(torch.from_numpy(scores), kk, dim=1, sorted=False)
+            top = top_scores.numpy()
+            ids = row_ids[start:stop][top_rows.numpy()]
             best.push(top, np.where(np.isneginf(top), -1, ids))
     return best.result()
 

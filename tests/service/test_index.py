@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from model.errors import ReidError
-from service.vectorstore import FaissVectorStore, VectorStoreFileError, faiss_store
+from service.vectorstore import FaissVectorStore, VectorStoreFileError, faiss_store, int8
+
+# the int8 storage's compiled kernel (built by `pip install -e .`); without it int8 scans bf16
+INT8 = pytest.param(
+    "int8", marks=pytest.mark.skipif(not int8.available(), reason="the int8 scan kernel is not built")
+)
 
 DIM = 32
 
@@ -310,7 +315,7 @@ def rows_of(ids, vectors, found):
     return vectors[order][np.searchsorted(ids[order], found)]
 
 
-@pytest.mark.parametrize("storage", ["fp16", "bf16"])
+@pytest.mark.parametrize("storage", ["fp16", "bf16", INT8])
 @pytest.mark.parametrize("n_allowed", [3, 40, 1500, 5000, 6000])
 def test_16bit_allowed_ids_fill_top_k(n_allowed, storage):
     rng = np.random.default_rng(6)
@@ -358,7 +363,7 @@ def test_fp16_remove_save_load(data, tmp_path):
 
 def test_storage_arguments():
     with pytest.raises(ValueError, match="storage must be one of"):
-        FaissVectorStore(DIM, storage="int8")
+        FaissVectorStore(DIM, storage="int4")
     with pytest.raises(ValueError, match="fp16 storage is for the flat"):
         FaissVectorStore(DIM, "hnsw", storage="fp16")
     with pytest.raises(ValueError, match="bf16 storage is for the flat"):
@@ -376,10 +381,11 @@ def people(rng, n_people, crops, dim, spread):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+@pytest.mark.parametrize("storage", ["bf16", INT8])
 @pytest.mark.parametrize("first_candidates", [None, 12])
 @pytest.mark.parametrize("crops", [5, 400])
-def test_bf16_recall_on_near_duplicates(crops, first_candidates, monkeypatch):
-    """Many crops per person put hundreds of items within bfloat16's error of the 10th: the scan
+def test_reduced_scan_recall_on_near_duplicates(crops, first_candidates, storage, monkeypatch):
+    """Many crops per person put hundreds of items within bfloat16's (int8's) error of the 10th: the scan
     widens its candidates until no item outside them can belong in the top k, so the answer is
     float32's (recall@10 >= 0.999, scores float32's own). ``first_candidates`` 12: a first scan far
     too short, which only the widening rescues."""
@@ -391,7 +397,7 @@ def test_bf16_recall_on_near_duplicates(crops, first_candidates, monkeypatch):
     ids = rng.permutation(10**6)[: len(vectors)].astype(np.int64)
     queries = people(rng, 1, 60, dim, spread=0.3)  # a fresh person's crops: no exact neighbours
     queries = np.concatenate([queries, vectors[:: len(vectors) // 60][:60] + 0.0])  # and known people
-    index = FaissVectorStore(dim, storage="bf16")
+    index = FaissVectorStore(dim, storage=storage)
     index.add(ids, vectors)
     want_scores, want_ids = brute(queries, ids, vectors, 10)
     scores, found = index.search(queries, 10)
@@ -404,7 +410,8 @@ def test_bf16_recall_on_near_duplicates(crops, first_candidates, monkeypatch):
         assert index.widened > 0
 
 
-def test_bf16_scan_copy_follows_adds_and_removes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("storage", ["bf16", INT8])
+def test_scan_copy_follows_adds_and_removes(tmp_path, monkeypatch, storage):
     from service.vectorstore import scan
 
     monkeypatch.setattr(scan, "BLOCK_ROWS", 700)  # several blocks per scan, merged
@@ -412,7 +419,7 @@ def test_bf16_scan_copy_follows_adds_and_removes(tmp_path, monkeypatch):
     ids = rng.permutation(50_000)[:3000].astype(np.int64)
     vectors = clustered(rng, 3000, 30, DIM, spread=0.1)
     queries = clustered(rng, 20, 30, DIM, spread=0.1)
-    index = FaissVectorStore(DIM, storage="bf16")
+    index = FaissVectorStore(DIM, storage=storage)
     index.add(ids[:1000], vectors[:1000])
     index.search(queries, 10)  # the scan copy exists from here on
     index.add(ids[1000:], vectors[1000:])
@@ -425,9 +432,9 @@ def test_bf16_scan_copy_follows_adds_and_removes(tmp_path, monkeypatch):
         want_scores, want_ids = brute(queries, ids[live], vectors[live], k)
         np.testing.assert_allclose(scores, want_scores, atol=1e-6)
         assert np.array_equal(np.sort(found, axis=1), np.sort(want_ids, axis=1))
-    path = tmp_path / "bf16.index"
+    path = tmp_path / f"{storage}.index"
     index.save(path)
     loaded = FaissVectorStore.load(path)
-    assert loaded.storage == "bf16" and loaded.fingerprint() == index.fingerprint()
+    assert loaded.storage == storage and loaded.fingerprint() == index.fingerprint()
     assert path.stat().st_size > live.sum() * DIM * 4  # float32 on disk: the source of truth
     assert np.array_equal(loaded.search(queries, 10)[1], index.search(queries, 10)[1])

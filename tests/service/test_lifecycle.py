@@ -78,7 +78,7 @@ def test_changing_the_index_kind_rebuilds_it(settings, embedder, tmp_path):
         assert not client.app.state.ctx.index.rebuilt
 
 
-@pytest.mark.parametrize("storage", ["fp16", "bf16"])
+@pytest.mark.parametrize("storage", ["fp16", "bf16", "int8"])  # int8 without its kernel: scans bf16
 def test_16bit_storage_answers_like_fp32_and_switching_rebuilds(settings, embedder, tmp_path, storage):
     _faiss_only(settings)
     with TestClient(create_app(settings, embedder=embedder)) as client:

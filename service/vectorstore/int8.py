@@ -1,0 +1,154 @@
+"""int8 scan storage: per-row symmetric int8 codes scanned by a compiled kernel (``_int8scan.c``).
+
+Row x is held as codes xhat = round(x / s_x) in [-127, 127] with s_x = max|x| / 127, a query q the same
+way (per query). The kernel computes s_q s_x (qhat . xhat) with an exact integer dot product (AVX-512
+VNNI, AVX2 or plain C, chosen at run time) over the rows split across threads; at 1 byte per value a
+scan reads a quarter of float32's bytes.
+
+Error bound (rigorous): with e_x = x - s_x xhat and e_q = q - s_q qhat,
+q.x - (s_q qhat).(s_x xhat) = q.e_x + e_q.x - e_q.e_x, so by Cauchy-Schwarz the scan score is off by at
+most |q| |e_x| + |e_q| |x| + |e_q| |e_x|, plus the kernel's three float32 roundings of the result and the
+float32 reference's own accumulation (``error_bound``). |e_x| is bounded when a row is quantized
+(``quantize``) and stored per row; the store keeps the largest.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+try:
+    from service.vectorstore import _int8scan
+except ImportError:  # not built (no compiler at install): the store falls back to bf16
+    _int8scan = None
+
+ISAS = {"c": 1, "avx2": 2, "avx512vnni": 3}
+QUANTIZE_CHUNK = 8192  # rows quantized per float64 block (bounded temporaries)
+ROUNDOFF = 2.0**-24
+
+
+def available() -> bool:
+    return _int8scan is not None
+
+
+def best_isa() -> str | None:
+    return _int8scan.isa() if _int8scan is not None else None
+
+
+def has_isa(name: str) -> bool:
+    return _int8scan is not None and bool(_int8scan.has(ISAS[name]))
+
+
+def quantize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float32 rows (n, dim) -> (codes int8 (n, dim), scales float32 (n,), |e| float32 (n,) bounds).
+
+    Computed in float32 with torch (multi-threaded). The error norm |x - s_x xhat| so computed is off
+    by at most u |s_x xhat| per element before the norm and d u relative in the norm (u = 2^-24), so
+    the stored bound is (1 + (d + 8) 2u) |e computed| + 4u |x|, rounded up."""
+    n, dim = rows.shape
+    codes = np.empty((n, dim), dtype=np.int8)
+    scales = np.empty(n, dtype=np.float32)
+    errors = np.empty(n, dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, n, QUANTIZE_CHUNK):
+            block = torch.from_numpy(np.ascontiguousarray(rows[start : start + QUANTIZE_CHUNK], np.float32))
+            stop = start + len(block)
+            scale = block.abs().amax(dim=1) / 127
+            safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+            q = torch.round(block / safe[:, None]).clamp_(-127, 127)
+            codes[start:stop] = q.to(torch.int8).numpy()
+            scales[start:stop] = scale.numpy()
+            error = torch.linalg.vector_norm(block - scale[:, None] * q, dim=1).double().numpy()
+            norm = torch.linalg.vector_norm(block, dim=1).double().numpy()
+            bound = error * (1 + (dim + 8) * 2 * ROUNDOFF) + 4 * ROUNDOFF * norm * (1 + dim * ROUNDOFF)
+            errors[start:stop] = np.nextafter(bound.astype(np.float32), np.float32(np.inf))
+    return codes, scales, errors
+
+
+class QueryCodes:
+    """Queries quantized for the kernel: shifted codes (q, dim) uint8, scales, norms and error norms."""
+
+    def __init__(self, queries: np.ndarray) -> None:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        codes, self.scales, self.errors = quantize(queries)
+        self.shifted = (codes.astype(np.int16) + 128).astype(np.uint8)
+        self.norms = np.linalg.norm(queries.astype(np.float64), axis=1)
+        self.count = len(queries)
+
+
+def error_bound(queries: QueryCodes, row_norm: float, row_error: float, dim: int) -> np.ndarray:
+    """(q,) upper bound on |int8 scan score - float32 score| for any row with |x| <= row_norm and
+    |e_x| <= row_error (see the module doc)."""
+    qn, qe = queries.norms, queries.errors.astype(np.float64)
+    quantization = qn * row_error + qe * row_norm + qe * row_error
+    rounding = 4 * ROUNDOFF * (qn + qe) * (row_norm + row_error)  # the kernel's float32 products
+    reference = dim * ROUNDOFF * qn * row_norm  # float32 accumulation of the exact score
+    return (quantization + rounding + reference) * (1 + 1e-6)
+
+
+class Int8Rows:
+    """The int8 scan copy of a store's rows: codes, scales and per-row code sums and error norms, with
+    room to grow (rows [:len(self)] mirror the store's rows, in order)."""
+
+    def __init__(self, dim: int, capacity: int = 0) -> None:
+        self.dim = dim
+        self.codes = np.empty((capacity, dim), dtype=np.int8)
+        self.scales = np.empty(capacity, dtype=np.float32)
+        self.sums = np.empty(capacity, dtype=np.int32)
+        self.errors = np.empty(capacity, dtype=np.float32)
+        self.rows = 0
+        self.max_error = 0.0  # an upper bound on every held row's |e_x| (kept through removals)
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def reserve(self, total: int) -> None:
+        """Room for ``total`` rows: the exact size when built (after a load or bulk add), a quarter
+        more when grown."""
+        if total > len(self.codes):
+            self._resize(total if self.rows == 0 else max(total, (total * 5) // 4))
+
+    def append(self, vectors: np.ndarray) -> None:
+        self.reserve(self.rows + len(vectors))
+        for start in range(0, len(vectors), QUANTIZE_CHUNK):
+            block = np.asarray(vectors[start : start + QUANTIZE_CHUNK], dtype=np.float32)
+            codes, scales, errors = quantize(block)
+            at = self.rows
+            self.codes[at : at + len(block)] = codes
+            self.scales[at : at + len(block)] = scales
+            self.sums[at : at + len(block)] = codes.sum(axis=1, dtype=np.int32)
+            self.errors[at : at + len(block)] = errors
+            self.rows += len(block)
+            if len(errors):
+                self.max_error = max(self.max_error, float(errors.max()))
+
+    def _resize(self, capacity: int) -> None:
+        for name in ("codes", "scales", "sums", "errors"):
+            old = getattr(self, name)
+            new = np.empty((capacity, *old.shape[1:]), dtype=old.dtype)
+            new[: self.rows] = old[: self.rows]
+            setattr(self, name, new)
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Drop the rows where ``mask`` (len(self),) is False, order kept."""
+        for name in ("codes", "scales", "sums", "errors"):
+            setattr(self, name, getattr(self, name)[: self.rows][mask])
+        self.rows = int(mask.sum())
+
+    def scores(self, queries: QueryCodes, start: int, stop: int, *, isa: str | None = None) -> np.ndarray:
+        """float32 (q, stop - start) int8 scores of rows [start, stop) (threads: torch's setting)."""
+        out = np.empty((queries.count, stop - start), dtype=np.float32)
+        _int8scan.scan(
+            self.codes[start:stop],
+            self.scales[start:stop],
+            self.sums[start:stop],
+            queries.shifted,
+            queries.scales,
+            out,
+            stop - start,
+            self.dim,
+            queries.count,
+            torch.get_num_threads(),
+            ISAS[isa] if isa else 0,
+        )
+        return out
