@@ -33,6 +33,22 @@ HIT_COLUMNS = (  # not the embedding blobs
 )
 
 
+def query_sources(files, gallery_id, max_files: int, noun: str = "query photos") -> tuple[list, list[int]]:
+    """The photos and stored items a query starts from (POST /search, POST /watches): at least one,
+    at most `max_files` photos and MAX_QUERY_ITEMS items (each once, in order); 422 otherwise."""
+    files = list(files or [])
+    gallery_ids = list(dict.fromkeys(gallery_id or []))
+    if not files and not gallery_ids:
+        raise invalid(f"send 1..{max_files} {noun} in 'files' and/or 'gallery_id' values", "files", code="missing")
+    if len(gallery_ids) > MAX_QUERY_ITEMS:
+        raise invalid(
+            f"{len(gallery_ids)} gallery ids; the limit is {MAX_QUERY_ITEMS}", "gallery_id", code="too_many_items"
+        )
+    if len(files) > max_files:
+        raise invalid(f"{len(files)} {noun}; the limit is {max_files}", "files", code="too_many_files")
+    return files, gallery_ids
+
+
 @dataclass(frozen=True)
 class SearchFilters:
     top_k: int

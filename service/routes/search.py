@@ -10,7 +10,6 @@ from pydantic import Field
 from service import search as searching
 from service import validation
 from service.deps import Ctx, SearchKey
-from service.errors import invalid
 from service.schemas import ErrorBody, SearchResponse
 from service.tables import MAX_ID
 from service.validation import DECIMAL, WHOLE_NUMBER, no_empty_form_fields
@@ -47,22 +46,7 @@ async def search(
     _strict: None = Depends(no_empty_form_fields("gallery_id", "top_k", "min_score")),
 ):
     settings = ctx.settings
-    files = files or []
-    gallery_ids = list(dict.fromkeys(gallery_id or []))  # in order, each once
-    if not files and not gallery_ids:
-        raise invalid("send 1..8 query photos in 'files' and/or 'gallery_id' values", "files", code="missing")
-    if len(gallery_ids) > searching.MAX_QUERY_ITEMS:
-        raise invalid(
-            f"{len(gallery_ids)} gallery ids; the limit is {searching.MAX_QUERY_ITEMS}",
-            "gallery_id",
-            code="too_many_items",
-        )
-    if len(files) > settings.max_query_files:
-        raise invalid(
-            f"{len(files)} query photos; the limit is {settings.max_query_files}",
-            "files",
-            code="too_many_files",
-        )
+    files, gallery_ids = searching.query_sources(files, gallery_id, settings.max_query_files)
     cameras = validation.camera_ids(camera_id)
     t0 = validation.timestamp(start, "start", required=False)
     t1 = validation.timestamp(end, "end", required=False)

@@ -67,20 +67,7 @@ async def create_watch(
     label: str | None = Form(None, max_length=200),
     _strict: None = Depends(no_empty_form_fields("gallery_id", "threshold")),
 ):
-    files = files or []
-    gallery_ids = list(dict.fromkeys(gallery_id or []))
-    if not files and not gallery_ids:
-        raise invalid("send 1..8 photos in 'files' and/or 'gallery_id' values", "files", code="missing")
-    if len(files) > ctx.settings.max_query_files:
-        raise invalid(
-            f"{len(files)} photos; the limit is {ctx.settings.max_query_files}",
-            "files",
-            code="too_many_files",
-        )
-    if len(gallery_ids) > searching.MAX_QUERY_ITEMS:
-        raise invalid(
-            f"{len(gallery_ids)} gallery ids; the limit is {searching.MAX_QUERY_ITEMS}", "gallery_id"
-        )
+    files, gallery_ids = searching.query_sources(files, gallery_id, ctx.settings.max_query_files, "photos")
     cameras = validation.camera_ids(camera_id)
     now = datetime.now(UTC)
     until = validation.timestamp(expires_at, "expires_at", required=False) or now + timedelta(

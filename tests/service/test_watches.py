@@ -146,6 +146,11 @@ def test_bad_watches_are_refused_and_none_is_stored(client):
         assert r.status_code == 422 and r.json()["error"]["field"] == field, r.text
     r = client.post("/watches", data={"threshold": "0.9"}, headers=SEARCH)
     assert r.status_code == 422 and r.json()["error"]["field"] == "files"
+    # the same query limits as POST /search, with the same error codes
+    many = client.post("/watches", data={"gallery_id": [str(i) for i in range(1, 66)]}, headers=SEARCH)
+    assert many.status_code == 422 and many.json()["error"]["code"] == "too_many_items", many.text
+    nine = client.post("/watches", files=upload([identity_image(0, s) for s in range(9)]), headers=SEARCH)
+    assert nine.status_code == 422 and nine.json()["error"]["code"] == "too_many_files", nine.text
     assert client.post("/watches", data={"gallery_id": "999"}, headers=SEARCH).status_code == 404
     assert client.get("/watches", headers=SEARCH).json()["watches"] == []
     assert client.get("/watches/5/events", headers=SEARCH).status_code == 404
