@@ -156,14 +156,19 @@ def window(start: datetime | None, end: datetime | None, max_days: float | None 
         raise invalid(f"the time window is longer than the limit of {max_days:g} days", "end")
 
 
-def external_ref(value: str | None, field: str = "external_ref") -> str | None:
+def short_text(value: str | None, field: str, max_length: int) -> str | None:
+    """An optional free-text reference: None when absent or empty; 422 when too long or with control characters."""
     if value is None or value == "":
         return None
-    if len(value) > MAX_EXTERNAL_REF:
-        raise invalid(f"external_ref is longer than {MAX_EXTERNAL_REF} characters", field)
+    if len(value) > max_length:
+        raise invalid(f"{field} is longer than {max_length} characters", field)
     if any(ord(ch) < 32 for ch in value):
-        raise invalid("external_ref contains control characters", field)
+        raise invalid(f"{field} contains control characters", field)
     return value
+
+
+def external_ref(value: str | None, field: str = "external_ref") -> str | None:
+    return short_text(value, field, MAX_EXTERNAL_REF)
 
 
 def read_upload_bytes(upload: UploadFile, max_bytes: int, field: str = "files") -> bytes:
@@ -248,10 +253,4 @@ def per_file(values: list[str] | None, n: int, field: str, *, required: bool) ->
 
 def track_ref(value: str | None, field: str = "track_ref") -> str | None:
     """A person track's reference (any text of 1..MAX_TRACK_REF characters without control characters)."""
-    if value is None or value == "":
-        return None
-    if len(value) > MAX_TRACK_REF:
-        raise invalid(f"track_ref is longer than {MAX_TRACK_REF} characters", field)
-    if any(ord(ch) < 32 for ch in value):
-        raise invalid("track_ref contains control characters", field)
-    return value
+    return short_text(value, field, MAX_TRACK_REF)
