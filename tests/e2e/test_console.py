@@ -14,7 +14,7 @@ except ImportError:  # pragma: no cover - depends on the environment
         raise
     pytest.skip("playwright is not installed (pip install -e '.[dev]')", allow_module_level=True)
 
-from .conftest import ADMIN_KEY, DAY, INGEST_KEY, SCREENSHOTS, person_image
+from .live_service import ADMIN_KEY, DAY, INGEST_KEY, SCREENSHOTS, person_image
 
 pytestmark = pytest.mark.slow
 
