@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import repository
+from service.db import write_session
 from service.vectorstore import ItemAttributes, ItemFilter, VectorStore, create_store, load_store
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,21 @@ def db_vectors(session: Session, ids: np.ndarray | list[int], dim: int) -> dict[
     return vectors
 
 
+def database_watermark(sessions: sessionmaker[Session]):
+    """(read, record) of the vector store's write watermark in the database (VectorStore.attach_write_watermark).
+    Recording takes the write lock, so concurrent writers (threads, replicas) only ever raise it."""
+
+    def read() -> int:
+        with sessions() as session:
+            return repository.vector_watermark(session)
+
+    def record(ts: int) -> None:
+        with write_session(sessions) as session:
+            repository.raise_vector_watermark(session, ts)
+
+    return read, record
+
+
 def database_source(sessions: sessionmaker[Session], dim: int):
     """The store's exact-vector source: float32 embeddings read from the database by id."""
 
@@ -152,6 +168,7 @@ class GalleryIndex:
         path = Path(path)
         if engine != "faiss":
             store = create_store(dim, engine=engine, **store_options)
+            store.attach_write_watermark(*database_watermark(sessions))
             gallery = cls(store, path, sessions)
             removed, added = gallery.reconcile(sessions)
             gallery.rebuilt = bool(removed or added)

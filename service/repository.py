@@ -102,6 +102,27 @@ def change_marks(session: Session | Connection) -> tuple[int, int]:
     return (int(value) if value is not None else 0), int(top)
 
 
+# service_state key of the vector store's write watermark: the Milvus timestamp of the newest insert / delete any
+# replica acknowledged (GalleryIndex records it after each write, searches read it; milvus_store's docstring)
+VECTOR_WATERMARK_KEY = "vector_write_ts"
+
+
+def vector_watermark(session: Session | Connection) -> int:
+    """The newest acknowledged vector-store write's timestamp (0 before the first)."""
+    value = session.execute(select(ServiceState.value).where(ServiceState.key == VECTOR_WATERMARK_KEY)).scalar()
+    return int(value) if value is not None else 0
+
+
+def raise_vector_watermark(session: Session, ts: int) -> None:
+    """Raise the watermark to at least ts; call in a write_session (the write lock makes read-then-write safe)."""
+    state = session.get(ServiceState, VECTOR_WATERMARK_KEY)
+    if state is None:
+        session.add(ServiceState(key=VECTOR_WATERMARK_KEY, value=str(int(ts))))
+    elif int(state.value) < int(ts):
+        state.value = str(int(ts))
+    session.flush()
+
+
 def _bump_deletes(session: Session) -> None:
     """Called inside the deleting write transaction (which holds the write lock: no lost update)."""
     state = session.get(ServiceState, DELETES_KEY)

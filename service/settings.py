@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     milvus_index_type: Literal["FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW"] = "HNSW"
     milvus_index_params: dict[str, int] = Field(default_factory=dict)  # JSON, e.g. {"M": 16, "efConstruction": 200}
     milvus_search_params: dict[str, int] = Field(default_factory=dict)  # JSON, e.g. {"ef": 128}
+    # Strong waits for Milvus' next time tick on every search; the others search at the newest write any
+    # replica acknowledged (kept in the database) and wait only while a write is that fresh (docs/scale.md)
+    milvus_consistency: Literal["Strong", "Session", "Bounded", "Eventually"] = "Session"
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(40_000_000, ge=64)
     max_files_per_request: int = Field(64, ge=1, le=1024)
@@ -135,6 +138,7 @@ class Settings(BaseSettings):
                 index_type=self.milvus_index_type,
                 index_params=self.milvus_index_params,
                 search_params=self.milvus_search_params,
+                consistency=self.milvus_consistency,
             )
         return dict(engine="faiss", kind=self.index_kind, storage=self.index_storage)
 

@@ -96,6 +96,12 @@ class VectorStore(ABC):
         that scans a reduced-precision copy re-scores its best candidates from it; others ignore it."""
         return None
 
+    def attach_write_watermark(self, read: Callable[[], int], record: Callable[[int], None]) -> None:
+        """Where a shared engine (a server every replica writes to) keeps the timestamp of the newest write any
+        replica acknowledged: ``record(ts)`` after each write, ``read()`` before each search, so that a search
+        on one replica sees what another acknowledged. Engines in the process ignore it."""
+        return None
+
     def set_search_params(self, **params) -> None:
         """Engine-specific speed / recall knobs (e.g. nprobe, ef_search); unknown knobs are ignored."""
         return None

@@ -6,8 +6,19 @@ VARCHAR and ``captured_us`` INT64 (capture time, microseconds since the epoch, U
 filters (``ItemFilter``) are Milvus filter expressions, evaluated inside the search, so they fill top_k
 without the database resolving them to ids first.
 
-Consistency: every search and query runs at ``Strong`` consistency: a write acknowledged to one
-service replica is seen by a search on another.
+Consistency (``consistency``, REID_MILVUS_CONSISTENCY): a write acknowledged by one service replica must be
+seen by a search on any other, whatever the level. Milvus makes a search wait until its query nodes have
+consumed every write up to a *guarantee timestamp*; at ``Strong`` that is the newest timestamp, so every search
+waits for the next time tick (200 ms by default). The other levels search at a guarantee timestamp of our own:
+the *write watermark*, the Milvus timestamp of the newest write any replica has acknowledged, kept in the
+database (``attach_write_watermark``: GalleryIndex records it after every insert / delete and before the ingest
+or delete is acknowledged, and reads it before every search). A search then waits only when a write is younger
+than one tick, and it still sees every acknowledged write of every replica. ``Session`` and ``Eventually`` search
+at that watermark (with this store's own newest write: the same, in the service); ``Bounded`` at the later of the
+watermark and ``BOUNDED_STALENESS_S`` ago (by this machine's clock), so writes that bypass the watermark (e.g.
+``reid migrate-store`` while the service runs) show within that bound too. Checks made before writing
+(``add``'s "already held", reconcile's id ranges) stay at ``Strong``: another replica's write that is not yet
+acknowledged must count there.
 
 Never silently fewer hits: an approximate index (HNSW, IVF_*) can return fewer hits than qualify under a
 filter, e.g. while Milvus is still building the index of freshly sealed segments. When a search comes
@@ -73,6 +84,11 @@ MAX_TOPK = 16_384  # Milvus' limit on k (and on one query's row limit)
 ID_CHUNK = 4096  # ids per "id in [...]" expression / insert batch
 EXACT_FALLBACK_MAX = 200_000  # qualifying rows the exact fallback reads at most
 RETRY_WAIT_S = (0.2, 0.5)  # waits before re-running a search that came back short
+INSERT_CHUNK = 4096  # rows per insert request (2048-d: 32 MiB, under Milvus' 64 MiB request limit)
+CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
+DEFAULT_CONSISTENCY = "Session"
+BOUNDED_STALENESS_S = 5.0  # Milvus' own default bound (common.gracefulTime)
+LOGICAL_BITS = 18  # a Milvus hybrid timestamp is (physical milliseconds << 18) | logical counter
 REFERENCE_FORMAT = "milvus-reference-1"
 
 
@@ -91,6 +107,19 @@ def check_index_config(index_type: str, index_params: dict | None, search_params
         for key, value in (given or {}).items():
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"Milvus {name} parameter {key} must be a positive integer, got {value!r}")
+
+
+def check_consistency(level: str) -> str:
+    """The canonical spelling of a consistency level (case-insensitive); ValueError naming the choices."""
+    for known in CONSISTENCY_LEVELS:
+        if str(level).lower() == known.lower():
+            return known
+    raise ValueError(f"Milvus consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, got {level!r}")
+
+
+def hybrid_timestamp(unix_s: float) -> int:
+    """The Milvus hybrid timestamp of a wall-clock moment (logical counter 0)."""
+    return int(unix_s * 1000) << LOGICAL_BITS
 
 
 def check_collection_name(name: str) -> None:
@@ -125,6 +154,38 @@ def filter_expression(allowed_ids: np.ndarray | None = None, where: ItemFilter |
     return " and ".join(f"({p})" for p in parts)
 
 
+def create_collection(client, name: str, dim: int, index_type: str, index_params: dict) -> None:
+    """A gallery collection (id, vector, camera_id, captured_us) with its vector index, not loaded."""
+    from pymilvus import DataType, MilvusClient
+
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+    schema.add_field("camera_id", DataType.VARCHAR, max_length=CAMERA_MAX_LENGTH)
+    schema.add_field("captured_us", DataType.INT64)
+    index = client.prepare_index_params()
+    index.add_index(field_name="vector", index_type=index_type, metric_type="IP", params=index_params)
+    client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
+
+
+def insert_columns(collection, ids: np.ndarray, vectors: np.ndarray, cameras, captured_us) -> int:
+    """Insert rows column-wise through a pymilvus ``Collection``, ``INSERT_CHUNK`` rows per request; returns
+    the newest write's Milvus timestamp. Column-wise skips pymilvus' per-row dicts and checks."""
+    newest = 0
+    for start in range(0, len(ids), INSERT_CHUNK):
+        end = start + INSERT_CHUNK
+        result = collection.insert(
+            [
+                ids[start:end].tolist(),
+                vectors[start:end].tolist(),
+                [str(c) for c in cameras[start:end]],
+                [int(t) for t in captured_us[start:end]],
+            ]
+        )
+        newest = max(newest, int(result.timestamp))
+    return newest
+
+
 class MilvusVectorStore(VectorStore):
     """One Milvus collection. Thread safe: pymilvus' client is; ``_lock`` guards the local counters."""
 
@@ -143,6 +204,7 @@ class MilvusVectorStore(VectorStore):
         token: str | None = None,
         timeout_s: float = 30.0,
         create: bool = True,
+        consistency: str = DEFAULT_CONSISTENCY,
     ) -> None:
         if int(dim) <= 0:
             raise ValueError(f"index dim must be positive, got {dim}")
@@ -157,6 +219,10 @@ class MilvusVectorStore(VectorStore):
         self.uri = uri
         self.collection = collection
         self.timeout_s = float(timeout_s)
+        self.consistency = check_consistency(consistency)
+        self._last_write_ts = 0  # this store's newest insert / delete (Milvus hybrid timestamp)
+        self._watermark_read = None  # () -> the newest acknowledged write of any replica (the database's)
+        self._watermark_record = None  # (ts) -> None: raise that watermark to at least ts
         self._lock = threading.Lock()
         self._generation = 0
         self.incomplete_searches = 0
@@ -165,28 +231,16 @@ class MilvusVectorStore(VectorStore):
 
         self.client = MilvusClient(uri=uri, token=token or "", timeout=self.timeout_s)
         self._open(create)
+        self._columns = None  # pymilvus' Collection for column-wise inserts (made on first use)
 
     # ----------------------------------------------------------------- collection set-up
     def _open(self, create: bool) -> None:
-        from pymilvus import DataType, MilvusClient
-
         if self.client.has_collection(self.collection):
             self._check_schema()
         elif not create:
             raise VectorStoreFileError(f"Milvus collection {self.collection!r} does not exist at {self.uri}")
         else:
-            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field("id", DataType.INT64, is_primary=True)
-            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
-            schema.add_field("camera_id", DataType.VARCHAR, max_length=CAMERA_MAX_LENGTH)
-            schema.add_field("captured_us", DataType.INT64)
-            index = self.client.prepare_index_params()
-            index.add_index(
-                field_name="vector", index_type=self.index_type, metric_type="IP", params=self.index_params
-            )
-            self.client.create_collection(
-                self.collection, schema=schema, index_params=index, consistency_level="Strong"
-            )
+            create_collection(self.client, self.collection, self.dim, self.index_type, self.index_params)
             logger.info(
                 "created Milvus collection %s (dim %d, %s %s) at %s",
                 self.collection,
@@ -229,6 +283,38 @@ class MilvusVectorStore(VectorStore):
         """Delete the collection and everything in it (tests, `reid` admin commands)."""
         self.client.drop_collection(self.collection)
 
+    def attach_write_watermark(self, read, record) -> None:
+        """Where the newest acknowledged write of every replica is kept (the database): ``read()`` -> its
+        Milvus timestamp (0: none yet), ``record(ts)`` raises it to at least ts. See the module docstring."""
+        self._watermark_read, self._watermark_record = read, record
+
+    def _wrote(self, ts: int) -> None:
+        """After a successful insert / delete: remember its timestamp and raise the shared watermark (before the
+        caller acknowledges the change, so a search on any replica that starts after it waits for it)."""
+        with self._lock:
+            self._last_write_ts = max(self._last_write_ts, int(ts))
+            self._generation += 1
+        if self._watermark_record is not None:
+            self._watermark_record(int(ts))
+
+    def read_guarantee(self) -> dict:
+        """The consistency arguments of a search / query at this store's level (see the module docstring)."""
+        if self.consistency == "Strong":
+            return {"consistency_level": "Strong"}
+        ts = self._last_write_ts
+        if self._watermark_read is not None:
+            ts = max(ts, int(self._watermark_read() or 0))
+        if self.consistency == "Bounded":
+            ts = max(ts, hybrid_timestamp(time.time() - BOUNDED_STALENESS_S))
+        return {"consistency_level": "Customized", "guarantee_timestamp": max(ts, 1)}
+
+    def _collection(self):
+        if self._columns is None:
+            from pymilvus import Collection
+
+            self._columns = Collection(self.collection, using=self.client._using)
+        return self._columns
+
     def close(self) -> None:
         """Nothing to release: pymilvus shares one connection per server among all clients of a process, and
         closing it would break the others (it ends with the process)."""
@@ -253,36 +339,32 @@ class MilvusVectorStore(VectorStore):
         held = self._held(ids)
         if len(held):
             raise ValueError(f"ids already held: {held[:10].tolist()}")
-        for start in range(0, len(ids), ID_CHUNK):
-            end = start + ID_CHUNK
-            rows = [
-                {"id": int(i), "vector": v.tolist(), "camera_id": str(c), "captured_us": int(t)}
-                for i, v, c, t in zip(
-                    ids[start:end],
-                    vectors[start:end],
-                    attributes.camera_ids[start:end],
-                    attributes.captured_us[start:end],
-                    strict=True,
-                )
-            ]
-            self.client.insert(self.collection, rows)
-        with self._lock:
-            self._generation += 1
+        ts = insert_columns(self._collection(), ids, vectors, attributes.camera_ids, attributes.captured_us)
+        self._wrote(ts)
 
     def remove(self, ids) -> int:
         ids = np.unique(check_ids(ids))
         if not len(ids):
             return 0
         held = self._held(ids)
+        if not len(held):
+            return 0
         for start in range(0, len(held), ID_CHUNK):
             self.client.delete(self.collection, filter=filter_expression(held[start : start + ID_CHUNK]))
-        if len(held):
-            with self._lock:
-                self._generation += 1
+        # Milvus 2.3 answers a delete without its timestamp (0), so the watermark takes this machine's clock
+        # once the delete returned (+1 ms: the delete's logical counter): not earlier than the delete's own
+        # timestamp as long as this clock is not behind the Milvus server's (NTP). Either way the service never
+        # answers a deleted item: search.find drops hits the database no longer has.
+        newest = hybrid_timestamp(time.time() + 0.001)
+        self._wrote(newest)
         return len(held)
 
     def _held(self, ids: np.ndarray) -> np.ndarray:
-        """Which of these ids the collection holds (sorted)."""
+        """Which of these ids the collection holds (sorted), at Strong consistency. Ids in a narrow span (one
+        ingest's new ids) take one range query, others ``id in [...]`` chunks."""
+        if len(ids) and int(ids.max()) - int(ids.min()) < 4 * max(len(ids), 256):
+            held = self.ids_in_range(int(ids.min()), int(ids.max()) + 1)
+            return held[np.isin(held, ids)]
         found: list[int] = []
         for start in range(0, len(ids), ID_CHUNK):
             chunk = ids[start : start + ID_CHUNK]
@@ -290,19 +372,20 @@ class MilvusVectorStore(VectorStore):
             found += [int(r["id"]) for r in rows]
         return np.array(sorted(found), dtype=np.int64)
 
-    def _query(self, expression: str, fields: list[str], limit: int | None = None) -> list[dict]:
-        kwargs: dict[str, Any] = {
-            "filter": expression,
-            "output_fields": fields,
-            "consistency_level": "Strong",
-        }
+    def _query(
+        self, expression: str, fields: list[str], limit: int | None = None, read: dict | None = None
+    ) -> list[dict]:
+        """A query at ``read`` (``read_guarantee()``), or at Strong when not given (checks before writes)."""
+        kwargs: dict[str, Any] = {"filter": expression, "output_fields": fields}
+        kwargs.update(read or {"consistency_level": "Strong"})
         if limit is not None:
             kwargs["limit"] = int(limit)
         return self.client.query(self.collection, **kwargs)
 
-    def count_where(self, expression: str = "") -> int:
-        """How many rows match a filter expression (all rows for ''), counted by Milvus."""
-        rows = self._query(expression or "id >= 0 or id < 0", ["count(*)"])
+    def count_where(self, expression: str = "", read: dict | None = None) -> int:
+        """How many rows match a filter expression (all rows for ''), counted by Milvus (Strong unless
+        ``read`` says otherwise)."""
+        rows = self._query(expression or "id >= 0 or id < 0", ["count(*)"], read=read)
         return int(rows[0]["count(*)"]) if rows else 0
 
     # ----------------------------------------------------------------- queries
@@ -334,10 +417,11 @@ class MilvusVectorStore(VectorStore):
             )
         expression = filter_expression(allowed_ids, where)
         limit = min(k, MAX_TOPK)
-        scores, ids = self._search(queries, limit, expression)
+        read = self.read_guarantee()  # one guarantee for the search and its checks: they see the same rows
+        scores, ids = self._search(queries, limit, expression, read)
         short = [q for q in range(len(queries)) if (ids[q] >= 0).sum() < limit]
         if short:
-            qualifying = self.count_where(expression)
+            qualifying = self.count_where(expression, read)
             expected = min(limit, qualifying)
             for wait in RETRY_WAIT_S:
                 short = [q for q in short if (ids[q] >= 0).sum() < expected]
@@ -353,16 +437,18 @@ class MilvusVectorStore(VectorStore):
                     wait,
                 )
                 time.sleep(wait)
-                again_scores, again_ids = self._search(queries[short], limit, expression)
+                again_scores, again_ids = self._search(queries[short], limit, expression, read)
                 scores[short], ids[short] = again_scores, again_ids
             short = [q for q in short if (ids[q] >= 0).sum() < expected]
             if short:
-                exact_scores, exact_ids = self._exact(queries[short], limit, expression, qualifying)
+                exact_scores, exact_ids = self._exact(queries[short], limit, expression, qualifying, read)
                 scores[short], ids[short] = exact_scores, exact_ids
         out_scores[:, :limit], out_ids[:, :limit] = scores, ids
         return out_scores, out_ids
 
-    def _search(self, queries: np.ndarray, limit: int, expression: str) -> tuple[np.ndarray, np.ndarray]:
+    def _search(
+        self, queries: np.ndarray, limit: int, expression: str, read: dict
+    ) -> tuple[np.ndarray, np.ndarray]:
         results = self.client.search(
             self.collection,
             data=queries.tolist(),
@@ -370,7 +456,7 @@ class MilvusVectorStore(VectorStore):
             filter=expression,
             output_fields=["id"],
             search_params={"metric_type": "IP", "params": dict(self.search_params)},
-            consistency_level="Strong",
+            **read,
         )
         scores = np.full((len(queries), limit), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), limit), -1, dtype=np.int64)
@@ -381,7 +467,7 @@ class MilvusVectorStore(VectorStore):
         return scores, ids
 
     def _exact(
-        self, queries: np.ndarray, limit: int, expression: str, qualifying: int
+        self, queries: np.ndarray, limit: int, expression: str, qualifying: int, read: dict
     ) -> tuple[np.ndarray, np.ndarray]:
         """Score every qualifying row here: the answer when the index came back short."""
         if qualifying > EXACT_FALLBACK_MAX:
@@ -392,12 +478,12 @@ class MilvusVectorStore(VectorStore):
         with self._lock:
             self.exact_fallbacks += 1
         logger.warning("Milvus search came back short; exact scan of %d qualifying rows", qualifying)
-        ids, vectors = self._rows_where(expression)
+        ids, vectors = self._rows_where(expression, read)
         if not len(ids):
             return empty(len(queries), limit)
         return topk(queries @ vectors.T, ids, limit)
 
-    def _rows_where(self, expression: str) -> tuple[np.ndarray, np.ndarray]:
+    def _rows_where(self, expression: str, read: dict) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of every row matching the expression, read in id-ordered pages."""
         ids: list[int] = []
         vectors: list[list[float]] = []
@@ -406,7 +492,7 @@ class MilvusVectorStore(VectorStore):
             page_filter = expression
             if last is not None:
                 page_filter = f"({expression}) and (id > {last})" if expression else f"id > {last}"
-            rows = self._query(page_filter or "id >= 0 or id < 0", ["id", "vector"], limit=MAX_TOPK)
+            rows = self._query(page_filter or "id >= 0 or id < 0", ["id", "vector"], limit=MAX_TOPK, read=read)
             if not rows:
                 break
             rows.sort(key=lambda r: int(r["id"]))
