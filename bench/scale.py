@@ -3,6 +3,9 @@
     python -m bench.scale --record                       # 100k and 1M, every engine (needs a big, quiet machine)
     python -m bench.scale --sizes 20000 --record         # what a 2-core, 24 GiB shared machine allows
 
+1,000,000 vectors on this machine: ``python -m bench.milvus_direct`` (Milvus IVF_SQ8 only, vectors inserted
+directly with pymilvus, bypassing the service; the ground truth computed chunk by chunk while inserting).
+
 Then, unless ``--replicas`` is given empty, the same with 1 and 2 `reid serve` replicas over HTTP on one
 PostgreSQL and the same Milvus (bench/replicas.py, its own table): one command records everything.
 
