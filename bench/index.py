@@ -45,7 +45,7 @@ from service.vectorstore.faiss_store import STORAGES, default_nlist
 from service.vectorstore.faiss_store import FaissVectorStore as VectorIndex
 
 logger = logging.getLogger("bench.index")
-BYTES_PER_VALUE = {"fp32": 4, "bf16": 6, "fp16": 2}  # bf16 holds float32 plus its bfloat16 scan copy
+BYTES_PER_VALUE = {"fp32": 4, "bf16": 6, "fp16": 2, "int8": 5}  # bf16 / int8: float32 plus the scan copy
 CHUNK = 50_000
 LARGE = 100_000  # exact sizes above this use --large-storage and --large-queries
 
