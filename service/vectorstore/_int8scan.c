@@ -9,6 +9,9 @@
  *   out          float32 (q, n)    out[j, i] = query_scales[j] * row_scales[i] * (qhat_j . codes_i)
  * The integer dot product is exact (int32: |qhat . xhat| <= dim * 127 * 127, dim < 2^17): with the
  * query shifted to unsigned, sum (qhat + 128) x = qhat . x + 128 sum x, so qhat . x = that - 128 row_sum.
+ * quantize(rows, codes, scales, sums, errors, n, dim, threads): float32 rows (n, dim) -> int8 codes
+ *   round(x / s) with s = max|x| / 127 (float32), their sums, and an upper bound on |x - s codes| per row
+ *   (computed in double, exact products; rounded up to float32 with a relative margin of 1e-9).
  * Rows are split across `threads` pthreads (the caller passes its configured thread count).
  * isa: 0 = best this CPU runs (AVX-512 VNNI, else AVX2, else plain C), 1 = plain C, 2 = AVX2,
  * 3 = AVX-512 VNNI; a forced isa the CPU lacks is a ValueError. isa() names the best one.
@@ -16,6 +19,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <immintrin.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
@@ -28,6 +32,11 @@ typedef struct {
     const float *query_scales;
     float *out;
     Py_ssize_t n, dim, q, start, stop;
+    /* quantize */
+    const float *rows;
+    int8_t *codes_out;
+    float *scales_out, *errors_out;
+    int32_t *sums_out;
 } Job;
 
 enum { ISA_AUTO = 0, ISA_C = 1, ISA_AVX2 = 2, ISA_VNNI = 3 };
@@ -123,6 +132,35 @@ VNNI_TARGET static void scan_vnni(const Job *job) {
                                         _mm512_maskz_loadu_epi8(tail, x + body));
             job->out[j * job->n + i] = finish(job, i, j, _mm512_reduce_add_epi32(a));
         }
+    }
+}
+
+static void quantize_rows(const Job *job) {
+    const Py_ssize_t dim = job->dim;
+    for (Py_ssize_t i = job->start; i < job->stop; i++) {
+        const float *x = job->rows + i * dim;
+        int8_t *c = job->codes_out + i * dim;
+        float amax = 0.0f;
+        for (Py_ssize_t d = 0; d < dim; d++) amax = fmaxf(amax, fabsf(x[d]));
+        float scale = amax / 127.0f;
+        int32_t sum = 0;
+        double error = 0.0;
+        if (scale > 0.0f) {
+            for (Py_ssize_t d = 0; d < dim; d++) {
+                float v = nearbyintf(x[d] / scale);
+                v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+                c[d] = (int8_t)v;
+                sum += (int32_t)v;
+                double e = (double)x[d] - (double)scale * (double)v; /* the product is exact in double */
+                error += e * e;
+            }
+        } else {
+            memset(c, 0, (size_t)dim);
+        }
+        job->scales_out[i] = scale;
+        job->sums_out[i] = sum;
+        /* double rounding of the squares, sum and sqrt: far below 1e-9 relative for dim < 2^17 */
+        job->errors_out[i] = nextafterf((float)(sqrt(error) * (1.0 + 1e-9)), INFINITY);
     }
 }
 
@@ -235,6 +273,44 @@ done:
     return result;
 }
 
+static PyObject *quantize(PyObject *self, PyObject *args) {
+    Py_buffer rows, codes, scales, sums, errors;
+    Py_ssize_t n, dim;
+    int threads;
+    if (!PyArg_ParseTuple(args, "y*w*w*w*w*nni", &rows, &codes, &scales, &sums, &errors, &n, &dim, &threads))
+        return NULL;
+    PyObject *result = NULL;
+    if (n < 0 || dim <= 0 || dim >= (1 << 17)) {
+        PyErr_Format(PyExc_ValueError, "bad shape: n=%zd dim=%zd", n, dim);
+        goto done;
+    }
+    if (!need(&rows, n * dim * 4, "rows") || !need(&codes, n * dim, "codes") ||
+        !need(&scales, n * 4, "scales") || !need(&sums, n * 4, "sums") || !need(&errors, n * 4, "errors"))
+        goto done;
+    Job job = {0};
+    job.n = n;
+    job.dim = dim;
+    job.stop = n;
+    job.rows = rows.buf;
+    job.codes_out = codes.buf;
+    job.scales_out = scales.buf;
+    job.sums_out = sums.buf;
+    job.errors_out = errors.buf;
+    if (n > 0) {
+        Py_BEGIN_ALLOW_THREADS run(quantize_rows, &job, threads);
+        Py_END_ALLOW_THREADS
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&rows);
+    PyBuffer_Release(&codes);
+    PyBuffer_Release(&scales);
+    PyBuffer_Release(&sums);
+    PyBuffer_Release(&errors);
+    return result;
+}
+
 static PyObject *isa(PyObject *self, PyObject *args) {
     static const char *names[] = {"", "c", "avx2", "avx512vnni"};
     return PyUnicode_FromString(names[best_isa()]);
@@ -248,6 +324,7 @@ static PyObject *has(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS, "int8 rows x shifted uint8 queries -> float32 scores (see the file's header)"},
+    {"quantize", quantize, METH_VARARGS, "float32 rows -> int8 codes, scales, sums, error bounds (see the header)"},
     {"isa", isa, METH_NOARGS, "the best instruction set this CPU runs: avx512vnni, avx2 or c"},
     {"has", has, METH_VARARGS, "whether this CPU runs instruction set 1 (c), 2 (avx2) or 3 (avx512vnni)"},
     {NULL, NULL, 0, NULL},

@@ -55,7 +55,7 @@ from service.vectorstore.base import (
     check_vectors,
 )
 from service.vectorstore.coalesce import Coalescer
-from service.vectorstore.scan import as_tensor, int8_topc, scan_topc, score_error_bound
+from service.vectorstore.scan import as_tensor, int8_topc, scan_topc, score_error_bound, top_c
 from service.vectorstore.topk import TopK, empty, pad, topk
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ HNSW_COMPACT_FRACTION = 0.1
 SUBSET_GATHER_FRACTION = 4  # 16-bit scans: allowed sets under 1/4 of the rows are gathered (fp16) or
 # searched in float32 (bf16), larger ones scanned with a mask
 COALESCE_MAX_QUERIES = 64  # query rows one shared scan takes at most
+INT8_KEPT_SCORES = 1 << 24  # int8 scans keeping up to this many scores (64 MB) widen without a second scan
 
 
 def rescore_candidates(k: int, storage: str = "fp16") -> int:
@@ -435,6 +436,38 @@ class FaissVectorStore(VectorStore):
         return self._reduced_search(queries, k, allowed)
 
     def _reduced_search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None):
+        if self._scan_storage == "int8" and len(queries) * len(self) <= INT8_KEPT_SCORES:
+            return self._int8_search(queries, k, allowed)
+        return self._widening_search(queries, k, allowed)
+
+    def _int8_search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None):
+        """int8: one scan that keeps every row's score; the best c are re-scored in float32, and for a
+        query whose k-th exact score does not clear the c-th candidate's scan score by the error bound,
+        every row whose scan score comes within the bound of that k-th score is re-scored as well (a
+        superset of the true top k: the same answer as a wider scan, without scanning again)."""
+        query_codes = int8.QueryCodes(queries)
+        with self._lock:
+            _, _, row_ids = self._storage_rows()  # a snapshot: replaced, never changed, by add / remove
+            matrix = self._scan_matrix()
+            scores = matrix.scores(query_codes, 0, len(matrix))
+            if allowed is not None:
+                scores[:, ~np.isin(row_ids, allowed, assume_unique=True)] = -np.inf
+            bound = int8.error_bound(query_codes, self._row_norm_bound(), matrix.max_error, self.dim)
+        candidate_scores, candidates = top_c(scores, row_ids, rescore_candidates(k, "int8"))
+        answer = self._rescore(queries, candidate_scores, candidates, k)
+        kth = answer[0][:, k - 1]
+        unsure = (candidates >= 0).all(axis=1) & ~(kth > candidate_scores[:, -1] + bound)
+        if unsure.any():
+            self.widened += 1
+        for i in np.flatnonzero(unsure).tolist():
+            within = (scores[i] >= kth[i] - bound[i]) & (scores[i] > -np.inf)
+            with self._lock:
+                wanted = row_ids[within]
+                wanted = wanted[self._member_mask(wanted)]  # removed since the scan: dropped
+                answer[0][i], answer[1][i] = (row[0] for row in self._exact(queries[i : i + 1], k, wanted))
+        return answer
+
+    def _widening_search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None):
         """A 16-bit scan for candidates, re-scored in float32; repeated with 8x the candidates while an
         item outside them could still belong in the top k (see the module doc)."""
         c = rescore_candidates(k, self._scan_storage)

@@ -71,17 +71,30 @@ def int8_topc(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``scan_topc`` over int8 rows with the compiled kernel: scores within ``int8.error_bound``."""
     best = TopK(queries.count, c)
-    with torch.inference_mode():
-        for start in range(0, len(matrix), BLOCK_ROWS):
-            stop = min(len(matrix), start + BLOCK_ROWS)
-            scores = matrix.scores(queries, start, stop)  # (q, rows) float32
-            if row_mask is not None:
-                scores[:, ~row_mask[start:stop]] = -np.inf
-            kk = min(c, stop - start)
-            top_scores, top_rows = torch.topk(torch.from_numpy(scores), kk, dim=1, sorted=False)
-            top = top_scores.numpy()
-            ids = row_ids[start:stop][top_rows.numpy()]
-            best.push(top, np.where(np.isneginf(top), -1, ids))
+    for start in range(0, len(matrix), BLOCK_ROWS):
+        stop = min(len(matrix), start + BLOCK_ROWS)
+        scores = matrix.scores(queries, start, stop)  # (q, rows) float32
+        if row_mask is not None:
+            scores[:, ~row_mask[start:stop]] = -np.inf
+        best.push(*top_c(scores, row_ids[start:stop], c, ordered=False))
+    return best.result()
+
+
+def top_c(
+    scores: np.ndarray, row_ids: np.ndarray, c: int, *, ordered: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best c of scores (q, n) float32 with their ids ((n,) row_ids), best first unless not
+    ``ordered``; -inf scores (masked rows) come back as id -1, missing ones padded."""
+    if scores.shape[1] == 0:
+        return TopK(len(scores), c).result()
+    kk = min(c, scores.shape[1])
+    top_scores, top_rows = torch.topk(torch.from_numpy(scores), kk, dim=1, sorted=False)
+    top = top_scores.numpy()
+    ids = np.where(np.isneginf(top), -1, row_ids[top_rows.numpy()])
+    if not ordered:
+        return top, ids
+    best = TopK(len(scores), c)
+    best.push(top, ids)
     return best.result()
 
 

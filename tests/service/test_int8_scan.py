@@ -81,14 +81,19 @@ def test_kernel_rejects_short_buffers():
         _int8scan.scan(*args, np.ones(1, np.float32), np.empty((1, 4), np.float32), 4, 8, 1, 1, 9)
 
 
-def test_quantize_error_norms_bound_the_true_error():
+@needs_kernel
+def test_quantize_matches_numpy_and_bounds_the_true_error():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((300, 77)).astype(np.float32) * rng.uniform(1e-3, 10, (300, 1)).astype(np.float32)
     x[5] = 0  # a zero row: scale 0, codes 0, error ~0
-    codes, scales, errors = int8.quantize(x)
+    codes, scales, sums, errors = int8.quantize(x)
+    want_scales = np.abs(x).max(axis=1) / np.float32(127)
+    np.testing.assert_array_equal(scales, want_scales)
+    safe = np.where(want_scales > 0, want_scales, 1)
+    np.testing.assert_array_equal(codes, np.clip(np.rint(x / safe[:, None]), -127, 127))
+    np.testing.assert_array_equal(sums, codes.sum(axis=1))
     true = np.linalg.norm(x.astype(np.float64) - scales.astype(np.float64)[:, None] * codes, axis=1)
-    slack = 1e-6 * np.linalg.norm(x, axis=1) + 1e-40  # (rounded up: the zero row gets the tiniest float)
-    assert np.all(errors >= true) and np.all(errors <= true * 1.001 + slack)
+    assert np.all(errors >= true) and np.all(errors <= true * (1 + 1e-6) + 1e-40)
     assert np.abs(codes).max() == 127 and codes[5].tolist() == [0] * 77 and errors[5] < 1e-40
 
 
@@ -145,3 +150,35 @@ def test_int8_without_kernel_falls_back_to_bf16(monkeypatch, caplog):
     assert np.array_equal(found, want_ids)
     np.testing.assert_allclose(scores, want_scores, atol=1e-6)
     assert index.storage == "int8" and index._int8_copy is None and index._scan_copy is not None
+
+
+@needs_kernel
+@pytest.mark.parametrize("kept_scores", [None, 0])
+@pytest.mark.parametrize("first_candidates", [None, 12])
+def test_int8_widening_is_exact_with_and_without_kept_scores(kept_scores, first_candidates, monkeypatch):
+    """400 near-duplicate crops per person: far more rows within int8's error bound of the 10th than
+    first candidates. With the scores kept (the default), the rows within the bound are re-scored
+    without a second scan; with none kept (INT8_KEPT_SCORES 0: large stores), the scan is repeated
+    with more candidates. Both give float32's answer."""
+    from service.vectorstore import faiss_store
+    from tests.service.test_index import brute, people
+
+    if kept_scores is not None:
+        monkeypatch.setattr(faiss_store, "INT8_KEPT_SCORES", kept_scores)
+    if first_candidates is not None:
+        monkeypatch.setattr(faiss_store, "rescore_candidates", lambda k, storage: first_candidates)
+    rng = np.random.default_rng(9)
+    vectors = people(rng, 10, 400, 96, spread=0.3)
+    ids = rng.permutation(10**6)[: len(vectors)].astype(np.int64)
+    queries = np.concatenate([people(rng, 1, 5, 96, spread=0.3), vectors[::800] + 0.0])
+    index = FaissVectorStore(96, storage="int8")
+    index.add(ids, vectors)
+    scanned = []
+    real_scores = int8.Int8Rows.scores
+    monkeypatch.setattr(int8.Int8Rows, "scores", lambda *a, **kw: scanned.append(1) or real_scores(*a, **kw))
+    want_scores, want_ids = brute(queries, ids, vectors, 10)
+    scores, found = index.search(queries, 10)
+    assert np.array_equal(found, want_ids)
+    np.testing.assert_allclose(scores, want_scores, atol=1e-6)
+    assert index.widened > 0
+    assert len(scanned) == (1 if kept_scores is None else 1 + index.widened)
