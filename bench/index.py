@@ -4,17 +4,21 @@
     python -m bench.index --sizes 10000 100000 --approx-sizes 1000000 --approx ivf --record
     python -m bench.index --sizes 10000 100000 1000000 --storage fp32 bf16 fp16 --large-storage bf16 \
         --clients 1 4 --approx-sizes --record                     # storages side by side (issue 14)
+    python -m bench.index --sizes 10000 100000 --storage fp32 bf16 int8 --clients 1 4 --approx-sizes \
+        --record                                                  # the int8 scan kernel against both
 
 Exact (flat) rows are given per storage (``--storage``: fp32; bf16 = float32 held plus a bfloat16
 scan copy, the best candidates re-scored exactly from the float32 rows; fp16 = half precision held,
-the best k + 64 re-scored in float32 from ``--rescore-source``) and per number of concurrent clients
+the best k + 64 re-scored in float32 from ``--rescore-source``; int8 = float32 held plus int8 codes
+scanned by the compiled kernel, re-scored like bf16) and per number of concurrent clients
 (``--clients``: threads, each a closed loop of single-query searches; concurrent searches share
 scans through the store's coalescer). Sizes above 100,000 run only ``--large-storage`` (1,000,000 x
 2048 is 8 GB in fp32, 12 GB in bf16) with ``--large-queries`` searches. fp16 re-scores from
 ``--rescore-source``: ``memory`` = a float32 copy held by the benchmark (standing in for the
 database, which the service reads), ``none`` = the stored half-precision values. Recall@10 of every
 exact row is measured against float32 ground truth (computed in the first bulk load's pass);
-"widened" counts the 16-bit scans repeated with more candidates (see faiss_store). "bulk load s" is
+"widened" counts the 16-bit scans repeated with more candidates (int8: the searches whose rows within
+the error bound were re-scored beyond the first candidates; see faiss_store). "bulk load s" is
 the time in ``add`` (not the data generation); "first search s" includes building the bf16 copy.
 
 Gallery vectors are random clustered unit vectors (sightings around identity centres, identities

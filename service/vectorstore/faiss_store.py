@@ -71,6 +71,7 @@ HNSW_COMPACT_FRACTION = 0.1
 SUBSET_GATHER_FRACTION = 4  # 16-bit scans: allowed sets under 1/4 of the rows are gathered (fp16) or
 # searched in float32 (bf16), larger ones scanned with a mask
 COALESCE_MAX_QUERIES = 64  # query rows one shared scan takes at most
+COALESCE_LINGER_S = 0.002  # after a shared scan, the next waits this long at most for its callers
 INT8_KEPT_SCORES = 1 << 24  # int8 scans keeping up to this many scores (64 MB) widen without a second scan
 
 
@@ -172,7 +173,7 @@ class FaissVectorStore(VectorStore):
         self._int8_copy: int8.Int8Rows | None = None  # int8: codes of faiss's rows, in the same order
         self._row_norm: float | None = 0.0  # the largest stored vector norm (None: not known yet)
         self.widened = 0  # 16-bit scans repeated with more candidates (observable)
-        self._coalescer = Coalescer(self._search_now, COALESCE_MAX_QUERIES)
+        self._coalescer = Coalescer(self._search_now, COALESCE_MAX_QUERIES, COALESCE_LINGER_S)
 
     # ----------------------------------------------------------------- construction
     def _new_base(self):

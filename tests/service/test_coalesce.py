@@ -142,3 +142,44 @@ def test_single_caller_runs_at_once(k):
     coalescer = Coalescer(run)
     scores, ids = coalescer.submit(np.full((2, 4), 3, np.float32), k)
     assert ids.shape == (2, k) and run.batches == [2]
+
+
+def test_after_a_shared_run_the_next_run_lingers_for_the_callers():
+    """After a run of 2 callers, the next caller waits (up to linger_s) for a second one, which joins
+    its run."""
+    run = Recorder()
+    coalescer = Coalescer(run, max_queries=64, linger_s=10.0)
+    out, errors = {}, {}
+    first = submit_all(coalescer, [1], 3, out, errors)[0]
+    first.start()
+    wait_for(lambda: run.batches == [1])
+    pair = submit_all(coalescer, [2, 3], 3, out, errors)
+    for thread in pair:
+        thread.start()
+    wait_for(lambda: coalescer.requests == 3)
+    run.release.set()
+    for thread in [first, *pair]:
+        thread.join(10)
+    assert run.batches == [1, 2]
+    late = submit_all(coalescer, [4, 5], 3, out, errors)
+    late[0].start()
+    wait_for(lambda: coalescer.requests == 4)
+    time.sleep(0.05)
+    assert run.batches == [1, 2]  # lingering for a second caller
+    late[1].start()
+    for thread in late:
+        thread.join(10)
+    assert run.batches == [1, 2, 2] and not errors and set(out) == {1, 2, 3, 4, 5}
+
+
+def test_lingering_ends_at_linger_s():
+    run = Recorder()
+    run.release.set()
+    coalescer = Coalescer(run, linger_s=0.2)
+    coalescer._last_batch = 3  # as after a run of three callers
+    started = time.monotonic()
+    scores, ids = coalescer.submit(np.full((1, 4), 2, np.float32), 2)
+    assert time.monotonic() - started >= 0.2 and ids[0].tolist() == [20, 21]
+    started = time.monotonic()
+    coalescer.submit(np.full((1, 4), 2, np.float32), 2)
+    assert time.monotonic() - started < 0.2  # the previous run was a lone one
