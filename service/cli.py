@@ -293,18 +293,25 @@ def run_keys_revoke(args: argparse.Namespace) -> int:
 
 def _open_index(settings, sessions):
     """The saved index, for commands that change the gallery while the server may be down."""
-    from service.gallery_index import GalleryIndex
+    from service.gallery_index import GalleryIndex, database_watermark
     from service.vectorstore import load_store
 
     if not settings.index_path.exists():
         return None
     options = {}
     if settings.vector_store == "milvus":  # the settings name the collection (the file only refers to it)
-        options = dict(uri=settings.milvus_uri, collection=settings.milvus_collection, token=settings.milvus_token)
+        options = dict(
+            uri=settings.milvus_uri,
+            collection=settings.milvus_collection,
+            token=settings.milvus_token,
+            consistency=settings.milvus_consistency,
+        )
     try:
         store = load_store(settings.index_path, **options)
     except Exception:  # unreadable: the server rebuilds (faiss) or reconciles (Milvus) it at start
         return None
+    if store.shared:  # its deletes raise the write watermark that running replicas search at
+        store.attach_write_watermark(*database_watermark(sessions))
     return GalleryIndex(store, settings.index_path)
 
 
