@@ -1,6 +1,6 @@
 """Milvus insert throughput by method: how MilvusVectorStore.add used to insert against how it inserts now.
 
-    python -m bench.milvus_ingest --record          # 3 rounds x 8,192 vectors per method, about 3-5 min
+    python -m bench.milvus_ingest --record          # 3 rounds x 8,192 vectors per method, 3-6 min
 
 Methods, each into a fresh collection (FLAT index, not loaded, so that index building and searching do not
 compete), 2048-d unit vectors, rounds interleaved so that load changes hit every method alike:
@@ -11,6 +11,8 @@ compete), 2048-d unit vectors, rounds interleaved so that load changes hit every
   1,000 or 4,096 rows per request, no held check.
 - ``store-1000`` / ``store-4096``: ``MilvusVectorStore.add`` now, called with 1,000 / 4,096 rows: its held
   check (one range query at Strong) plus ``insert_columns``.
+- ``upsert-1000``: ``MilvusVectorStore.upsert`` (what the service's ``GalleryIndex.add_new`` calls on Milvus:
+  replace by id, no held check), 1,000 rows per call.
 
 Milvus runs at ``--milvus-uri`` or as a throwaway local server (tests/milvus.py, time tick 20 ms).
 """
@@ -28,7 +30,7 @@ import numpy as np
 from bench.report import append_section, command_line, machine_description
 from bench.scale import MilvusServerHandle
 
-METHODS = ("rows-1000", "columns-1000", "columns-4096", "store-1000", "store-4096")
+METHODS = ("rows-1000", "columns-1000", "columns-4096", "store-1000", "store-4096", "upsert-1000")
 logger = logging.getLogger("bench.milvus_ingest")
 
 
@@ -52,7 +54,7 @@ def insert(method: str, uri: str, name: str, ids: np.ndarray, x: np.ndarray) -> 
         kind, batch = method.rsplit("-", 1)
         batch = int(batch)
         store = None
-        if kind == "store":
+        if kind in ("store", "upsert"):
             store = MilvusVectorStore(x.shape[1], uri=uri, collection=name, index_type="FLAT")
         columns = Collection(name, using=client._using)
         start = time.perf_counter()
@@ -69,6 +71,8 @@ def insert(method: str, uri: str, name: str, ids: np.ndarray, x: np.ndarray) -> 
                 client.insert(name, rows)
             elif kind == "columns":
                 insert_columns(columns, ids[part], x[part], cameras[part], times[part])
+            elif kind == "upsert":
+                store.upsert(ids[part], x[part], ItemAttributes(tuple(cameras[part]), tuple(times[part])))
             else:
                 store.add(ids[part], x[part], ItemAttributes(tuple(cameras[part]), tuple(times[part])))
         return time.perf_counter() - start

@@ -244,15 +244,28 @@ class GalleryIndex:
     def __len__(self) -> int:
         return len(self.store)
 
+    def _upserts(self, attrs: ItemAttributes | None) -> bool:
+        return self.shared and attrs is not None and hasattr(self.store, "upsert")
+
     def add(self, ids: np.ndarray, vectors: np.ndarray, attrs: ItemAttributes | None = None) -> None:
-        self.store.add(np.asarray(ids, dtype=np.int64), np.asarray(vectors, dtype=np.float32), attrs)
+        """Add these rows. A server engine that replaces rows by id (Milvus upsert) writes them whether or not
+        held: they are the database's rows, so one that another replica's reconcile wrote first is harmless."""
+        ids, vectors = np.asarray(ids, dtype=np.int64), np.asarray(vectors, dtype=np.float32)
+        if self._upserts(attrs):
+            self.store.upsert(ids, vectors, attrs)
+        else:
+            self.store.add(ids, vectors, attrs)
 
     def add_new(self, ids, vectors, attrs: ItemAttributes | None = None) -> int:
-        """Add the ids not held yet (a sync may have added some of them first); returns how many were added.
-        ``attrs``: camera and capture time per id, for an engine that filters inside (Milvus)."""
+        """Add the ids not held yet (a sync may have added some of them first); returns how many were added
+        (a server engine that upserts: how many were written). ``attrs``: camera and capture time per id, for
+        an engine that filters inside (Milvus)."""
         ids = np.asarray(ids, dtype=np.int64)
         if not len(ids):
             return 0
+        if self._upserts(attrs):  # no "held?" round trip: see add
+            self.add(ids, vectors, attrs)
+            return len(ids)
         with self._add_lock:
             held = self.store.ids_in_range(int(ids.min()), int(ids.max()) + 1)  # one query on a server
             new = ~np.isin(ids, held)

@@ -168,13 +168,17 @@ def create_collection(client, name: str, dim: int, index_type: str, index_params
     client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
 
 
-def insert_columns(collection, ids: np.ndarray, vectors: np.ndarray, cameras, captured_us) -> int:
-    """Insert rows column-wise through a pymilvus ``Collection``, ``INSERT_CHUNK`` rows per request; returns
-    the newest write's Milvus timestamp. Column-wise skips pymilvus' per-row dicts and checks."""
+def insert_columns(
+    collection, ids: np.ndarray, vectors: np.ndarray, cameras, captured_us, *, upsert: bool = False
+) -> int:
+    """Insert (or upsert: replace rows of the same id) rows column-wise through a pymilvus ``Collection``,
+    ``INSERT_CHUNK`` rows per request; returns the newest write's Milvus timestamp. Column-wise skips pymilvus'
+    per-row dicts and checks."""
     newest = 0
+    write = collection.upsert if upsert else collection.insert
     for start in range(0, len(ids), INSERT_CHUNK):
         end = start + INSERT_CHUNK
-        result = collection.insert(
+        result = write(
             [
                 ids[start:end].tolist(),
                 vectors[start:end].tolist(),
@@ -341,6 +345,28 @@ class MilvusVectorStore(VectorStore):
             raise ValueError(f"ids already held: {held[:10].tolist()}")
         ts = insert_columns(self._collection(), ids, vectors, attributes.camera_ids, attributes.captured_us)
         self._wrote(ts)
+
+    def upsert(self, ids, vectors, attributes: ItemAttributes) -> int:
+        """Add these rows, replacing any row of the same id (Milvus upsert): idempotent, so it needs no
+        "already held" query (two Strong round trips per ingest with ``add_new``'s own). For rows that are the
+        database's (same id, same embedding, camera and time), which is all the service writes. Returns the
+        number of rows written."""
+        ids = check_ids(ids)
+        vectors = check_vectors(vectors, self.dim)
+        if len(ids) != len(vectors) or len(attributes.camera_ids) != len(ids):
+            raise ValueError(f"{len(ids)} ids, {len(vectors)} vectors, {len(attributes.camera_ids)} attribute rows")
+        if not len(ids):
+            return 0
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("ids repeat within one upsert")
+        for camera in attributes.camera_ids:
+            if len(str(camera).encode()) > CAMERA_MAX_LENGTH:
+                raise ValueError(f"camera id longer than {CAMERA_MAX_LENGTH} bytes: {camera!r}")
+        ts = insert_columns(
+            self._collection(), ids, vectors, attributes.camera_ids, attributes.captured_us, upsert=True
+        )
+        self._wrote(ts)
+        return len(ids)
 
     def remove(self, ids) -> int:
         ids = np.unique(check_ids(ids))

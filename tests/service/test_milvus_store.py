@@ -323,3 +323,25 @@ def test_milvus_settings_from_the_environment(tmp_path, monkeypatch):
         "kind": "flat",
         "storage": "fp32",
     }
+
+
+def test_upsert_replaces_by_id_and_raises_the_watermark(store):
+    """What GalleryIndex.add_new uses on Milvus: writing the same rows twice (an ingest and another replica's
+    reconcile) leaves one row per id, needs no "held?" query, and records its timestamp like add."""
+    rng = np.random.default_rng(8)
+    watermark = Watermark()
+    s = store("FLAT")
+    s.attach_write_watermark(watermark.read, watermark.record)
+    ids = np.arange(1, 41, dtype=np.int64)
+    vectors = unit(rng, 40)
+    assert s.upsert(ids, vectors, attrs(ids)) == 40
+    first = watermark.ts
+    assert first > 0
+    assert s.upsert(ids[:10], vectors[:10], attrs(ids[:10])) == 10  # again: replaced, not doubled
+    assert watermark.ts > first and len(s) == 40 and list(s.ids()) == list(ids)
+    _, found = s.search(vectors[3], 2)
+    assert found[0][0] == 4 and found[0][1] != 4  # one row for id 4, not two
+    with pytest.raises(ValueError, match="repeat"):
+        s.upsert(np.array([5, 5]), vectors[:2], attrs([5, 5]))
+    with pytest.raises(ValueError, match="attribute rows"):
+        s.upsert(ids[:2], vectors[:2], attrs(ids[:3]))
