@@ -408,6 +408,7 @@ def test_reduced_scan_recall_on_near_duplicates(crops, first_candidates, storage
     np.testing.assert_allclose(scores, exact, atol=1e-6)
     if crops == 400 or first_candidates:  # more near-ties than first candidates
         assert index.widened > 0
+    assert (index._int8_copy is not None) == (storage == "int8")  # int8: its kernel scanned
 
 
 @pytest.mark.parametrize("storage", ["bf16", INT8])
