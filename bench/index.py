@@ -45,6 +45,7 @@ import faiss
 import numpy as np
 
 from bench.report import append_section, command_line, machine_description
+from service.vectorstore import int8
 from service.vectorstore.faiss_store import STORAGES, default_nlist
 from service.vectorstore.faiss_store import FaissVectorStore as VectorIndex
 
@@ -239,6 +240,8 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     machine = machine_description() + f", faiss {faiss.__version__} ({faiss.omp_get_max_threads()} threads)"
+    if "int8" in args.storage + args.large_storage:
+        machine += f", int8 kernel: {int8.best_isa() or 'NOT BUILT (int8 rows scan bf16)'}"
     k = args.k
     exact_rows, approx_rows = [], []
     for n in args.sizes:
@@ -270,9 +273,10 @@ def main() -> int:
             for clients in args.clients:
                 load = os.getloadavg()[0]
                 widened = getattr(index, "widened", 0)
+                scanned = getattr(index, "_scan_storage", storage)  # int8 without its kernel: bf16
                 row = [
                     n,
-                    storage,
+                    storage if scanned == storage else f"{storage} (scanned {scanned})",
                     clients,
                     seconds,
                     first,
@@ -339,7 +343,7 @@ def main() -> int:
         ]
         for row in exact_rows:
             n, storage, clients, s, first, r, p50, p99, widened, load, *filtered = row
-            held = n * args.dim * BYTES_PER_VALUE[storage] / 1e6
+            held = n * args.dim * BYTES_PER_VALUE[storage.split()[0]] / 1e6
             allowed = (
                 [f"{filtered[0]:.1f} / {filtered[1]:.1f}", f"{filtered[2]:.1f} / {filtered[3]:.1f}"]
                 if filtered
