@@ -242,6 +242,7 @@ def main() -> int:
     machine = machine_description() + f", faiss {faiss.__version__} ({faiss.omp_get_max_threads()} threads)"
     if "int8" in args.storage + args.large_storage:
         machine += f", int8 kernel: {int8.best_isa() or 'NOT BUILT (int8 rows scan bf16)'}"
+    logger.info("machine: %s", machine)
     k = args.k
     exact_rows, approx_rows = [], []
     for n in args.sizes:
