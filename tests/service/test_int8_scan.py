@@ -4,6 +4,7 @@ and the int8 storage's fallback to bf16 when the kernel is not built."""
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -17,6 +18,16 @@ ISAS = [
     pytest.param(name, marks=pytest.mark.skipif(not int8.has_isa(name), reason=f"this CPU lacks {name}"))
     for name in ("c", "avx2", "avx512vnni")
 ]
+
+
+def test_the_kernel_is_built():
+    """`pip install -e .` (make venv) builds it wherever a C compiler exists: CI fails without it."""
+    if not int8.available():
+        message = "the int8 scan kernel is not built (pip install -e . with gcc and the Python headers)"
+        if os.environ.get("CI") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    assert int8.best_isa() in int8.ISAS and int8.has_isa("c")
 
 
 def expected(rows: int8.Int8Rows, queries: int8.QueryCodes) -> np.ndarray:
