@@ -54,6 +54,13 @@ class Embedder:
         precision: "fp32", "bf16" (autocast) or "auto" (bf16 on CUDA, fp32 on the CPU).
         channels_last: run the network in the channels_last memory format (faster convolutions);
             False keeps the network's parameters in their contiguous layout.
+        fold_batchnorm: run a copy of the network taken now, with its BatchNorms folded into the
+            convolutions (model.fold; the same function, cosine >= 0.9999 to the unfolded network in
+            fp32), and in bf16 on the CPU with bf16 weights (model.fast_network). `net` itself is not
+            changed, so the fingerprint and `self.net` are the loaded weights'; but later changes to
+            `net` do not reach the copy, and it costs a second copy of the weights in memory. Off here
+            (a trainer evaluating its live network), on in `from_checkpoint` and `random_init`, where
+            the embedder owns its network.
 
     `net` may also be a `model.onnx_network.OnnxNetwork` (an exported file run by ONNX Runtime):
     same preprocessing, batching, flip and normalisation; see `from_checkpoint(..., runtime=)`.
@@ -70,6 +77,7 @@ class Embedder:
         compile: bool = False,
         precision: str | None = "auto",
         channels_last: bool = True,
+        fold_batchnorm: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -85,6 +93,8 @@ class Embedder:
         self.feature = feature
         self.input_size = tuple(meta.input_size)
         self._fingerprint: str | None = None
+        self._bf16_weights = False  # torch, bf16 on the CPU: the running copy holds bf16 weights (no autocast)
+        self.fold_batchnorm = bool(fold_batchnorm) and self._is_torch  # ONNX Runtime's optimiser folds itself
         self._norm: tuple[torch.Tensor, torch.Tensor] | None = None
         self._mean_np = np.asarray(meta.mean, dtype=np.float32).reshape(1, 3, 1, 1) * np.float32(255.0)
         self._std_np = np.asarray(meta.std, dtype=np.float32).reshape(1, 3, 1, 1) * np.float32(255.0)
@@ -113,9 +123,15 @@ class Embedder:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.eval().to(self._device, memory_format=self.memory_format)
         self._forward = self.net
+        if fold_batchnorm:
+            from model.fast_network import inference_network
+
+            # A folded copy runs; self.net keeps the weights as loaded (fingerprint, exports, state dict).
+            self._forward, self._bf16_weights = inference_network(self.net, self.precision, self._device)
+            self._forward = self._forward.to(memory_format=self.memory_format)
         if compile:
             mode = "reduce-overhead" if self.device.type == "cuda" else "default"
-            self._forward = torch.compile(self.net, mode=mode, dynamic=False)
+            self._forward = torch.compile(self._forward, mode=mode, dynamic=False)
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -130,7 +146,7 @@ class Embedder:
         from model.runtime import load_network
 
         net, meta = load_network(path, runtime=runtime, cache_dir=cache_dir)
-        return cls(net, meta, **kwargs)
+        return cls(net, meta, **_owned(net, kwargs))
 
     @classmethod
     def random_init(
@@ -158,7 +174,7 @@ class Embedder:
             net = OnnxNetwork(cached_export(net.eval(), meta, cache_dir))
         elif runtime not in (None, "torch"):
             raise ValueError(f"unknown runtime {runtime!r}")
-        return cls(net, meta, **kwargs)
+        return cls(net, meta, **_owned(net, kwargs))
 
     @property
     def dim(self) -> int:
@@ -215,6 +231,8 @@ class Embedder:
 
     # -- inference --------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
+        if self._bf16_weights:  # the network casts its input and runs in bf16 itself
+            return contextlib.nullcontext()
         return autocast(self.device, self.precision)
 
     def _run_features(self, x: torch.Tensor, features: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -308,6 +326,13 @@ class Embedder:
             for name in features:
                 out[name][start : start + len(chunk)] = _l2_normalize(feats[name])
         return out
+
+
+def _owned(net, kwargs: dict) -> dict:
+    """Constructor arguments for a network the embedder owns: a torch network runs BatchNorm-folded."""
+    if _is_torch_module(net):
+        kwargs.setdefault("fold_batchnorm", True)
+    return kwargs
 
 
 def _is_torch_module(net) -> bool:

@@ -160,6 +160,8 @@ class RGAModule(nn.Module):
         """BN+ReLU of the relation conv of (theta, phi) (B, d, n) -> (B, o, n, 1)."""
         conv, bn, relu = embed
         rel = relation_features(theta, phi, conv.weight.flatten(1).to(theta.dtype))
+        if conv.bias is not None:  # a BatchNorm folded into the conv (model.fold); bn is then Identity
+            rel = rel + conv.bias.to(rel.dtype).view(1, -1, 1)
         return relu(bn(rel.unsqueeze(-1)))
 
     def _spatial_logits(self, x: torch.Tensor) -> torch.Tensor:

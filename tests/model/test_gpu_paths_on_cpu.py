@@ -70,9 +70,20 @@ def test_static_batch_padding_and_slicing_of_the_compiled_path():
     assert [s[0] for s in eager_runner.shapes] == [3]  # no padding without compile
 
 
-@pytest.mark.parametrize(("precision", "expected"), [("bf16", (True, torch.bfloat16)), ("fp32", (False, None))])
-def test_the_precision_setting_decides_autocast(precision, expected):
-    emb = Embedder.random_init(variant="none", input_size=(64, 32), batch_size=4, precision=precision)
+@pytest.mark.parametrize(
+    ("precision", "fold", "expected"),
+    [
+        ("bf16", False, (True, torch.bfloat16)),
+        ("fp32", True, (False, None)),
+        # Folded bf16 on the CPU: the running copy holds bf16 weights and casts its input (model.fast_network),
+        # so autocast (which would convert every weight on every call) is off.
+        ("bf16", True, (False, None)),
+    ],
+)
+def test_the_precision_setting_decides_autocast(precision, fold, expected):
+    emb = Embedder.random_init(
+        variant="none", input_size=(64, 32), batch_size=4, precision=precision, fold_batchnorm=fold
+    )
     emb._forward = runner = StandInRunner()
     emb.embed(pictures(2))
     enabled, dtype = runner.autocast[0]
