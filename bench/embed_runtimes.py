@@ -6,6 +6,9 @@ and `reid embed` as a whole command.
 PATH is a checkout of the official code (github.com/JDAI-CV/Relation-Aware-Global-Attention-Networks, also
 published as microsoft/Relation-Aware-Global-Attention-Networks); it is imported from there at run time and
 never copied into this repository. Without --official-root its rows are left out.
+The torch rows run what `reid embed` runs (model.fast_network: BatchNorms folded into the convolutions; in
+bf16, weights stored in bf16) through `Embedder.embed_tensor`, plus the unfolded network under bf16 autocast
+(what `--precision bf16` ran before the folding) for comparison in the same run.
 CPU s: user + sys seconds of the pipeline (the `reid embed` process; the official loop in this process),
 the figure that survives a loaded machine better than the wall clock. The torch bf16 rows are autocast
 (oneDNN's bf16 kernels: AMX / AVX-512 BF16 where the CPU has them, slow emulation where it does not).
@@ -178,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         # sessions write them, so the `reid embed` rows below run as a second run of a file does.
         os.environ["REID_CACHE_DIR"] = str(tmp / "cache")
         files = render_images(tmp / "images", args.images)
-        torch_embedder = Embedder.random_init(args.variant, input_size=input_size, device="cpu")
+        torch_embedder = Embedder.random_init(args.variant, input_size=input_size, device="cpu")  # BN folded
+        bf16_embedder = Embedder.random_init(args.variant, input_size=input_size, device="cpu", precision="bf16")
         meta = ModelMeta(variant=args.variant, input_size=input_size)
         ckpt = save_checkpoint(tmp / "w.pt", torch_embedder.net, meta)
         fp32 = export_onnx(torch_embedder.net, meta, tmp / "w.onnx", dynamic_batch=True)
@@ -189,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
 
         forwards = [
             ("official code (direct form, fp32)", lambda x: official([x], training=False)),
-            ("ours, torch (fast form, fp32)",
-             lambda x: torch_embedder.net(x.contiguous(memory_format=torch.channels_last))),
-            ("ours, torch (fast form, bf16 autocast)", functools.partial(_bf16, torch_embedder.net)),
+            ("ours, torch (fast form, fp32, BN folded)", torch_embedder.embed_tensor),
+            ("ours, torch (fast form, bf16 autocast, BN not folded)", functools.partial(_bf16, torch_embedder.net)),
+            ("ours, torch (fast form, bf16, BN folded, bf16 weights)", bf16_embedder.embed_tensor),
             ("ours, ONNX Runtime fp32", onnx_fp32.net),
             ("ours, ONNX Runtime int8", onnx_int8.net),
         ]
