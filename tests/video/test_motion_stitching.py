@@ -65,6 +65,34 @@ def test_motion_detector_splits_people_side_by_side_and_ignores_bands():
     assert (widths < 40).all() and found.boxes[:, 0].min() >= 98 and found.boxes[:, 2].max() <= 172
 
 
+def test_a_clipped_wall_swinging_with_the_light_makes_no_detections():
+    """A near-white wall that the camera clips more or less as the light swings (+-15 %): what a
+    single gain cannot undo, since clipped pixels do not scale. People still show."""
+    rng = np.random.default_rng(3)
+    ys = np.linspace(90, 140, H, dtype=np.float32)[:, None, None]
+    scene = np.broadcast_to(ys, (H, W, 3)).copy()
+    # a pale yellow wall, brighter towards the top: as the light rises, more of it clips
+    scene[: H // 2, :, 0] = 150.0
+    scene[: H // 2, :, 1] = np.linspace(250, 205, H // 2, dtype=np.float32)[:, None]
+    scene[: H // 2, :, 2] = np.linspace(240, 195, H // 2, dtype=np.float32)[:, None]
+    detector = MotionDetector(min_person_height=40, fps=10)
+
+    def shot(gain, people=()):
+        image = scene.copy()
+        for x0, y0, x1, y1 in people:
+            image[y0:y1, x0:x1] = (30.0, 40.0, 200.0)
+        # the sensor clips, then noise (and compression) leave clipped areas a few levels under 255
+        image = np.clip(image * gain, 0, 255) + rng.normal(0, 2.0, image.shape)
+        return np.clip(image, 0, 255).astype(np.uint8)
+
+    for _ in range(20):
+        detector.detect([shot(1.0)])
+    gains = 1.0 + 0.15 * np.sin(np.linspace(0, 4 * np.pi, 60))
+    assert max(len(detector.detect([shot(g)])[0]) for g in gains) == 0
+    found = detector.detect([shot(1.12, [(60, 80, 90, 170)])])[0]  # a person in front of the wall
+    assert len(found) == 1 and found.boxes[0][0] == pytest.approx(60, abs=3)
+
+
 def test_motion_detector_forgets_the_background_for_a_new_source():
     rng = np.random.default_rng(2)
     detector = MotionDetector(min_person_height=40, fps=10)
@@ -151,7 +179,8 @@ def test_a_lost_track_is_continued_by_the_new_one_when_stitching(stitch, expecte
 def test_min_seconds_drops_short_tracks():
     start = datetime(2024, 6, 3, 10, tzinfo=datetime.now().astimezone().tzinfo)
     image = np.zeros((H, 400, 3), np.uint8)
-    per_frame = [(np.array([[50, 60, 80, 160]]), np.array([0.9]))] * 8 + [
+    # a person walking 8 px a frame (a still box would be dropped as never moving)
+    per_frame = [(np.array([[50 + 8 * i, 60, 80 + 8 * i, 160]]), np.array([0.9])) for i in range(8)] + [
         (np.zeros((0, 4)), np.zeros(0))
     ] * 30
     frames = [Frame(i, i / 10, start + timedelta(seconds=i / 10), image) for i in range(len(per_frame))]

@@ -29,6 +29,10 @@ import numpy as np
 from video.detectors.base import Detections, clip_boxes, valid
 
 PERSON_WIDTH = 0.42  # a walking person's box width / height (arms and stride included)
+# a channel at or above this is (near) clipped by the camera: noise and compression keep clipped
+# areas a few levels under 255
+CLIP_LEVEL = 240
+CLIP_MARGIN = 12.0
 
 
 class MotionDetector:
@@ -84,11 +88,18 @@ class MotionDetector:
             ok = usable[..., c]
             if np.count_nonzero(ok) > 0.1 * ok.size:
                 gains[c] = float(np.median(then[..., c][ok] / now[..., c][ok]))
-        if np.abs(gains - 1.0).max() < 0.01:
+        clipped = frame >= CLIP_LEVEL
+        if np.abs(gains - 1.0).max() < 0.01 and not clipped.any():
             return frame
-        scaled = np.clip(frame.astype(np.float32) * gains, 0, 255).astype(np.uint8)
-        scaled[frame >= 250] = 255  # clipped by the camera: stays clipped, whatever the light
-        return scaled
+        scaled = frame.astype(np.float32) * gains
+        # A clipped channel only says "at least this bright": in the background's light the true
+        # value is >= frame * gain. Where the background is that bright (less a margin for
+        # noise and compression), the pixel is consistent with the background and shows it; only a
+        # background clearly darker than that bound leaves the pixel free to be foreground. (A
+        # white wall clips more or less as the light swings: that is not motion.)
+        consistent = clipped & (background >= scaled - CLIP_MARGIN)
+        scaled = np.where(consistent, background.astype(np.float32), scaled)
+        return np.clip(scaled, 0, 255).astype(np.uint8)
 
     def foreground(self, frame: np.ndarray) -> np.ndarray:
         """The cleaned foreground mask (H, W) uint8 0/255 of this frame (updates the model)."""
