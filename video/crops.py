@@ -92,6 +92,18 @@ class TrackCrops:
         if len(self.candidates) > p.max_candidates:
             self.candidates = self.candidates[::2]  # thin evenly; spread over the life is kept
 
+    def merge(self, other: TrackCrops) -> None:
+        """Takes `other`'s candidates (a later part of the same track, video/stitching.py)."""
+        clean = [c for c in self.candidates + other.candidates if c.clean]
+        if clean:
+            self.candidates = clean
+        else:  # the largest unclean view
+            everything = self.candidates + other.candidates
+            self.candidates = [max(everything, key=lambda c: c.box[3] - c.box[1])] if everything else []
+        self.seen += other.seen
+        while len(self.candidates) > self.policy.max_candidates:
+            self.candidates = self.candidates[::2]
+
     def select(self) -> list[Candidate]:
         """Up to `per_track` crops in time order, the best of each span of the track's life."""
         if not self.candidates:

@@ -9,16 +9,19 @@ service's content-hash dedupe makes a re-run idempotent.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 
+from video import appearance as colour
 from video.crops import Candidate, CropPolicy, TrackCrops
 from video.detectors.base import Detector
 from video.sources import Frame
-from video.stitching import continuation_cost
+from video.stitching import Continuation
+from video.track_quality import part_of, travel
 from video.tracking import Tracker, TrackerSettings
 
 logger = logging.getLogger(__name__)
@@ -57,16 +60,31 @@ class TrackResult:
 
 @dataclass
 class _Open:
-    track_id: int
+    key: int  # internal; the public track id is given once the track is known to be new
     crops: TrackCrops
+    track_id: int = 0
     boxes: list = field(default_factory=list)
     times: list = field(default_factory=list)
     steps: list = field(default_factory=list)
     last_step: int = 0
+    looks: colour.Appearance = field(default_factory=colour.Appearance)
+    settled: bool = False  # decided: a new track, or merged into the one it continues
 
     @property
     def boxes_xyxy(self) -> list:
         return [b[2] for b in self.boxes]
+
+    def by_frame(self) -> dict:
+        return {b[0]: b[2] for b in self.boxes}
+
+    def absorb(self, other: _Open) -> None:
+        """Takes over `other`, which continues this track after a gap."""
+        self.boxes += other.boxes
+        self.times += other.times
+        self.steps += other.steps
+        self.last_step = other.last_step
+        self.looks.merge(other.looks)
+        self.crops.merge(other.crops)
 
 
 @dataclass
@@ -75,6 +93,8 @@ class PipelineStats:
     detections: int = 0
     tracks: int = 0
     dropped_short: int = 0
+    dropped_still: int = 0  # tracks that never moved (video/track_quality.py)
+    dropped_parts: int = 0  # tracks that were a piece of another track
     stitched: int = 0
 
 
@@ -109,33 +129,72 @@ def track_source(
     start_source = getattr(detector, "start_source", None)
     if start_source is not None:  # a detector with state (the motion detector's background model)
         start_source(fps)
-    open_tracks: dict[int, _Open] = {}
+    open_tracks: dict[int, _Open] = {}  # by internal key
     step = 0
-    counter = iter(range(1, 1 << 62))
-
-    def next_id() -> int:
-        return next(counter)
+    keys = iter(range(1, 1 << 62))
+    public_ids = iter(range(1, 1 << 62))
 
     stitch_frames = max(1, int(round(settings.stitch_seconds * fps)))
+    long_frames = max(stitch_frames, int(round(settings.stitch_long_seconds * fps)))
+    # a new track is judged (new, or the continuation of a lost one) once it has this many boxes:
+    # its first box alone is often a half-hidden person coming out of a merged blob
+    settle_frames = max(2, int(round(settings.settle_seconds * fps)))
+    # a lost track stays open (a stitching candidate) until any new track that may continue it is judged
+    keep_frames = max(tracker.lost_frames, long_frames + settle_frames if settings.stitch else 0)
     min_frames = max(settings.min_frames, int(round(settings.min_seconds * fps)))
+    recent: deque[tuple[int, dict]] = deque()  # (last step, frame -> box) of finished tracks
+    rules = Continuation(
+        reach=settings.stitch_reach,
+        frames=stitch_frames,
+        colour=settings.stitch_colour,
+        long_reach=settings.stitch_long_reach,
+        long_frames=long_frames,
+        long_colour=settings.stitch_long_colour,
+    )
 
-    def continued(box: np.ndarray, updated: set[int]) -> _Open | None:
-        """The lost open track this new tracker id continues, if any (video/stitching.py)."""
-        best, best_cost = None, None
-        for entry in open_tracks.values():
-            if entry.track_id in updated or not 0 < step - entry.last_step <= stitch_frames:
-                continue
-            cost = continuation_cost(
-                entry.last_step, entry.steps, entry.boxes_xyxy, step, box, reach=settings.stitch_reach
+    def settle(entry: _Open) -> None:
+        """Decides whether `entry` continues a lost track (then merged into it) or is new."""
+        entry.settled = True
+        lost = [e for e in open_tracks.values() if e is not entry and e.last_step < entry.steps[0]]
+        target = None
+        if settings.stitch and lost:
+            choice = rules.best(
+                [(e.steps, e.boxes_xyxy, e.looks.histogram) for e in lost],
+                (entry.steps, entry.boxes_xyxy, entry.looks.histogram),
             )
-            if cost is not None and (best_cost is None or cost < best_cost):
-                best, best_cost = entry, cost
-        return best
+            target = lost[choice] if choice is not None else None
+        if target is None:
+            entry.track_id = next(public_ids)
+            return
+        target.absorb(entry)
+        del open_tracks[entry.key]
+        for tracker_id, key in alias.items():
+            if key == entry.key:
+                alias[tracker_id] = target.key
+        stats.stitched += 1
 
     def finish(entry: _Open) -> TrackResult | None:
+        if not entry.settled:
+            settle(entry)
+            if entry.key not in open_tracks:  # merged into the track it continues
+                return None
+            del open_tracks[entry.key]
+        frames = entry.by_frame()
+        while recent and step - recent[0][0] > keep_frames + len(frames):
+            recent.popleft()
         if len(entry.boxes) < min_frames:
             stats.dropped_short += 1
             return None
+        if travel(entry.boxes_xyxy) < settings.min_travel:
+            stats.dropped_still += 1
+            return None
+        if settings.drop_parts and any(
+            part_of(frames, other)
+            for other in [e.by_frame() for e in open_tracks.values()] + [f for _, f in recent]
+        ):
+            stats.dropped_parts += 1
+            return None
+        recent.append((entry.last_step, frames))
         stats.tracks += 1
         return TrackResult(
             track_ref=f"{camera_id}/{source_key}/{entry.track_id}",
@@ -147,40 +206,35 @@ def track_source(
             crops=entry.crops.select(),
         )
 
+    def finished(entries: list[_Open]) -> Iterator[TrackResult]:
+        # unsettled ones first: one may still merge into a lost track that ends with it
+        for entry in sorted(entries, key=lambda e: (e.settled, e.key)):
+            if entry.key in open_tracks:
+                if entry.settled:
+                    del open_tracks[entry.key]
+                result = finish(entry)
+                if result is not None:
+                    yield result
+
     for batch in _batches(frames, max(1, detector.batch_size)):
         found = detector.detect([f.image for f in batch])
         for frame, detections in zip(batch, found, strict=True):
             step += 1
             stats.frames += 1
             stats.detections += len(detections)
-            tracked = tracker.update(detections)
-            # tracks the tracker kept this frame first: a new tracker id may only continue a track
-            # that is not among them
-            tracked.sort(key=lambda t: t[0] not in alias)
-            updated: set[int] = set()
-            for tracker_id, box, score in tracked:
-                track_id = alias.get(tracker_id)
-                entry = open_tracks.get(track_id) if track_id is not None else None
-                if track_id is None and settings.stitch:
-                    entry = continued(box, updated)
-                    if entry is not None:
-                        alias[tracker_id] = entry.track_id
-                        stats.stitched += 1
+            for tracker_id, box, score in tracker.update(detections):
+                key = alias.get(tracker_id)
+                entry = open_tracks.get(key) if key is not None else None
                 if entry is None:
-                    track_id = alias[tracker_id] = next_id()
-                    entry = open_tracks[track_id] = _Open(track_id, TrackCrops(policy))
-                updated.add(entry.track_id)
+                    key = alias[tracker_id] = next(keys)
+                    entry = open_tracks[key] = _Open(key, TrackCrops(policy))
                 entry.boxes.append((frame.index, frame.seconds, tuple(float(v) for v in box), score))
                 entry.times.append(frame.captured_at)
                 entry.steps.append(step)
                 entry.last_step = step
+                entry.looks.update(colour.describe(frame.image, box))
                 entry.crops.offer(frame.index, frame.captured_at, frame.image, np.asarray(box), score)
-            over = [tid for tid, e in open_tracks.items() if step - e.last_step > tracker.lost_frames]
-            for tid in over:
-                result = finish(open_tracks.pop(tid))
-                if result is not None:
-                    yield result
-    for tid in sorted(open_tracks):
-        result = finish(open_tracks.pop(tid))
-        if result is not None:
-            yield result
+            for entry in [e for e in open_tracks.values() if not e.settled and len(e.boxes) >= settle_frames]:
+                settle(entry)
+            yield from finished([e for e in open_tracks.values() if step - e.last_step > keep_frames])
+    yield from finished(list(open_tracks.values()))

@@ -13,6 +13,7 @@ tracks at once are two people).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -59,3 +60,62 @@ def continuation_cost(
     distance = float(np.linalg.norm(foot_point(new_box) - predicted)) / height
     allowed = reach * (1.0 + growth * gap)
     return distance if distance <= allowed else None
+
+
+Track = tuple[Sequence[int], Sequence[Sequence[float]], "np.ndarray | None"]  # steps, boxes, colour histogram
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """Which lost track a new track continues, judged once the new track has a few boxes.
+
+    Two rules, both on where the lost track was heading (`continuation_cost`) and on clothing
+    colour (video/appearance.py, Bhattacharyya distance of the tracks' mean histograms):
+    - a short gap (up to `frames` processed frames): within `reach` person heights of the
+      prediction, colours not clearly different (`colour`) - the colour veto keeps two people who
+      crossed from being swapped or joined;
+    - a longer gap (up to `long_frames`: two people walking together as one blob, a long
+      occlusion): within `long_reach` person heights (growing slowly with the gap) and colours
+      closely alike (`long_colour`).
+    Each of the new track's first boxes is tried (the first is often a half-hidden person coming
+    out of a merged blob); the nearest match, position plus colour distance, wins.
+    """
+
+    reach: float = 0.4
+    frames: int = 20
+    colour: float = 0.6
+    long_reach: float = 1.0
+    long_frames: int = 40
+    long_colour: float = 0.4
+    long_growth: float = 0.025
+
+    def cost(self, lost: Track, new: Track) -> float | None:
+        from video.appearance import distance
+
+        steps, boxes, look = lost
+        new_steps, new_boxes, new_look = new
+        if not steps or not new_steps:
+            return None
+        gap = new_steps[0] - steps[-1]
+        if not 0 < gap <= self.long_frames:
+            return None
+        unlike = distance(look, new_look)
+        tries = []
+        if gap <= self.frames and (unlike is None or unlike <= self.colour):
+            tries.append((self.reach, 0.1))
+        if unlike is not None and unlike <= self.long_colour:
+            tries.append((self.long_reach, self.long_growth))
+        best = None
+        for reach, growth in tries:
+            for step, box in zip(new_steps, new_boxes, strict=True):
+                cost = continuation_cost(steps[-1], steps, boxes, step, box, reach=reach, growth=growth)
+                if cost is not None and (best is None or cost < best):
+                    best = cost
+            if best is not None:
+                break
+        return None if best is None else best + (unlike or 0.0)
+
+    def best(self, lost: Sequence[Track], new: Track) -> int | None:
+        """Index in `lost` of the track `new` continues, or None (a new person)."""
+        costs = [(c, i) for i, track in enumerate(lost) if (c := self.cost(track, new)) is not None]
+        return min(costs)[1] if costs else None

@@ -35,6 +35,18 @@ class TrackerSettings:
     stitch: bool = True  # join a lost track to the new track that continues it (video/stitching.py)
     stitch_reach: float = 0.4  # ... when the new box is this many person heights from where it was heading
     stitch_seconds: float = 2.0  # ... and the lost track was last seen at most this long ago
+    stitch_colour: float = 0.6  # ... and their colour histograms are closer than this (video/appearance.py)
+    # a longer gap (two people walking together, a long occlusion) is bridged only with a close colour match
+    stitch_long_seconds: float = 4.0
+    stitch_long_reach: float = 1.0
+    stitch_long_colour: float = 0.4
+    settle_seconds: float = (
+        0.5  # a new track is judged (new person or continuation) after this many seconds' boxes
+    )
+    min_travel: float = 0.5  # a track whose foot point moved less than this many person heights is not a pass
+    drop_parts: bool = (
+        True  # a track that is mostly a piece of a longer one (legs, a cut-off half) is not counted
+    )
 
 
 class Tracker:
