@@ -40,13 +40,12 @@ class TrackerSettings:
     stitch_long_seconds: float = 4.0
     stitch_long_reach: float = 1.0
     stitch_long_colour: float = 0.4
-    settle_seconds: float = (
-        0.5  # a new track is judged (new person or continuation) after this many seconds' boxes
-    )
-    min_travel: float = 0.5  # a track whose foot point moved less than this many person heights is not a pass
-    drop_parts: bool = (
-        True  # a track that is mostly a piece of a longer one (legs, a cut-off half) is not counted
-    )
+    # a new track is judged (a new person or the continuation of a lost one) after this long
+    settle_seconds: float = 0.5
+    # a track whose foot point moved less than this many person heights is not a pass (video/track_quality.py)
+    min_travel: float = 0.5
+    # a track that is mostly a piece of a taller one (legs, a half cut by a pillar) is not counted
+    drop_parts: bool = True
 
 
 class Tracker:
