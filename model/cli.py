@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from model.batch_workers import batch_workers
 from model.device import PRECISIONS
 from model.errors import ReidError
 
@@ -57,6 +58,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "choice: docs/onnx.md), or auto (bf16 on CUDA, fp32 on the CPU); default: $REID_PRECISION, else auto",
     )
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="torch on the CPU: batches embedded at once, each on its own core with one thread (default: one "
+        "per usable CPU; 1 = one batch at a time on torch's own thread pool, as before). Other runtimes: 1",
+    )
     p.set_defaults(func=run_embed)
 
 
@@ -82,6 +90,8 @@ def run_embed(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ReidError("--batch-size must be at least 1")
+    if args.workers is not None and args.workers < 1:
+        raise ReidError("--workers must be at least 1")
     if args.weights is None and not args.random_init:
         raise ReidError(NO_WEIGHTS_HELP)
     files = collect_images(args.inputs)
@@ -106,10 +116,13 @@ def run_embed(args: argparse.Namespace) -> int:
         embedder.feature,
     )
     vectors = np.empty((len(files), embedder.dim), dtype=np.float32)
-    with tqdm(total=len(files), unit="img", desc="embed", disable=None) as bar:  # None: a terminal only
-        for start in range(0, len(files), args.batch_size):
-            chunk = files[start : start + args.batch_size]
-            vectors[start : start + len(chunk)] = embedder.embed(chunk)
+    chunks = [files[start : start + args.batch_size] for start in range(0, len(files), args.batch_size)]
+    workers = batch_workers(embedder, args.workers, len(chunks))
+    with tqdm(total=len(files), unit="img", desc="embed", disable=None) as bar, workers as run:  # bar: a terminal only
+        start = 0
+        for chunk, block in zip(chunks, run(embedder.embed, chunks), strict=True):  # in input order
+            vectors[start : start + len(chunk)] = block
+            start += len(chunk)
             bar.update(len(chunk))
     out = args.out if args.out.suffix == ".npy" else args.out.with_suffix(".npy")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -77,3 +77,27 @@ def test_the_no_weights_hint_names_commands_that_work():
     assert str(cfg.run_dir / "final.pt") in NO_WEIGHTS_HELP
     demo = parser.parse_args(["demo"])
     assert f"--weights {demo.data / 'model.pt'}" in NO_WEIGHTS_HELP  # where `reid demo` saves its model
+
+
+def test_batches_in_parallel_give_the_serial_vectors_in_order(image_dir, tmp_path, capsys):
+    import torch
+
+    weights = tmp_path / "w.pt"
+    save_checkpoint(weights, build_model("none", input_size=(128, 64)), ModelMeta(variant="none", input_size=(128, 64)))
+    files = [str(p) for p in sorted(image_dir.rglob("*")) if p.suffix in (".jpg", ".png")] * 3  # 9 images
+    threads = torch.get_num_threads()
+    base = ["embed", *files, "--weights", str(weights), "--batch-size", "2", "--device", "cpu", "--out"]
+    assert main([*base, str(tmp_path / "serial.npy"), "--workers", "1"]) == 0
+    assert main([*base, str(tmp_path / "parallel.npy"), "--workers", "3"]) == 0  # 5 batches over 3 workers
+    assert main([*base, str(tmp_path / "auto.npy")]) == 0
+    assert torch.get_num_threads() == threads  # the run's one-thread-per-worker setting is put back
+    serial = np.load(tmp_path / "serial.npy")
+    for name in ("parallel", "auto"):
+        other = np.load(tmp_path / f"{name}.npy")
+        assert other.shape == serial.shape == (9, 2048)
+        # Same batches, same order; only the intra-op thread count differs (oneDNN's summation order).
+        assert (other * serial).sum(1).min() >= 0.99999
+    assert np.allclose(serial[:3], serial[3:6], atol=1e-6)  # repeated files, repeated rows: order kept
+    assert main([*base, str(tmp_path / "bad.npy"), "--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "bad.npy").exists()
