@@ -9,6 +9,9 @@ never copied into this repository. Without --official-root its rows are left out
 The torch rows run what `reid embed` runs (model.fast_network: BatchNorms folded into the convolutions; in
 bf16, weights stored in bf16) through `Embedder.embed_tensor`, plus the unfolded network under bf16 autocast
 (what `--precision bf16` ran before the folding) for comparison in the same run.
+The `reid embed` torch rows run with its default batch workers (one batch per CPU at once, one intra-op
+thread each: model/batch_workers.py), plus bf16 with `--workers 1` (one batch over torch's OpenMP threads, the
+old way) and with one worker of one thread, so that one quiet run says which is fastest on the machine.
 CPU s: user + sys seconds of the pipeline (the `reid embed` process; the official loop in this process),
 the figure that survives a loaded machine better than the wall clock. The torch bf16 rows are autocast
 (oneDNN's bf16 kernels: AMX / AVX-512 BF16 where the CPU has them, slow emulation where it does not).
@@ -131,7 +134,8 @@ def _cpu_seconds(who: int) -> float:
 
 
 def reid_embed_command(
-    weights: Path, folder: Path, batch: int, out: Path, runtime: str | None, precision: str | None = None
+    weights: Path, folder: Path, batch: int, out: Path, runtime: str | None, precision: str | None = None,
+    extra: tuple[str, ...] = (), env_extra: dict | None = None,
 ) -> tuple[float, float]:
     """Run `reid embed` as a whole command: (wall seconds, CPU seconds of the process, user + sys)."""
     cmd = [sys.executable, "-m", "reid", "embed", str(folder), "--weights", str(weights), "--device", "cpu",
@@ -140,7 +144,8 @@ def reid_embed_command(
         cmd += ["--runtime", runtime]
     if precision:
         cmd += ["--precision", precision]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cmd += list(extra)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **(env_extra or {})}
     cpu = _cpu_seconds(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -215,13 +220,18 @@ def main(argv: list[str] | None = None) -> int:
             seconds = official_pipeline(official, files, input_size, b)
             report({"what": "official code, files -> features", "batch": b, "images_per_s": len(files) / seconds,
                     "seconds": seconds, "cpu_s": _cpu_seconds(resource.RUSAGE_SELF) - cpu}, pipeline)
-        for name, weights, runtime, precision in (
-            ("reid embed, torch", ckpt, "torch", None),
-            ("reid embed, torch bf16 (--precision bf16)", ckpt, "torch", "bf16"),
-            ("reid embed, ONNX Runtime fp32", fp32, None, None),
-            ("reid embed, ONNX Runtime int8", int8, None, None),
+        one = {"OMP_NUM_THREADS": "1"}
+        for name, weights, runtime, precision, extra, env in (
+            ("reid embed, torch", ckpt, "torch", None, (), None),
+            ("reid embed, torch bf16 (--precision bf16)", ckpt, "torch", "bf16", (), None),
+            ("reid embed, torch bf16, --workers 1 (2 OpenMP threads)", ckpt, "torch", "bf16", ("--workers", "1"), None),
+            ("reid embed, torch bf16, --workers 1, OMP_NUM_THREADS=1", ckpt, "torch", "bf16", ("--workers", "1"), one),
+            ("reid embed, ONNX Runtime fp32", fp32, None, None, (), None),
+            ("reid embed, ONNX Runtime int8", int8, None, None, (), None),
         ):
-            seconds, cpu = reid_embed_command(weights, tmp / "images", b, tmp / "out.npy", runtime, precision)
+            seconds, cpu = reid_embed_command(
+                weights, tmp / "images", b, tmp / "out.npy", runtime, precision, extra, env
+            )
             report({"what": name, "batch": b, "images_per_s": len(files) / seconds, "seconds": seconds,
                     "cpu_s": cpu}, pipeline)
     load_end = os.getloadavg()
