@@ -78,7 +78,9 @@ def wait_indexed(client, name: str, n: int, timeout_s: float) -> None:
     while time.monotonic() < deadline:
         for index_name in client.list_indexes(name):
             progress = client.describe_index(name, index_name)
-        if int(progress.get("indexed_rows", 0)) >= n and not int(progress.get("pending_index_rows", 0)):
+        # indexed_rows only: Milvus 2.3.5 kept reporting ~690,000 pending_index_rows for a 1M
+        # collection minutes after all its 1,000,000 rows were indexed (compacted segments counted again?)
+        if int(progress.get("indexed_rows", 0)) >= n:
             return
         time.sleep(2)
     raise TimeoutError(f"Milvus indexed {progress.get('indexed_rows')} of {n} rows in {timeout_s:.0f} s")
