@@ -57,8 +57,9 @@ class Settings(BaseSettings):
     index_ef_search: int | None = Field(None, ge=1, le=65536)  # HNSW candidate list size
     # flat index: vectors held and scanned as float32; bf16: held as float32, scanned as a bfloat16 copy
     # with an exact float32 re-score of the best; fp16: held as float16, re-scored from the database
-    # int8: held as float32, scanned as per-row int8 codes by a compiled kernel (bf16 without it), re-scored
-    index_storage: Literal["fp32", "bf16", "fp16", "int8"] = "fp32"
+    # int8: held as float32, scanned as per-row int8 codes by a compiled kernel (bf16 without it), re-scored.
+    # Default: int8 for the flat index (the fastest exact search measured: BENCHMARKS.md), fp32 for ivf / hnsw
+    index_storage: Literal["fp32", "bf16", "fp16", "int8"] = "int8"
     # where the vectors live: faiss (in this process, saved under data_dir) or a Milvus server / cluster
     vector_store: Literal["faiss", "milvus"] = "faiss"
     milvus_uri: str | None = None  # e.g. http://milvus:19530
@@ -92,9 +93,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_index_storage(self) -> Settings:
         if self.index_storage != "fp32" and self.index_kind != "flat":
-            raise ValueError(
-                f"REID_INDEX_STORAGE={self.index_storage} is for REID_INDEX_KIND=flat (exact search)"
-            )
+            if "index_storage" in self.model_fields_set:
+                raise ValueError(
+                    f"REID_INDEX_STORAGE={self.index_storage} is for REID_INDEX_KIND=flat (exact search)"
+                )
+            self.index_storage = "fp32"  # the default storage is the flat index's; ivf / hnsw hold float32
         if self.vector_store == "milvus":
             from service.vectorstore.milvus_store import check_collection_name, check_index_config
 

@@ -48,6 +48,19 @@ def test_settings_read_environment(monkeypatch, tmp_path):
         Settings(_env_file=None)
 
 
+def test_index_storage_defaults_to_int8_for_the_flat_index_only(monkeypatch, tmp_path):
+    monkeypatch.setenv("REID_DATA_DIR", str(tmp_path))
+    assert Settings(_env_file=None).index_storage == "int8"
+    assert Settings(_env_file=None, index_kind="hnsw").index_storage == "fp32"  # ivf / hnsw hold float32
+    assert Settings(_env_file=None, index_storage="fp32").index_storage == "fp32"
+    with pytest.raises(ValueError, match="int8 is for REID_INDEX_KIND=flat"):
+        Settings(_env_file=None, index_kind="ivf", index_storage="int8")
+    monkeypatch.setenv("REID_INDEX_KIND", "hnsw")  # asked for in the environment: refused the same way
+    monkeypatch.setenv("REID_INDEX_STORAGE", "bf16")
+    with pytest.raises(ValueError, match="bf16 is for REID_INDEX_KIND=flat"):
+        Settings(_env_file=None)
+
+
 def test_migrations_produce_the_models_schema(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     upgrade_database(engine)

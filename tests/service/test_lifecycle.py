@@ -81,7 +81,8 @@ def test_changing_the_index_kind_rebuilds_it(settings, embedder, tmp_path):
 @pytest.mark.parametrize("storage", ["fp16", "bf16", "int8"])  # int8 without its kernel: scans bf16
 def test_16bit_storage_answers_like_fp32_and_switching_rebuilds(settings, embedder, tmp_path, storage):
     _faiss_only(settings)
-    with TestClient(create_app(settings, embedder=embedder)) as client:
+    exact = make_settings(tmp_path, index_storage="fp32", database_url=settings.database_url)
+    with TestClient(create_app(exact, embedder=embedder)) as client:
         _fill(client)
         before = _search(client)
         filtered_before = _search_camera(client, "cam-2")

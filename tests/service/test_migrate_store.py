@@ -82,7 +82,7 @@ def source(tmp_path):
             insert(WatchMatch).values(watch_id=1, item_id=7, score=0.91, camera_id="cam-1", captured_at=T0)
         )
     sessions = make_sessionmaker(engine)
-    GalleryIndex.open(settings.index_path, DIM, "flat", sessions)  # the faiss file the service would have
+    GalleryIndex.open(settings.index_path, DIM, "flat", sessions, storage=settings.index_storage)  # the faiss file the service would have
     engine.dispose()
     return settings
 
@@ -129,7 +129,7 @@ def test_sqlite_faiss_to_postgresql_keeps_rows_ids_vectors_and_images(source, po
     # the vector file holds the stored embeddings under the item ids; the service loads it as is
     engine = make_engine(postgres_url)
     sessions = make_sessionmaker(engine)
-    gallery = GalleryIndex.open(target_index, DIM, "flat", sessions)
+    gallery = GalleryIndex.open(target_index, DIM, "flat", sessions, storage=source.index_storage)
     assert not gallery.rebuilt
     store = load_store(target_index)
     item = rows(source_url, GalleryItem.__table__)[10]
@@ -175,7 +175,7 @@ def test_an_interrupted_migration_continues_without_duplicates(source, postgres_
         migrate(
             source_engine,
             target_engine,
-            FaissTarget(vector_file),
+            FaissTarget(vector_file, storage=source.index_storage),
             source_images=source.images_dir,
             batch=10,
             on_batch=stop_after_two,
