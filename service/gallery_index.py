@@ -181,6 +181,7 @@ class GalleryIndex:
             deletes = repository.deletes_generation(session)
             ids = db_ids(session)
         gallery = cls._open(path, dim, kind, sessions, storage, ids)
+        gallery.store.prepare()  # before the service reports ready: no slow first search
         gallery._deletes_seen = deletes
         gallery._cursor = int(ids[-1]) if len(ids) else 0
         return gallery

@@ -102,6 +102,11 @@ class VectorStore(ABC):
         on one replica sees what another acknowledged. Engines in the process ignore it."""
         return None
 
+    def prepare(self) -> None:
+        """Make now what the first search would otherwise make (e.g. a reduced-precision scan copy), so that
+        the first search after start-up is not the slow one. Engines with nothing to make ignore it."""
+        return None
+
     def set_search_params(self, **params) -> None:
         """Engine-specific speed / recall knobs (e.g. nprobe, ef_search); unknown knobs are ignored."""
         return None

@@ -519,6 +519,13 @@ class FaissVectorStore(VectorStore):
             best.push(*scan_topc(queries, as_tensor(matrix)[picked], chunk, c))
         return best.result()
 
+    def prepare(self) -> None:
+        """The bf16 / int8 scan copy of every row, made now instead of by the first search (1M x 2048 int8:
+        ~6 s on 2 cores)."""
+        if self._scan_storage in ("bf16", "int8") and self.kind == "flat":
+            with self._lock:
+                self._scan_matrix()
+
     def _scan_matrix(self) -> np.ndarray | torch.Tensor | int8.Int8Rows:
         """The rows a reduced scan reads, aligned with faiss's rows: fp16 the stored codes, bf16 the
         bfloat16 copy, int8 the int8 codes (copies brought up to date here: added rows are converted

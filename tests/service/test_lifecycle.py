@@ -90,6 +90,10 @@ def test_16bit_storage_answers_like_fp32_and_switching_rebuilds(settings, embedd
     with TestClient(create_app(half, embedder=embedder)) as client:
         index = client.app.state.ctx.index
         assert index.rebuilt and index.store.storage == storage
+        if storage != "fp16":  # the scan copy is made while the service starts, not by the first search
+            store = index.store
+            copy = store._int8_copy if store._scan_storage == "int8" else store._scan_copy
+            assert copy is not None and len(copy) >= len(store) == 12
         # scanned in 16 bits, re-scored in float32 (the database's, or the rows held): the same hits
         # and scores (up to float32 summation order)
         _same_hits(_search(client), before)
