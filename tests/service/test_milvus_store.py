@@ -321,7 +321,7 @@ def test_milvus_settings_from_the_environment(tmp_path, monkeypatch):
     ).store_options() == {
         "engine": "faiss",
         "kind": "flat",
-        "storage": "fp32",
+        "storage": "int8",  # the flat index's default
     }
 
 
