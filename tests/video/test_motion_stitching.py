@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
+from tests.video.replay import ReplayDetector
 from video.detectors import build_detector
-from video.detectors.base import Detections
 from video.detectors.motion import MotionDetector
 from video.errors import VideoError
 from video.evaluation import iou_distance
@@ -128,19 +128,6 @@ def test_continuation_cost_follows_the_heading():
     assert continuation_cost(5, steps, boxes, 5, ahead) is None  # same step: two people
 
 
-class _Replay:
-    """A detector that answers fixed boxes per frame."""
-
-    name = "replay"
-    batch_size = 1
-
-    def __init__(self, per_frame):
-        self.per_frame = iter(per_frame)
-
-    def detect(self, frames):
-        return [Detections(*next(self.per_frame)) for _ in frames]
-
-
 def _walk(jump_at: int, jump: float):
     """One person walking right; at `jump_at` the box jumps `jump` px ahead after 3 missed frames
     (hidden, then seen further on), which breaks the tracker's overlap gate."""
@@ -165,7 +152,7 @@ def test_a_lost_track_is_continued_by_the_new_one_when_stitching(stitch, expecte
             iter(frames),
             camera_id="cam",
             source_key="k",
-            detector=_Replay(_walk(20, 35)),
+            detector=ReplayDetector(_walk(20, 35)),
             fps=10,
             tracker_settings=TrackerSettings(stitch=stitch),
             stats=stats,
@@ -192,7 +179,7 @@ def test_min_seconds_drops_short_tracks():
                     iter(frames),
                     camera_id="c",
                     source_key="k",
-                    detector=_Replay(per_frame),
+                    detector=ReplayDetector(per_frame),
                     fps=10,
                     tracker_settings=settings,
                 )

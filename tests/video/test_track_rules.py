@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from tests.video.replay import ReplayDetector
 from video import appearance as colour
-from video.detectors.base import Detections
 from video.pipeline import PipelineStats, track_source
 from video.sources import Frame
 from video.stitching import Continuation
@@ -22,19 +22,6 @@ FLOOR = (120, 130, 125)  # BGR, a grey floor
 # two people's clothes (BGR): top, bottom
 RED_BLUE = ((40, 40, 200), (160, 60, 20))
 GREEN_YELLOW = ((40, 170, 40), (30, 200, 220))
-
-
-class _Replay:
-    """A detector that answers fixed boxes per frame."""
-
-    name = "replay"
-    batch_size = 1
-
-    def __init__(self, per_frame):
-        self.per_frame = iter(per_frame)
-
-    def detect(self, frames):
-        return [Detections(*next(self.per_frame)) for _ in frames]
 
 
 def _draw(people) -> np.ndarray:
@@ -55,7 +42,7 @@ def _run(scenes, detections, settings=None, stats=None):
             iter(frames),
             camera_id="cam",
             source_key="k",
-            detector=_Replay(detections),
+            detector=ReplayDetector(detections),
             fps=10,
             tracker_settings=settings,
             stats=stats,
