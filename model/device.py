@@ -13,6 +13,7 @@ bf16 on CUDA and fp32 on the CPU.
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import TYPE_CHECKING
 
 from model.errors import ReidError
@@ -21,6 +22,14 @@ if TYPE_CHECKING:
     import torch
 
 PRECISIONS = ("fp32", "bf16")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask on Linux, else the machine's count); at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 class DeviceError(ReidError, RuntimeError):

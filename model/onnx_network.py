@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from model.checkpoint import ModelMeta
+from model.device import usable_cpus
 from model.errors import CheckpointError, ReidError
 from model.fingerprint import graph_fingerprint
 from model.onnx_format import (
@@ -56,13 +57,6 @@ def require_onnxruntime():
     return onnxruntime
 
 
-def available_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 @dataclass(frozen=True)
 class OrtOptions:
     """ONNX Runtime session options. threads=0: every CPU this process may use."""
@@ -82,7 +76,7 @@ class OrtOptions:
     def session_options(self):
         ort = require_onnxruntime()
         so = ort.SessionOptions()
-        so.intra_op_num_threads = self.threads or available_cpus()
+        so.intra_op_num_threads = self.threads or usable_cpus()
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = {

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from model.device import usable_cpus
 from training.datasets.base import DatasetError
 from training.datasets.synthetic.appearance import identity_look, is_twin, one_off_look
 from training.datasets.synthetic.camera import camera_look
@@ -95,13 +96,6 @@ def _write_chunk(specs: Sequence[ImageSpec]) -> int:
 def _chunks(specs: Sequence[ImageSpec], size: int) -> Iterator[Sequence[ImageSpec]]:
     for start in range(0, len(specs), size):
         yield specs[start : start + size]
-
-
-def default_workers() -> int:
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # not on Linux
-        return max(os.cpu_count() or 1, 1)
 
 
 def _render_all(
@@ -258,7 +252,7 @@ def generate(
     (staging / STAGING_MARKER).touch()
     for folder in SPLIT_FOLDERS.values():
         (staging / folder).mkdir()
-    workers = default_workers() if workers is None else workers
+    workers = usable_cpus() if workers is None else workers
     logger.info("rendering %d images with %d worker(s) into %s", len(specs), workers, out)
     _render_all(config, specs, staging, workers, progress)
     (staging / TIMESTAMPS).write_text(timestamps_csv(specs), encoding="utf-8")
