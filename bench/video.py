@@ -77,8 +77,12 @@ def run_camera(root: Path, camera: dict, detector, fps: float | None, settings=N
     }, tracks
 
 
-def deliver(tracks: list, url_holder: dict) -> dict:
-    """Send every chosen crop to an in-process service; crops/s and the service's visitor count."""
+def deliver(tracks: list, weights: str | None = None, visitor_threshold: float | None = None) -> dict:
+    """Send every chosen crop to an in-process service; crops/s and the service's visitor count.
+
+    ``weights``: a checkpoint or ONNX file to embed with (default: a random-weight RGA-SC, for which only the
+    delivery rate means something); ``visitor_threshold``: the service's REID_VISITOR_THRESHOLD.
+    """
     import socket
     import tempfile
     import threading
@@ -97,8 +101,14 @@ def deliver(tracks: list, url_holder: dict) -> dict:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         sock.close()
-        settings = Settings(_env_file=None, dev_mode=True, data_dir=Path(tmp), device="cpu", retention_days=0)
-        embedder = Embedder.random_init(variant="rgasc", device="cpu", batch_size=16)
+        extra = {} if visitor_threshold is None else {"visitor_threshold": visitor_threshold}
+        settings = Settings(
+            _env_file=None, dev_mode=True, data_dir=Path(tmp), device="cpu", retention_days=0, **extra
+        )
+        if weights:
+            embedder = Embedder.from_checkpoint(weights, device="cpu", batch_size=16)
+        else:
+            embedder = Embedder.random_init(variant="rgasc", device="cpu", batch_size=16)
         server = uvicorn.Server(
             uvicorn.Config(
                 create_app(settings, embedder=embedder), host="127.0.0.1", port=port, log_level="warning"
@@ -155,8 +165,14 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="scene seed (0 = the preset's)")
     parser.add_argument("--cameras", type=int, help="only the first N cameras")
     parser.add_argument("--service", action="store_true", help="also deliver the crops to a loopback service")
+    parser.add_argument(
+        "--weights", help="--service: checkpoint or ONNX file to embed with (default: random weights)"
+    )
+    parser.add_argument("--visitor-threshold", type=float, help="--service: the service's visitor threshold")
     parser.add_argument("--write", action="store_true", help="append the results to BENCHMARKS.md")
     args = parser.parse_args()
+    if (args.weights or args.visitor_threshold is not None) and not args.service:
+        parser.error("--weights and --visitor-threshold need --service")
 
     from training.datasets.synthetic.video import generate_video
     from training.datasets.synthetic.video_plan import VideoSceneConfig
@@ -186,7 +202,7 @@ def main() -> int:
         rows.append(row)
         all_tracks += tracks
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
-    delivered = deliver(all_tracks, {}) if args.service else None
+    delivered = deliver(all_tracks, args.weights, args.visitor_threshold) if args.service else None
     if delivered:
         print(json.dumps({k: v for k, v in delivered.items() if k != "metrics"}))
     load_end = os.getloadavg()[0]
@@ -214,11 +230,20 @@ def main() -> int:
     )
     if delivered:
         totals = delivered["metrics"].get("totals", {})
+        true_visitors = truth["truth"]["visitors"]
+        counted = totals.get("unique_visitors")
+        model = f"embedder `{args.weights}`" if args.weights else "random-weight RGA-SC embedder"
+        worth = (
+            f"{100 * (counted - true_visitors) / true_visitors:+.1f}%"
+            if args.weights and isinstance(counted, int)
+            else "random weights: not a re-ID result"
+        )
         lines.append(
-            f"Delivered {delivered['crops']} crops to a loopback service (random-weight RGA-SC embedder on "
-            f"the CPU, same machine) in {delivered['seconds']:.1f} s: {delivered['crops_per_s']:.1f} crops/s. "
-            f"Service unique visitors over all cameras: {totals.get('unique_visitors', 'n/a')} "
-            f"(true: {truth['truth']['visitors']}; random weights: not a re-ID result)."
+            f"Delivered {delivered['crops']} crops to a loopback service ({model} on the CPU, same machine"
+            f"{'' if args.visitor_threshold is None else f', visitor threshold {args.visitor_threshold:g}'}) in "
+            f"{delivered['seconds']:.1f} s: {delivered['crops_per_s']:.1f} crops/s. "
+            f"Service unique visitors over all cameras: {counted if counted is not None else 'n/a'} "
+            f"(true: {true_visitors}; {worth})."
         )
     text = "\n".join(lines) + "\n"
     print(text)
