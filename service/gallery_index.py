@@ -246,7 +246,7 @@ class GalleryIndex:
         return len(self.store)
 
     def _upserts(self, attrs: ItemAttributes | None) -> bool:
-        return self.shared and attrs is not None and hasattr(self.store, "upsert")
+        return self.shared and attrs is not None
 
     def add(self, ids: np.ndarray, vectors: np.ndarray, attrs: ItemAttributes | None = None) -> None:
         """Add these rows. A server engine that replaces rows by id (Milvus upsert) writes them whether or not

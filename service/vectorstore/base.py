@@ -84,6 +84,12 @@ class VectorStore(ABC):
         engine with ``filters_inside`` and ignored by the others."""
 
     @abstractmethod
+    def upsert(self, ids, vectors, attributes: ItemAttributes | None = None) -> int:
+        """Add these rows, replacing any row held under the same id (the database's rows written again: an
+        ingest and another replica's reconcile); returns how many rows were written. Bad input (shapes, an id
+        repeated in ``ids``, attributes missing where ``filters_inside``) -> ValueError and nothing is changed."""
+
+    @abstractmethod
     def remove(self, ids) -> int:
         """Remove ids; ids not held are ignored. Returns how many were removed."""
 

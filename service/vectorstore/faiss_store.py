@@ -363,6 +363,20 @@ class FaissVectorStore(VectorStore):
                     self._gpu_index = None
             self._sorted_ids = np.union1d(self._sorted_ids, unique)
 
+    def upsert(self, ids, vectors, attributes=None) -> int:
+        """Replace the held rows of these ids and add the others, under one hold of the lock (a search sees
+        the old rows or the new ones); checked before anything is removed."""
+        ids = check_ids(ids)
+        vectors = check_vectors(vectors, self.dim)
+        if len(ids) != len(vectors):
+            raise ValueError(f"got {len(ids)} ids for {len(vectors)} vectors")
+        if np.unique(ids).size != ids.size:
+            raise ValueError("ids repeat within one upsert call")
+        with self._lock:
+            self.remove(ids)
+            self.add(ids, vectors)
+        return int(ids.size)
+
     def remove(self, ids) -> int:
         ids = np.unique(check_ids(ids))
         with self._lock:

@@ -137,6 +137,31 @@ def test_remove(kind, data):
     assert index.search(vectors[:1], 1)[1][0, 0] == gone[0]
 
 
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_upsert_replaces_held_rows_and_adds_the_others(kind, data):
+    ids, vectors, _ = data
+    index = FaissVectorStore(DIM, kind)
+    index.train_if_needed(vectors)
+    index.add(ids[:300], vectors[:300])
+    moved = vectors[300:400]  # ids[200:300] get other vectors; ids[300:400] are new
+    assert index.upsert(ids[200:400], np.concatenate([moved, vectors[300:400]])) == 200
+    assert len(index) == 400 and np.array_equal(index.ids(), np.sort(ids[:400]))
+    _, found = index.search(moved[:3], 2)
+    for q in range(3):  # each moved vector is found under its new id (and under the one it was added with)
+        assert set(found[q]) == {ids[200 + q], ids[300 + q]}
+    _, found = index.search(vectors[200:203], 400)
+    assert not np.isin(found[:, 0], ids[200:203]).any()  # the old vectors of the replaced ids are gone
+    # bad input: a clear error and nothing changed (no row removed before the check)
+    before = index.fingerprint()
+    with pytest.raises(ValueError, match="repeat"):
+        index.upsert(np.array([ids[0], ids[0]]), vectors[:2])
+    with pytest.raises(ValueError, match="ids for"):
+        index.upsert(ids[:3], vectors[:2])
+    with pytest.raises(ValueError, match="NaN"):
+        index.upsert(ids[:1], np.full((1, DIM), np.nan, np.float32))
+    assert index.fingerprint() == before and len(index) == 400
+
+
 def test_fingerprint_equal_iff_same_ids(data):
     ids, vectors, _ = data
     a, b = FaissVectorStore(DIM), FaissVectorStore(DIM, "hnsw")
