@@ -224,6 +224,8 @@ class MilvusTarget(VectorTarget):
             ("milvus_index_params", "index_params"),
             ("milvus_search_params", "search_params"),
             ("milvus_token", "token"),
+            ("milvus_segment_max_mb", "segment_max_mb"),
+            ("milvus_partition_key", "partition_key"),
         ):
             value = getattr(self.settings, setting, None)
             if value:

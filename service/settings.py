@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     # Strong waits for Milvus' next time tick on every search; the others search at the newest write any
     # replica acknowledged (kept in the database) and wait only while a write is that fresh (docs/scale.md)
     milvus_consistency: Literal["Strong", "Session", "Bounded", "Eventually"] = "Session"
+    # the server's dataCoord.segment.maxSize (MB; docker/milvus-user.yaml): an IVF index's nlist is per segment,
+    # and its default is derived from the rows one segment holds (milvus_store.default_nlist)
+    milvus_segment_max_mb: int = Field(2048, ge=1, le=65536)
+    # a new collection partitioned by camera_id (a camera-filtered search then searches only that camera's
+    # partition); an existing collection is used as it was made
+    milvus_partition_key: bool = False
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(40_000_000, ge=64)
     max_files_per_request: int = Field(64, ge=1, le=1024)
@@ -142,6 +148,8 @@ class Settings(BaseSettings):
                 index_params=self.milvus_index_params,
                 search_params=self.milvus_search_params,
                 consistency=self.milvus_consistency,
+                segment_max_mb=self.milvus_segment_max_mb,
+                partition_key=self.milvus_partition_key,
             )
         return dict(engine="faiss", kind=self.index_kind, storage=self.index_storage)
 

@@ -4,7 +4,12 @@ embedded etcd and local storage) on 127.0.0.1, every port free-picked, in a temp
 The package's own launcher (``milvus-server``) leaves the embedded etcd on its default ports 2379/2380, so two
 servers on one machine (two test runs, two worktrees) would collide; here etcd gets its own free ports through
 an embedded-etcd config file (``ETCD_CONFIG_PATH``). The server is stopped by its PID at the end (SIGTERM, then
-SIGKILL) and its folder removed. Without the package the tests that need it are skipped, except under CI=1
+SIGKILL) and its folder removed.
+
+Configuration: the overrides the deployment gives Milvus (docker/milvus-user.yaml: segment sizing, time tick) apply
+here too, except the time tick (20 ms here, see ``start``), so the tests and benchmarks run the production layout;
+``MilvusServer(overrides={...})`` adds or replaces dotted milvus.yaml keys (only keys present in the package's
+milvus.yaml take effect: its launcher rewrites existing lines). Without the package the tests that need it are skipped, except under CI=1
 (the CI machine installs the dev extra, which has it).
 """
 
@@ -22,6 +27,9 @@ import urllib.request
 from itertools import count
 from pathlib import Path
 
+import yaml
+
+DEPLOYMENT_OVERRIDES = Path(__file__).resolve().parents[1] / "docker" / "milvus-user.yaml"
 START_TIMEOUT_S = 180.0  # the first start on a machine unpacks ~400 MB of binaries; later ones ~10 s
 
 
@@ -63,10 +71,44 @@ def _binaries() -> Path:
     return folder / "bin" / "milvus"
 
 
+def deployment_overrides() -> dict[str, object]:
+    """docker/milvus-user.yaml as dotted keys (``{"dataCoord.segment.maxSize": 2048, ...}``)."""
+    flat: dict[str, object] = {}
+
+    def walk(prefix: str, node) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), value)
+        else:
+            flat[prefix] = node
+
+    walk("", yaml.safe_load(DEPLOYMENT_OVERRIDES.read_text()) or {})
+    return flat
+
+
+def check_applied(config_file: Path, overrides: dict[str, object]) -> None:
+    """ValueError naming the overrides the written milvus.yaml does not hold (a key this Milvus version does not
+    have is silently dropped by the package's launcher: never guess a key)."""
+    written = yaml.safe_load(config_file.read_text())
+    missing = []
+    for key, value in overrides.items():
+        node = written
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None or str(node) != str(value):
+            missing.append(f"{key}={value} (written: {node!r})")
+    if missing:
+        raise ValueError(f"Milvus config keys not applied (not in this version's milvus.yaml?): {missing}")
+
+
 class MilvusServer:
     """``start()`` brings one Milvus standalone up; ``uri`` is its gRPC address; ``collection()`` a fresh name."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, overrides: dict[str, object] | None = None) -> None:
+        # Every Strong-consistency call waits for the next time tick: 200 ms by default, 20 ms here so that a
+        # test's many small writes and searches do not each wait 0.2 s (a production server keeps 200 ms).
+        tests_own = {"proxy.timeTickInterval": 20, "common.gracefulStopTimeout": 2}
+        self.overrides = {**deployment_overrides(), **tests_own, **(overrides or {})}
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="reid-milvus-"))
         self.pid: int | None = None
         self.process: subprocess.Popen | None = None
@@ -93,11 +135,10 @@ class MilvusServer:
         for key, port in zip(keys, ports, strict=False):
             config.set(key, port)
         etcd_peer, self.health_port = ports[len(keys)], ports[len(keys) + 1]
-        # Every Strong-consistency call waits for the next time tick: 200 ms by default, 20 ms here so that a
-        # test's many small writes and searches do not each wait 0.2 s (a production server keeps 200 ms).
-        config.set("proxy.timeTickInterval", 20)
-        config.set("common.gracefulStopTimeout", 2)
+        for key, value in self.overrides.items():
+            config.set(key, value)
         config.resolve()  # writes configs/milvus.yaml with those ports, data and log folders under root
+        check_applied(self.root / "configs" / "milvus.yaml", self.overrides)
         binary = _binaries()
         self.port = int(config.get("proxy_port"))
         etcd_client = int(config.get("etcd_port"))

@@ -147,6 +147,39 @@ def scale_env(tmp_path: Path, extra: str = "") -> Path:
     return env
 
 
+def yaml_value(text: str, dotted: str):
+    import yaml
+
+    node = yaml.safe_load(text)
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def test_milvus_overrides_are_keys_of_the_tested_milvus_and_reach_the_test_server(tmp_path):
+    """Every key docker/milvus-user.yaml sets exists in the milvus.yaml of the Milvus the tests run (the `milvus`
+    package: 2.3.5), and the tests' launcher writes it into its server's config; a key that version lacks is a
+    clear error, not silently dropped."""
+    pytest.importorskip("milvus")
+    from milvus import MilvusServerConfig
+
+    from tests import milvus as milvus_testing
+
+    overrides = milvus_testing.deployment_overrides()
+    assert {"dataCoord.segment.maxSize", "dataCoord.segment.sealProportion", "proxy.timeTickInterval"} <= set(overrides)
+    server = milvus_testing.MilvusServer(root=tmp_path / "m", overrides={"dataCoord.segment.maxSize": 100})
+    config = MilvusServerConfig(data_dir=str(server.root))
+    for key, value in server.overrides.items():
+        config.set(key, value)
+    config.resolve()
+    written = server.root / "configs" / "milvus.yaml"
+    milvus_testing.check_applied(written, server.overrides)  # each key is one of that version's milvus.yaml
+    assert yaml_value(written.read_text(), "dataCoord.segment.maxSize") == 100
+    assert yaml_value(written.read_text(), "proxy.timeTickInterval") == 20  # the tests' own tick
+    with pytest.raises(ValueError, match="dataCoord.segment.noSuchKey"):
+        milvus_testing.check_applied(written, {"dataCoord.segment.noSuchKey": 1})
+
+
 def test_compose_scale_runs_postgres_milvus_and_replicas_behind_a_proxy(tmp_path):
     config = compose_config(tmp_path, SCALE, env_file=scale_env(tmp_path))
     services = config["services"]
@@ -165,6 +198,10 @@ def test_compose_scale_runs_postgres_milvus_and_replicas_behind_a_proxy(tmp_path
     user_yaml = (ROOT / "docker" / "milvus-user.yaml").read_text()
     assert re.search(r"^proxy:\n(\s+#.*\n)*\s+timeTickInterval: (\d+)$", user_yaml, re.M)
     assert int(re.search(r"timeTickInterval: (\d+)", user_yaml).group(1)) <= 50  # not Milvus's 200 ms
+    from service.vectorstore.milvus_store import SEGMENT_MAX_MB
+
+    assert int(yaml_value(user_yaml, "dataCoord.segment.maxSize")) == SEGMENT_MAX_MB  # what nlist is derived from
+    assert 0 < float(yaml_value(user_yaml, "dataCoord.segment.sealProportion")) <= 1
     assert services["postgres"]["image"].startswith("postgres:15")
     # the replicas: PostgreSQL + Milvus, a shared image volume, no published port (only the proxy has one)
     reid = services["reid"]

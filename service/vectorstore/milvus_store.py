@@ -28,6 +28,14 @@ exact scan: the qualifying rows' vectors are read from Milvus (at most ``EXACT_F
 and scored here. Beyond that it raises ``SearchIncompleteError`` (the service answers 503), never a
 short list. ``incomplete_searches`` / ``exact_fallbacks`` count how often each happened.
 
+Layout (docs/scale.md, "Segments"): Milvus searches each sealed segment's index on its own, so an IVF index's
+``nlist`` is per segment. Its default here is derived from the rows a segment holds, ``segment_max_mb`` (the
+server's ``dataCoord.segment.maxSize``, 2048 MB in docker/milvus-user.yaml) over the bytes of one row: about
+4 x sqrt(rows), as a power of two (2048 lists for 2048-d vectors); ``index_params={"nlist": ...}`` overrides it.
+``partition_key=True`` makes ``camera_id`` the collection's partition key (new collections only; an existing
+collection is used as it was made): Milvus hashes each camera into one of ``PARTITION_KEY_PARTITIONS``
+partitions, each with its own segments, and a search filtered to some cameras searches only their partitions.
+
 ``save()`` writes a small reference file (uri, collection, dim, index, fingerprint); Milvus persists
 the vectors itself. ``load()`` reconnects from that file.
 """
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -65,13 +74,17 @@ INDEX_TYPES: dict[str, tuple[set[str], set[str]]] = {
     "IVF_PQ": ({"nlist", "m", "nbits"}, {"nprobe"}),
     "HNSW": ({"M", "efConstruction"}, {"ef"}),
 }
-DEFAULT_INDEX_PARAMS = {
+DEFAULT_INDEX_PARAMS = {  # IVF_*: nlist derived from the segment size unless given (default_nlist)
     "FLAT": {},
-    "IVF_FLAT": {"nlist": 1024},
-    "IVF_SQ8": {"nlist": 1024},
-    "IVF_PQ": {"nlist": 1024, "m": 16, "nbits": 8},
+    "IVF_FLAT": {},
+    "IVF_SQ8": {},
+    "IVF_PQ": {"m": 16, "nbits": 8},
     "HNSW": {"M": 16, "efConstruction": 200},
 }
+SEGMENT_MAX_MB = 2048  # dataCoord.segment.maxSize our deployments give Milvus (docker/milvus-user.yaml)
+ROW_OVERHEAD_BYTES = 8 + 8 + 32  # id, capture time, a typical camera id (Milvus' own per-row fields aside)
+NLIST_RANGE = (16, 65536)  # Milvus' limits on nlist are [1, 65536]; under 16 lists IVF is pointless
+PARTITION_KEY_PARTITIONS = 16  # partitions a camera_id partition key hashes into (Milvus' default is 64)
 DEFAULT_SEARCH_PARAMS = {
     "FLAT": {},
     "IVF_FLAT": {"nprobe": 32},
@@ -107,6 +120,25 @@ def check_index_config(index_type: str, index_params: dict | None, search_params
         for key, value in (given or {}).items():
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"Milvus {name} parameter {key} must be a positive integer, got {value!r}")
+
+
+def default_nlist(dim: int, segment_max_mb: int = SEGMENT_MAX_MB) -> int:
+    """IVF lists per segment for segments of ``segment_max_mb``: about 4 x sqrt(rows per segment), rounded to a
+    power of two (faiss' usual 4-16 x sqrt(n); fewer lists keep a probed list's share of the segment large
+    enough for a filtered search to fill top k)."""
+    if dim <= 0 or segment_max_mb <= 0:
+        raise ValueError(f"dim and segment_max_mb must be positive, got {dim}, {segment_max_mb}")
+    rows = segment_max_mb * 2**20 / (4 * dim + ROW_OVERHEAD_BYTES)
+    nlist = 2 ** round(math.log2(4 * math.sqrt(rows)))
+    return int(min(max(nlist, NLIST_RANGE[0]), NLIST_RANGE[1]))
+
+
+def index_params_for(index_type: str, dim: int, given: dict | None, segment_max_mb: int = SEGMENT_MAX_MB) -> dict:
+    """The build parameters a new index gets: the defaults, nlist derived from the segment size, then ``given``."""
+    params = dict(DEFAULT_INDEX_PARAMS[index_type])
+    if "nlist" in INDEX_TYPES[index_type][0]:
+        params["nlist"] = default_nlist(dim, segment_max_mb)
+    return {**params, **(given or {})}
 
 
 def check_consistency(level: str) -> str:
@@ -154,18 +186,22 @@ def filter_expression(allowed_ids: np.ndarray | None = None, where: ItemFilter |
     return " and ".join(f"({p})" for p in parts)
 
 
-def create_collection(client, name: str, dim: int, index_type: str, index_params: dict) -> None:
-    """A gallery collection (id, vector, camera_id, captured_us) with its vector index, not loaded."""
+def create_collection(
+    client, name: str, dim: int, index_type: str, index_params: dict, *, partition_key: bool = False
+) -> None:
+    """A gallery collection (id, vector, camera_id, captured_us) with its vector index, not loaded; with
+    ``partition_key`` camera_id is its partition key (``PARTITION_KEY_PARTITIONS`` partitions)."""
     from pymilvus import DataType, MilvusClient
 
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-    schema.add_field("camera_id", DataType.VARCHAR, max_length=CAMERA_MAX_LENGTH)
+    schema.add_field("camera_id", DataType.VARCHAR, max_length=CAMERA_MAX_LENGTH, is_partition_key=partition_key)
     schema.add_field("captured_us", DataType.INT64)
     index = client.prepare_index_params()
     index.add_index(field_name="vector", index_type=index_type, metric_type="IP", params=index_params)
-    client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
+    extra = {"num_partitions": PARTITION_KEY_PARTITIONS} if partition_key else {}
+    client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong", **extra)
 
 
 def insert_columns(
@@ -209,6 +245,8 @@ class MilvusVectorStore(VectorStore):
         timeout_s: float = 30.0,
         create: bool = True,
         consistency: str = DEFAULT_CONSISTENCY,
+        partition_key: bool = False,
+        segment_max_mb: int = SEGMENT_MAX_MB,
     ) -> None:
         if int(dim) <= 0:
             raise ValueError(f"index dim must be positive, got {dim}")
@@ -218,7 +256,8 @@ class MilvusVectorStore(VectorStore):
         self.dim = int(dim)
         self.kind = index_type.lower()
         self.index_type = index_type
-        self.index_params = {**DEFAULT_INDEX_PARAMS[index_type], **(index_params or {})}
+        self.index_params = index_params_for(index_type, self.dim, index_params, int(segment_max_mb))
+        self.partition_key = bool(partition_key)  # what a new collection gets; _open reads an existing one's
         self.search_params = {**DEFAULT_SEARCH_PARAMS[index_type], **(search_params or {})}
         self.uri = uri
         self.collection = collection
@@ -244,13 +283,21 @@ class MilvusVectorStore(VectorStore):
         elif not create:
             raise VectorStoreFileError(f"Milvus collection {self.collection!r} does not exist at {self.uri}")
         else:
-            create_collection(self.client, self.collection, self.dim, self.index_type, self.index_params)
-            logger.info(
-                "created Milvus collection %s (dim %d, %s %s) at %s",
+            create_collection(
+                self.client,
                 self.collection,
                 self.dim,
                 self.index_type,
                 self.index_params,
+                partition_key=self.partition_key,
+            )
+            logger.info(
+                "created Milvus collection %s (dim %d, %s %s%s) at %s",
+                self.collection,
+                self.dim,
+                self.index_type,
+                self.index_params,
+                ", camera_id partition key" if self.partition_key else "",
                 self.uri,
             )
         self.client.load_collection(self.collection)
@@ -263,6 +310,14 @@ class MilvusVectorStore(VectorStore):
             raise ValueError(
                 f"Milvus collection {self.collection!r} lacks field(s) {sorted(missing)}: not a gallery collection"
             )
+        held_key = bool(fields["camera_id"].get("is_partition_key", False))
+        if held_key != self.partition_key:
+            logger.info(
+                "Milvus collection %s was made %s a camera_id partition key; keeping it as it is",
+                self.collection,
+                "with" if held_key else "without",
+            )
+        self.partition_key = held_key
         dim = int(fields["vector"].get("params", {}).get("dim", -1))
         if dim != self.dim:
             raise ValueError(
@@ -346,13 +401,20 @@ class MilvusVectorStore(VectorStore):
         ts = insert_columns(self._collection(), ids, vectors, attributes.camera_ids, attributes.captured_us)
         self._wrote(ts)
 
-    def upsert(self, ids, vectors, attributes: ItemAttributes) -> int:
+    def upsert(self, ids, vectors, attributes: ItemAttributes | None = None) -> int:
         """Add these rows, replacing any row of the same id (Milvus upsert): idempotent, so it needs no
         "already held" query (two Strong round trips per ingest with ``add_new``'s own). For rows that are the
         database's (same id, same embedding, camera and time), which is all the service writes. Returns the
-        number of rows written."""
+        number of rows written.
+
+        In a collection with the camera_id partition key it deletes the held rows, then inserts (what Milvus'
+        upsert does inside, in two requests): Milvus 2.3 before 2.3.10 computes an upserted row's partition from
+        the wrong field (milvus-io/milvus#30607, fixed by #30772 / #30773), so the row lands in another camera's
+        partition and a search filtered to its camera misses it (seen on 2.3.5; tested)."""
         ids = check_ids(ids)
         vectors = check_vectors(vectors, self.dim)
+        if attributes is None:
+            raise ValueError("the Milvus store keeps camera and capture time: upsert() needs attributes")
         if len(ids) != len(vectors) or len(attributes.camera_ids) != len(ids):
             raise ValueError(f"{len(ids)} ids, {len(vectors)} vectors, {len(attributes.camera_ids)} attribute rows")
         if not len(ids):
@@ -362,8 +424,15 @@ class MilvusVectorStore(VectorStore):
         for camera in attributes.camera_ids:
             if len(str(camera).encode()) > CAMERA_MAX_LENGTH:
                 raise ValueError(f"camera id longer than {CAMERA_MAX_LENGTH} bytes: {camera!r}")
+        if self.partition_key:
+            self.remove(ids)
         ts = insert_columns(
-            self._collection(), ids, vectors, attributes.camera_ids, attributes.captured_us, upsert=True
+            self._collection(),
+            ids,
+            vectors,
+            attributes.camera_ids,
+            attributes.captured_us,
+            upsert=not self.partition_key,
         )
         self._wrote(ts)
         return len(ids)
@@ -562,6 +631,7 @@ class MilvusVectorStore(VectorStore):
             "collection": self.collection,
             "dim": self.dim,
             "index_type": self.index_type,
+            "partition_key": self.partition_key,
             "fingerprint": self.fingerprint(),
         }
 

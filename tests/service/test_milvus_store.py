@@ -345,3 +345,78 @@ def test_upsert_replaces_by_id_and_raises_the_watermark(store):
         s.upsert(np.array([5, 5]), vectors[:2], attrs([5, 5]))
     with pytest.raises(ValueError, match="attribute rows"):
         s.upsert(ids[:2], vectors[:2], attrs(ids[:3]))
+    with pytest.raises(ValueError, match="needs attributes"):
+        s.upsert(ids[:2], vectors[:2])
+    assert len(s) == 40  # nothing of the refused calls was written
+
+
+@pytest.mark.parametrize("write", ["add", "upsert"])
+def test_partition_key_collection_answers_camera_filters_completely(store, write):
+    """camera_id as the partition key: a camera-filtered search searches that camera's partition only, so every
+    row must be in its camera's partition, whether added or upserted (Milvus 2.3.5's own upsert puts rows in
+    the wrong partition: 2-5 of 29 rows per camera were found when this store used it)."""
+    rng = np.random.default_rng(11)
+    s = store("FLAT", partition_key=True)
+    described = s.client.describe_collection(s.collection)
+    assert [f["name"] for f in described["fields"] if f.get("is_partition_key")] == ["camera_id"]
+    assert described["num_partitions"] == ms.PARTITION_KEY_PARTITIONS
+    ids = np.arange(1, 201, dtype=np.int64)
+    vectors = unit(rng, 200)
+    getattr(s, write)(ids, vectors, attrs(ids, cameras=7))
+    if write == "upsert":  # again, half of them with new vectors: replaced in place, not doubled
+        vectors[:100] = unit(rng, 100)
+        assert s.upsert(ids[:100], vectors[:100], attrs(ids[:100], cameras=7)) == 100
+    assert len(s) == 200 and list(s.ids()) == list(ids)
+    for camera in range(7):
+        keep = ids % 7 == camera
+        _, found = s.search(vectors[:2], 100, where=ItemFilter((f"cam-{camera}",)))
+        for q in range(2):
+            assert list(found[q][: keep.sum()]) == list(exact(vectors[q : q + 1], vectors, ids, 100, keep)[0])
+    assert s.exact_fallbacks == 0 and s.incomplete_searches == 0  # found by the search itself
+    assert s.remove(ids[:10]) == 10 and len(s) == 190
+
+
+@pytest.mark.parametrize("made_with", [False, True])
+def test_an_existing_collection_keeps_its_partitioning(store, milvus_server, made_with):
+    """REID_MILVUS_PARTITION_KEY applies to new collections; one made the other way is used as it is."""
+    rng = np.random.default_rng(12)
+    first = store("FLAT", partition_key=made_with)
+    ids = np.arange(1, 61, dtype=np.int64)
+    vectors = unit(rng, 60)
+    first.add(ids, vectors, attrs(ids))
+    again = ms.MilvusVectorStore(
+        DIM, uri=milvus_server.uri, collection=first.collection, index_type="FLAT", partition_key=not made_with
+    )  # dropped with first
+    assert again.partition_key is made_with and again.reference()["partition_key"] is made_with
+    assert again.upsert(ids[:5], vectors[:5], attrs(ids[:5])) == 5 and len(again) == 60
+    _, found = again.search(vectors[1], 30, where=ItemFilter(("cam-1",)))
+    assert sorted(found[0][found[0] >= 0]) == sorted(ids[ids % 3 == 1])
+
+
+def test_ivf_nlist_default_follows_the_segment_size(store):
+    assert ms.default_nlist(2048) == 2048  # 2048 MB segments hold ~255,000 2048-d rows: 4 x sqrt = 2,020
+    assert ms.default_nlist(2048, 512) == 1024  # Milvus' own 512 MB default: ~64,000 rows
+    assert ms.default_nlist(2048, 1) == ms.NLIST_RANGE[0]  # tiny segments: the floor
+    assert ms.default_nlist(8, 65536) == ms.NLIST_RANGE[1]  # the ceiling Milvus accepts
+    with pytest.raises(ValueError, match="positive"):
+        ms.default_nlist(2048, 0)
+    s = store("IVF_SQ8", segment_max_mb=512)
+    assert s.index_params == {"nlist": ms.default_nlist(DIM, 512)}
+    held = s.client.describe_index(s.collection, s.client.list_indexes(s.collection)[0])
+    assert int(held["nlist"]) == ms.default_nlist(DIM, 512)
+    assert store("IVF_SQ8", index_params={"nlist": 64}).index_params == {"nlist": 64}  # a setting wins
+    assert store("HNSW").index_params == {"M": 16, "efConstruction": 200}  # no nlist where there is none
+
+
+def test_partition_and_segment_settings_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("REID_VECTOR_STORE", "milvus")
+    monkeypatch.setenv("REID_MILVUS_URI", "http://127.0.0.1:19530")
+    options = Settings(_env_file=None, dev_mode=True, data_dir=tmp_path).store_options()
+    assert options["partition_key"] is False and options["segment_max_mb"] == 2048
+    monkeypatch.setenv("REID_MILVUS_PARTITION_KEY", "true")
+    monkeypatch.setenv("REID_MILVUS_SEGMENT_MAX_MB", "512")
+    options = Settings(_env_file=None, dev_mode=True, data_dir=tmp_path).store_options()
+    assert options["partition_key"] is True and options["segment_max_mb"] == 512
+    monkeypatch.setenv("REID_MILVUS_SEGMENT_MAX_MB", "0")
+    with pytest.raises(ValueError, match="milvus_segment_max_mb"):
+        Settings(_env_file=None, dev_mode=True, data_dir=tmp_path)
