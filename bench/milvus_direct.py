@@ -29,25 +29,49 @@ import numpy as np
 
 from bench.index import Gallery
 from bench.report import append_json_line, append_section, command_line, machine_description
-from bench.scale import WINDOW_DAYS, Metadata, MilvusServerHandle, latencies, make_queries, recall_at_k
+from bench.scale import (
+    WINDOW_DAYS,
+    Metadata,
+    MilvusServerHandle,
+    Query,
+    latencies,
+    make_queries,
+    recall_at_k,
+    wait_indexed,
+)
 
 logger = logging.getLogger("bench.milvus_direct")
 EPOCH_US = 1_767_225_600 * 1_000_000  # 2026-01-01: capture times as the service stores them
 
 
-class FilteredTruth:
-    """Exact filtered top-k of every query, fed the gallery chunk by chunk (the chunk is not kept)."""
+MODES = ("filtered", "time", "none")  # camera + time window (the target), time window only, no filter
 
-    def __init__(self, queries, k: int) -> None:
-        self.queries, self.k = queries, k
+
+def mode_mask(mode: str, query: Query, meta: Metadata, ids: np.ndarray) -> np.ndarray | None:
+    """Which of these ids a query of this mode may return (None: all)."""
+    if mode == "filtered":
+        return query.mask(meta, ids)
+    if mode == "time":
+        t = meta.times_us[ids]
+        return (t >= query.start_us) & (t < query.end_us)
+    return None
+
+
+class FilteredTruth:
+    """Exact top-k of every query under one filter mode, fed the gallery chunk by chunk (the chunk is not kept)."""
+
+    def __init__(self, queries, k: int, mode: str = "filtered") -> None:
+        self.queries, self.k, self.mode = queries, k, mode
         self.q = np.stack([query.vector for query in queries])
         self.best_s = np.full((len(queries), 0), -np.inf, dtype=np.float32)
         self.best_i = np.empty((len(queries), 0), dtype=np.int64)
 
-    def push(self, meta: Metadata, ids: np.ndarray, x: np.ndarray) -> None:
-        s = self.q @ x.T
+    def push(self, meta: Metadata, ids: np.ndarray, x: np.ndarray, scores: np.ndarray | None = None) -> None:
+        s = (self.q @ x.T) if scores is None else scores.copy()
         for row, query in enumerate(self.queries):
-            s[row, ~query.mask(meta, ids)] = -np.inf
+            keep = mode_mask(self.mode, query, meta, ids)
+            if keep is not None:
+                s[row, ~keep] = -np.inf
         s = np.concatenate([self.best_s, s], axis=1)
         i = np.concatenate([self.best_i, np.broadcast_to(ids, (len(self.q), len(ids)))], axis=1)
         top = np.argpartition(-s, self.k - 1, axis=1)[:, : self.k]
@@ -60,30 +84,27 @@ class FilteredTruth:
 class StoreEngine:
     """bench.scale's engine shape around a MilvusVectorStore opened on the filled collection."""
 
-    def __init__(self, store) -> None:
-        self.store = store
+    def __init__(self, store, mode: str = "filtered") -> None:
+        self.store, self.mode = store, mode
 
     def search(self, query, k: int, meta: Metadata, filtered: bool) -> np.ndarray:
         from service.vectorstore.base import ItemFilter
 
         where = None
-        if filtered:
+        if filtered and self.mode == "filtered":
             where = ItemFilter((f"cam-{query.camera}",), EPOCH_US + query.start_us, EPOCH_US + query.end_us)
+        elif filtered and self.mode == "time":
+            where = ItemFilter((), EPOCH_US + query.start_us, EPOCH_US + query.end_us)
         return self.store.search(query.vector, k, where=where)[1][0]
 
 
-def wait_indexed(client, name: str, n: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    progress: dict = {}
-    while time.monotonic() < deadline:
-        for index_name in client.list_indexes(name):
-            progress = client.describe_index(name, index_name)
-        # indexed_rows only: Milvus 2.3.5 kept reporting ~690,000 pending_index_rows for a 1M
-        # collection minutes after all its 1,000,000 rows were indexed (compacted segments counted again?)
-        if int(progress.get("indexed_rows", 0)) >= n:
-            return
-        time.sleep(2)
-    raise TimeoutError(f"Milvus indexed {progress.get('indexed_rows')} of {n} rows in {timeout_s:.0f} s")
+def segments(client, name: str) -> list[int]:
+    """Rows of each segment Milvus keeps for the collection, largest first (pymilvus 2.5's query-node
+    segment info comes back empty from Milvus 2.3.5; its persistent segment info does not)."""
+    from pymilvus.orm.connections import connections
+
+    infos = connections._fetch_handler(client._using).get_persistent_segment_infos(name)
+    return sorted((int(info.num_rows) for info in infos), reverse=True)
 
 
 def run(args, uri: str, server) -> tuple[dict, list[dict]]:
@@ -94,17 +115,25 @@ def run(args, uri: str, server) -> tuple[dict, list[dict]]:
     name = f"direct_{dt.datetime.now(dt.UTC):%H%M%S}"
     client = MilvusClient(uri=uri, timeout=600)
     index_params = {"nlist": args.nlist}
-    create_collection(client, name, args.dim, "IVF_SQ8", index_params)
-    build: dict = {"n": args.n, "index": f"IVF_SQ8 nlist {args.nlist}"}
+    create_collection(client, name, args.dim, "IVF_SQ8", index_params, partition_key=args.partition_key)
+    build: dict = {
+        "n": args.n,
+        "index": f"IVF_SQ8 nlist {args.nlist}",
+        "segment_max_mb": args.segment_max_mb,
+        "seal_proportion": args.seal_proportion,
+        "partition_key": args.partition_key,
+    }
     try:
         gallery = Gallery(args.n, args.dim, args.seed, args.noise, args.per_identity, args.group_spread)
         meta = Metadata.make(args.n, args.cameras, args.seed)
         queries = make_queries(gallery, args.queries, args.cameras, args.seed)
-        truth = FilteredTruth(queries, args.k)
+        truths = {mode: FilteredTruth(queries, args.k, mode) for mode in args.modes}
         columns = Collection(name, using=client._using)
         ingest = 0.0
         for ids, x in gallery.chunks():  # generating and the ground truth are not timed, only inserting
-            truth.push(meta, ids, x)
+            scores = truths[args.modes[0]].q @ x.T
+            for truth in truths.values():
+                truth.push(meta, ids, x, scores)
             cameras = [f"cam-{c}" for c in meta.cameras[ids].tolist()]
             start = time.perf_counter()
             insert_columns(columns, ids, x, cameras, (EPOCH_US + meta.times_us[ids]).tolist())
@@ -113,16 +142,20 @@ def run(args, uri: str, server) -> tuple[dict, list[dict]]:
         build.update(ingest_s=ingest, ingest_per_s=args.n / ingest)
         start = time.perf_counter()
         client.flush(name)
-        wait_indexed(client, name, args.n, args.index_timeout_s)
+        wait_indexed(client, name, args.n, args.index_timeout_s, poll_s=2.0)
         build["indexed_after_s"] = time.perf_counter() - start
         start = time.perf_counter()
         client.load_collection(name)
         build["load_s"] = time.perf_counter() - start
         build["server_rss_mb"] = server.rss_mb() if server is not None else None
-        truth_sets = truth.sets()
+        build["segments"] = segments(client, name)
+        logger.info("segments (rows): %s", build["segments"])
         build["qualifying_median"] = float(np.median([q.mask(meta, np.arange(args.n)).sum() for q in queries[:20]]))
         rows = []
-        for consistency in args.consistency:
+        plan = [(mode, consistency) for mode in args.modes for consistency in args.consistency if mode == "filtered"]
+        plan += [(mode, args.consistency[0]) for mode in args.modes if mode != "filtered"]
+        for mode, consistency in plan:
+            truth_sets = truths[mode].sets()
             for nprobe in args.nprobe:
                 store = MilvusVectorStore(
                     args.dim,
@@ -133,9 +166,10 @@ def run(args, uri: str, server) -> tuple[dict, list[dict]]:
                     create=False,
                     consistency=consistency,
                 )
-                p50, p99, found = latencies(StoreEngine(store), queries, args.k, meta, filtered=True)
+                p50, p99, found = latencies(StoreEngine(store, mode), queries, args.k, meta, filtered=True)
                 row = {
                     "n": args.n,
+                    "mode": mode,
                     "consistency": consistency,
                     "nprobe": nprobe,
                     "filtered_p50_ms": p50,
@@ -159,14 +193,19 @@ def table(build: dict, rows: list[dict]) -> str:
         f"({build['ingest_s']:.0f} s), indexed {build['indexed_after_s']:.0f} s after the last insert, "
         f"loaded in {build['load_s']:.0f} s; Milvus resident memory "
         f"{build['server_rss_mb'] or float('nan'):,.0f} MB; a filter qualifies about "
-        f"{build['qualifying_median']:,.0f} items.",
+        f"{build['qualifying_median']:,.0f} items. Segments (dataCoord.segment.maxSize {build['segment_max_mb']} MB, "
+        f"sealProportion {build['seal_proportion'] or 'as the server has it'}"
+        f"{', camera_id partition key' if build['partition_key'] else ''}): {len(build['segments'])}, rows "
+        f"{', '.join(f'{r:,}' for r in build['segments'])}.",
         "",
-        "| consistency | nprobe | filtered p50 / p99 (ms) | recall@10 | exact fallbacks | load |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| filter | consistency | nprobe | p50 / p99 (ms) | recall@10 | exact fallbacks | load |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
+    names = {"filtered": "camera + time (target)", "time": "time only", "none": "none"}
     for r in rows:
         lines.append(
-            f"| {r['consistency']} | {r['nprobe']} | {r['filtered_p50_ms']:.1f} / {r['filtered_p99_ms']:.1f} | "
+            f"| {names[r['mode']]} | {r['consistency']} | {r['nprobe']} | "
+            f"{r['filtered_p50_ms']:.1f} / {r['filtered_p99_ms']:.1f} | "
             f"{r['recall']:.3f} | {r['exact_fallbacks']} | {r['load']:.1f} |"
         )
     return "\n".join(lines)
@@ -177,9 +216,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--milvus-uri", help="a running Milvus (default: start a throwaway local one)")
     parser.add_argument("--dim", type=int, default=2048)
-    parser.add_argument("--nlist", type=int, default=256, help="IVF lists per segment (Milvus indexes each)")
+    parser.add_argument(
+        "--nlist", type=int, help="IVF lists per segment (default: the store's, derived from --segment-max-mb)"
+    )
+    parser.add_argument(
+        "--segment-max-mb",
+        type=int,
+        help="dataCoord.segment.maxSize of the throwaway server (default: docker/milvus-user.yaml's)",
+    )
+    parser.add_argument("--seal-proportion", type=float, help="dataCoord.segment.sealProportion (same)")
+    parser.add_argument("--partition-key", action="store_true", help="camera_id as the partition key")
     parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64, 128])
     parser.add_argument("--consistency", nargs="+", default=["Session", "Strong"])
+    parser.add_argument(
+        "--modes", nargs="+", choices=MODES, default=list(MODES), help="filters to time (filtered is the target)"
+    )
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--cameras", type=int, default=10)
@@ -193,9 +244,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", action="store_true", help="append the table to BENCHMARKS.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from service.vectorstore.milvus_store import SEGMENT_MAX_MB, default_nlist
+
+    overrides = {}
+    if args.segment_max_mb is not None:
+        overrides["dataCoord.segment.maxSize"] = args.segment_max_mb
+    if args.seal_proportion is not None:
+        overrides["dataCoord.segment.sealProportion"] = args.seal_proportion
+    if args.milvus_uri and overrides:
+        parser.error("--segment-max-mb / --seal-proportion configure the throwaway server, not --milvus-uri")
+    if not args.milvus_uri:  # the throwaway server's layout: docker/milvus-user.yaml's unless overridden
+        from tests.milvus import deployment_overrides
+
+        deployed = deployment_overrides()
+        args.segment_max_mb = args.segment_max_mb or int(deployed["dataCoord.segment.maxSize"])
+        args.seal_proportion = args.seal_proportion or float(deployed["dataCoord.segment.sealProportion"])
+    args.segment_max_mb = args.segment_max_mb or SEGMENT_MAX_MB
+    args.nlist = args.nlist or default_nlist(args.dim, args.segment_max_mb)
     machine = machine_description()
     started = time.perf_counter()
-    milvus = MilvusServerHandle(args.milvus_uri)
+    milvus = MilvusServerHandle(args.milvus_uri, overrides)
     try:
         build, rows = run(args, milvus.get(), milvus.server)
     finally:
@@ -205,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         f"\n## Milvus at scale, inserted directly (bench/milvus_direct.py) — {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}"
         f" UTC\n\nMachine: {machine}. Command: `{command_line(argv)}` ({minutes:.1f} min). Bypasses the service "
         f"(no database, no embedding); searches through MilvusVectorStore. Filter: 1 camera of {args.cameras} and "
-        f"a {WINDOW_DAYS}-day window of 30 days; {args.queries} single-query searches, k={args.k}; load = 1-minute "
-        "load average after each row.\n\n" + table(build, rows) + "\n"
+        f"a {WINDOW_DAYS}-day window of 30 days (the target row; time only: the window alone; none: unfiltered); "
+        f"{args.queries} single-query searches, k={args.k}; load = 1-minute load average after each row.\n\n" + table(build, rows) + "\n"
     )
     print(text)
     if args.record:
