@@ -396,7 +396,7 @@ def test_an_existing_collection_keeps_its_partitioning(store, milvus_server, mad
 def test_ivf_nlist_default_follows_the_segment_size(store):
     assert ms.default_nlist(2048) == 2048  # 2048 MB segments hold ~255,000 2048-d rows: 4 x sqrt = 2,020
     assert ms.default_nlist(2048, 512) == 1024  # Milvus' own 512 MB default: ~64,000 rows
-    assert ms.default_nlist(2048, 1) == ms.NLIST_RANGE[0]  # tiny segments: the floor
+    assert ms.default_nlist(65536, 1) == ms.NLIST_RANGE[0]  # tiny segments (4 rows): the floor
     assert ms.default_nlist(8, 65536) == ms.NLIST_RANGE[1]  # the ceiling Milvus accepts
     with pytest.raises(ValueError, match="positive"):
         ms.default_nlist(2048, 0)
