@@ -156,7 +156,7 @@ def run(args, uri: str, server) -> tuple[dict, list[dict]]:
         plan += [(mode, args.consistency[0]) for mode in args.modes if mode != "filtered"]
         for mode, consistency in plan:
             truth_sets = truths[mode].sets()
-            for nprobe in args.nprobe:
+            for nprobe in args.nprobe if mode == "filtered" else args.other_nprobe or args.nprobe:
                 store = MilvusVectorStore(
                     args.dim,
                     uri=uri,
@@ -227,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seal-proportion", type=float, help="dataCoord.segment.sealProportion (same)")
     parser.add_argument("--partition-key", action="store_true", help="camera_id as the partition key")
     parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64, 128])
+    parser.add_argument(
+        "--other-nprobe", type=int, nargs="+", help="nprobe values of the time-only / unfiltered rows (default: --nprobe)"
+    )
     parser.add_argument("--consistency", nargs="+", default=["Session", "Strong"])
     parser.add_argument(
         "--modes", nargs="+", choices=MODES, default=list(MODES), help="filters to time (filtered is the target)"
