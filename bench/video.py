@@ -71,6 +71,8 @@ def run_camera(root: Path, camera: dict, detector, fps: float | None, settings=N
         "dropped_short": stats.dropped_short,
         "dropped_still": stats.dropped_still,
         "dropped_parts": stats.dropped_parts,
+        "dropped_small": stats.dropped_small,
+        "cut": stats.cut,
         **scores,
         "count_error": None,
         "_count_error": count_error,

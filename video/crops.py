@@ -104,6 +104,13 @@ class TrackCrops:
         while len(self.candidates) > self.policy.max_candidates:
             self.candidates = self.candidates[::2]
 
+    def split_off(self, frame: int) -> TrackCrops:
+        """The candidates from `frame` on, moved to a new set (the track was cut there: another
+        person, video/identity_change.py)."""
+        rest = TrackCrops(self.policy, [c for c in self.candidates if c.frame >= frame])
+        self.candidates = [c for c in self.candidates if c.frame < frame]
+        return rest
+
     def select(self) -> list[Candidate]:
         """Up to `per_track` crops in time order, the best of each span of the track's life."""
         if not self.candidates:

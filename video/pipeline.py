@@ -19,6 +19,8 @@ import numpy as np
 from video import appearance as colour
 from video.crops import Candidate, CropPolicy, TrackCrops
 from video.detectors.base import Detector
+from video.identity_change import change_point
+from video.perspective import Perspective
 from video.sources import Frame
 from video.stitching import Continuation
 from video.track_quality import part_of, travel
@@ -68,7 +70,9 @@ class _Open:
     steps: list = field(default_factory=list)
     last_step: int = 0
     looks: colour.Appearance = field(default_factory=colour.Appearance)
+    descriptors: list = field(default_factory=list)  # colour histograms per box (video/appearance.py)
     settled: bool = False  # decided: a new track, or merged into the one it continues
+    cut_from: int | None = None  # key of the track this one was cut from (another person)
 
     @property
     def boxes_xyxy(self) -> list:
@@ -84,7 +88,22 @@ class _Open:
         self.steps += other.steps
         self.last_step = other.last_step
         self.looks.merge(other.looks)
+        self.descriptors += other.descriptors
         self.crops.merge(other.crops)
+
+    def cut(self, at: int, key: int) -> _Open:
+        """Splits off boxes `at`.. (another person, video/identity_change.py) as a new track `key`."""
+        rest = _Open(key, self.crops.split_off(self.boxes[at][0]), cut_from=self.key)
+        rest.boxes, self.boxes = self.boxes[at:], self.boxes[:at]
+        rest.times, self.times = self.times[at:], self.times[:at]
+        rest.steps, self.steps = self.steps[at:], self.steps[:at]
+        rest.descriptors, self.descriptors = self.descriptors[at:], self.descriptors[:at]
+        rest.last_step, self.last_step = rest.steps[-1], self.steps[-1]
+        self.looks, rest.looks = colour.Appearance(), colour.Appearance()
+        for entry in (self, rest):
+            for descriptor in entry.descriptors:
+                entry.looks.update(descriptor)
+        return rest
 
 
 @dataclass
@@ -95,7 +114,9 @@ class PipelineStats:
     dropped_short: int = 0
     dropped_still: int = 0  # tracks that never moved (video/track_quality.py)
     dropped_parts: int = 0  # tracks that were a piece of another track
+    dropped_small: int = 0  # tracks too small for a person where they walked (video/perspective.py)
     stitched: int = 0
+    cut: int = 0  # tracks cut in two where they went on with another person
 
 
 def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
@@ -142,6 +163,9 @@ def track_source(
     # a lost track stays open (a stitching candidate) until any new track that may continue it is judged
     keep_frames = max(tracker.lost_frames, long_frames + settle_frames if settings.stitch else 0)
     min_frames = max(settings.min_frames, int(round(settings.min_seconds * fps)))
+    cut_history = max(2, int(round(settings.cut_history_seconds * fps)))
+    cut_window = max(2, int(round(settings.cut_window_seconds * fps)))
+    perspective: Perspective | None = None  # made at the first frame (it needs the frame size)
     recent: deque[tuple[int, dict]] = deque()  # (last step, frame -> box) of finished tracks
     rules = Continuation(
         reach=settings.stitch_reach,
@@ -155,7 +179,11 @@ def track_source(
     def settle(entry: _Open) -> None:
         """Decides whether `entry` continues a lost track (then merged into it) or is new."""
         entry.settled = True
-        lost = [e for e in open_tracks.values() if e is not entry and e.last_step < entry.steps[0]]
+        lost = [
+            e
+            for e in open_tracks.values()
+            if e is not entry and e.last_step < entry.steps[0] and e.key != entry.cut_from
+        ]
         target = None
         if settings.stitch and lost:
             choice = rules.best(
@@ -188,6 +216,10 @@ def track_source(
         if travel(entry.boxes_xyxy) < settings.min_travel:
             stats.dropped_still += 1
             return None
+        ratio = perspective.height_ratio(entry.boxes_xyxy) if perspective is not None else None
+        if settings.min_height_ratio > 0 and ratio is not None and ratio < settings.min_height_ratio:
+            stats.dropped_small += 1
+            return None
         if settings.drop_parts and any(
             part_of(frames, other)
             for other in [e.by_frame() for e in open_tracks.values()] + [f for _, f in recent]
@@ -195,6 +227,8 @@ def track_source(
             stats.dropped_parts += 1
             return None
         recent.append((entry.last_step, frames))
+        if perspective is not None:
+            perspective.add_track(entry.boxes_xyxy)
         stats.tracks += 1
         return TrackResult(
             track_ref=f"{camera_id}/{source_key}/{entry.track_id}",
@@ -219,6 +253,8 @@ def track_source(
     for batch in _batches(frames, max(1, detector.batch_size)):
         found = detector.detect([f.image for f in batch])
         for frame, detections in zip(batch, found, strict=True):
+            if perspective is None:
+                perspective = Perspective(frame.image.shape[1], frame.image.shape[0])
             step += 1
             stats.frames += 1
             stats.detections += len(detections)
@@ -232,8 +268,20 @@ def track_source(
                 entry.times.append(frame.captured_at)
                 entry.steps.append(step)
                 entry.last_step = step
-                entry.looks.update(colour.describe(frame.image, box))
+                descriptor = colour.describe(frame.image, box)
+                entry.descriptors.append(descriptor)
+                entry.looks.update(descriptor)
                 entry.crops.offer(frame.index, frame.captured_at, frame.image, np.asarray(box), score)
+                at = change_point(
+                    entry.descriptors, history=cut_history, window=cut_window, threshold=settings.cut_colour
+                )
+                if at is not None:
+                    rest = entry.cut(at, next(keys))
+                    open_tracks[rest.key] = rest
+                    alias[tracker_id] = rest.key
+                    if not entry.settled:
+                        settle(entry)
+                    stats.cut += 1
             for entry in [e for e in open_tracks.values() if not e.settled and len(e.boxes) >= settle_frames]:
                 settle(entry)
             yield from finished([e for e in open_tracks.values() if step - e.last_step > keep_frames])

@@ -46,6 +46,16 @@ class TrackerSettings:
     min_travel: float = 0.5
     # a track that is mostly a piece of a taller one (legs, a half cut by a pillar) is not counted
     drop_parts: bool = True
+    # a track whose clothes change (the tracker followed another person after two blobs merged, or
+    # a stitch joined two people) is cut in two where they change: the colour distance between its
+    # last `cut_window` boxes and the `cut_history` before them above this (0 = never cut;
+    # video/identity_change.py)
+    cut_colour: float = 0.5
+    cut_history_seconds: float = 1.0
+    cut_window_seconds: float = 1.0
+    # a track whose boxes are under this share of a person's height at their foot row (learned per
+    # camera from the tracks counted so far, video/perspective.py) is not a person (0 = off)
+    min_height_ratio: float = 0.45
 
 
 class Tracker:
