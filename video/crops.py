@@ -62,6 +62,9 @@ class TrackCrops:
     policy: CropPolicy
     candidates: list[Candidate] = field(default_factory=list)
     seen: int = 0
+    # the largest unclean view, kept when a clean one replaced it: if the track is cut before that
+    # clean view (another person, video/identity_change.py), the first part still has a crop
+    fallback: Candidate | None = None
 
     def offer(
         self, frame_index: int, captured_at: datetime, frame: np.ndarray, box: np.ndarray, score: float
@@ -81,6 +84,7 @@ class TrackCrops:
         if pixels.shape[0] < 8 or pixels.shape[1] < 4:
             return
         if clean and self.candidates and not self.candidates[0].clean:
+            self.fallback = self.candidates[0]
             self.candidates.clear()  # the first clean view replaces the fallback
         elif not clean:
             self.candidates.clear()
@@ -109,6 +113,9 @@ class TrackCrops:
         person, video/identity_change.py)."""
         rest = TrackCrops(self.policy, [c for c in self.candidates if c.frame >= frame])
         self.candidates = [c for c in self.candidates if c.frame < frame]
+        if not self.candidates and self.fallback is not None and self.fallback.frame < frame:
+            self.candidates = [self.fallback]
+        self.fallback = None
         return rest
 
     def select(self) -> list[Candidate]:

@@ -71,3 +71,17 @@ def test_one_person_walking_stays_one_track():
     scenes, detections = _handover(at=50)  # nobody else
     stats = PipelineStats()
     assert len(_run(scenes, detections, stats=stats)) == 1 and stats.cut == 0
+
+
+def test_both_parts_of_a_cut_track_keep_a_crop_when_the_first_was_never_seen_cleanly():
+    """The first person walks along the top edge of the picture (every box cut by the border: no
+    clean crop); the person the track goes on with is seen cleanly."""
+    scenes, detections = [], []
+    for i in range(50):
+        top = 0 if i < 25 else 40
+        box = [20 + 6 * i, top, 50 + 6 * i, top + 100]
+        scenes.append([(box, RED_BLUE if i < 25 else GREEN_YELLOW)])
+        detections.append(_dets([box]))
+    first, second = sorted(_run(scenes, detections), key=lambda t: t.boxes[0][0])
+    assert len(first.crops) == 1 and first.crops[0].frame < 25 and not first.crops[0].clean
+    assert second.crops and all(c.frame >= 25 and c.clean for c in second.crops)
