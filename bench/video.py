@@ -104,6 +104,8 @@ def deliver(tracks: list, weights: str | None = None, visitor_threshold: float |
         port = sock.getsockname()[1]
         sock.close()
         extra = {} if visitor_threshold is None else {"visitor_threshold": visitor_threshold}
+        if weights:
+            extra["weights"] = Path(weights)
         settings = Settings(
             _env_file=None, dev_mode=True, data_dir=Path(tmp), device="cpu", retention_days=0, **extra
         )
@@ -170,7 +172,12 @@ def main() -> int:
     parser.add_argument(
         "--weights", help="--service: checkpoint or ONNX file to embed with (default: random weights)"
     )
-    parser.add_argument("--visitor-threshold", type=float, help="--service: the service's visitor threshold")
+    parser.add_argument(
+        "--visitor-threshold",
+        type=float,
+        nargs="+",
+        help="--service: the service's visitor threshold (several: one delivery to a fresh service each)",
+    )
     parser.add_argument("--write", action="store_true", help="append the results to BENCHMARKS.md")
     args = parser.parse_args()
     if (args.weights or args.visitor_threshold is not None) and not args.service:
@@ -204,9 +211,11 @@ def main() -> int:
         rows.append(row)
         all_tracks += tracks
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
-    delivered = deliver(all_tracks, args.weights, args.visitor_threshold) if args.service else None
-    if delivered:
-        print(json.dumps({k: v for k, v in delivered.items() if k != "metrics"}))
+    deliveries = []
+    if args.service:
+        for threshold in args.visitor_threshold or [None]:
+            deliveries.append((threshold, deliver(all_tracks, args.weights, threshold)))
+            print(json.dumps({k: v for k, v in deliveries[-1][1].items() if k != "metrics"}))
     load_end = os.getloadavg()[0]
 
     lines = [
@@ -230,7 +239,7 @@ def main() -> int:
         f"\nAll cameras, tracking alone: {total_tracks} tracks for {total_passes} true passes "
         f"({100 * (total_tracks - total_passes) / total_passes:+.1f}%); {truth['truth']['visitors']} true visitors."
     )
-    if delivered:
+    for threshold, delivered in deliveries:
         totals = delivered["metrics"].get("totals", {})
         true_visitors = truth["truth"]["visitors"]
         counted = totals.get("unique_visitors")
@@ -242,7 +251,7 @@ def main() -> int:
         )
         lines.append(
             f"Delivered {delivered['crops']} crops to a loopback service ({model} on the CPU, same machine"
-            f"{'' if args.visitor_threshold is None else f', visitor threshold {args.visitor_threshold:g}'}) in "
+            f"{'' if threshold is None else f', visitor threshold {threshold:g}'}) in "
             f"{delivered['seconds']:.1f} s: {delivered['crops_per_s']:.1f} crops/s. "
             f"Service unique visitors over all cameras: {counted if counted is not None else 'n/a'} "
             f"(true: {true_visitors}; {worth})."
