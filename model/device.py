@@ -5,9 +5,10 @@
     with autocast(device, "bf16"):                     # "fp32" is a no-op context
         out = net(x)
 
-Precision names: "fp32" (the official recipe trains and tests in float32) and "bf16" (bfloat16 autocast:
-the documented fast option on CUDA; on the CPU it runs too, slowly, and exists for tests). "auto" means
-bf16 on CUDA and fp32 on the CPU.
+Precision names: "fp32" (the official recipe trains and tests in float32) and "bf16" (bfloat16: autocast
+on CUDA; on the CPU, bf16 weights through oneDNN). "auto" means bf16 on CUDA and on CPUs that compute bf16
+in hardware (AMX-BF16 or AVX512-BF16: there it runs the network ~2x faster than fp32 at the same ranking,
+BENCHMARKS.md), and fp32 on other CPUs, where bf16 is emulated and slower.
 """
 
 from __future__ import annotations
@@ -60,10 +61,33 @@ def resolve_device(device: str | torch.device | None = "auto", local_rank: int |
     return resolved
 
 
+def cpu_flags() -> frozenset[str]:
+    """The CPU's instruction-set flags as Linux reports them (/proc/cpuinfo); empty elsewhere or unreadable."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                name, _, value = line.partition(":")
+                if name.strip() == "flags":
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bfloat16 in hardware (AMX-BF16 or AVX512-BF16)."""
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+
+
 def resolve_precision(precision: str | None, device: torch.device) -> str:
-    """"fp32" / "bf16" as given; None / "auto" -> bf16 on CUDA, fp32 elsewhere. DeviceError for anything else."""
+    """"fp32" / "bf16" as given; None / "auto" -> bf16 on CUDA and on CPUs with native bf16, else fp32.
+
+    DeviceError for anything else.
+    """
     if precision is None or precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        if device.type == "cuda":
+            return "bf16"
+        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
     if precision not in PRECISIONS:
         raise DeviceError(f"precision must be one of {', '.join(PRECISIONS)} or auto, got {precision!r}")
     return precision

@@ -11,6 +11,16 @@ from tests import milvus as milvus_testing
 from tests.postgres import BIN_DIR, PostgresCluster, binaries_present
 
 
+@pytest.fixture(autouse=True)
+def _cpu_without_native_bf16(monkeypatch):
+    """In-process, every test sees a CPU without native bf16, so precision "auto" means fp32 on any CI
+    machine and the tests' float32 tolerances hold; tests of that choice set model.device.cpu_flags
+    themselves (processes a test starts see the real CPU)."""
+    from model import device
+
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset())
+
+
 @pytest.fixture(scope="session")
 def postgres_cluster():
     """One PostgreSQL 15 cluster for the whole run, started on first use; stopped by PID at the end."""

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from model import Embedder, RGAModule
+from model import device as device_module
 from model.device import DeviceError, autocast, resolve_precision
 from model.resnet_rga import ReIDOutput
 
@@ -93,9 +94,15 @@ def test_the_precision_setting_decides_autocast(precision, fold, expected):
     assert emb.precision == precision
 
 
-def test_precision_names():
+def test_precision_names(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_precision("auto", cpu) == "fp32" and resolve_precision("auto", cuda) == "bf16"
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16", "amx_tile"}))
+    assert resolve_precision("auto", cpu) == "bf16" and resolve_precision("fp32", cpu) == "fp32"
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_vnni"}))
+    assert resolve_precision(None, cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    assert resolve_precision("auto", cpu) == "bf16"
     assert resolve_precision(None, cuda) == "bf16" and resolve_precision("fp32", cuda) == "fp32"
     with pytest.raises(DeviceError, match="precision"):
         resolve_precision("fp16", cpu)
