@@ -551,6 +551,8 @@ class FaissVectorStore(VectorStore):
         total = self._index.ntotal
         if self._scan_copy is None or self._scan_rows > total:
             self._scan_copy, self._scan_rows = None, 0
+        if total == 0:  # an empty gallery (a new store prepared at start-up): nothing to copy yet
+            return torch.empty((0, self.dim), dtype=torch.bfloat16)
         if self._scan_rows < total:
             if self._scan_copy is None or len(self._scan_copy) < total:
                 # exact size when built (after a load or bulk add), room for a quarter more when grown

@@ -436,6 +436,24 @@ def test_reduced_scan_recall_on_near_duplicates(crops, first_candidates, storage
     assert (index._int8_copy is not None) == (storage == "int8")  # int8: its kernel scanned
 
 
+@pytest.mark.parametrize("storage", ["fp32", "bf16", "fp16", INT8])
+def test_an_empty_store_prepares_and_answers_nothing_then_fills(storage):
+    """A new gallery's store is prepared at start-up with no rows; a search answers no hits, and rows
+    added afterwards are found (the bf16 copy once failed on zero rows)."""
+    rng = np.random.default_rng(3)
+    index = FaissVectorStore(DIM, storage=storage)
+    index.prepare()
+    queries = clustered(rng, 2, 5, DIM, spread=0.1)
+    scores, found = index.search(queries, 5)
+    assert found.shape == (2, 5) and (found == -1).all()
+    ids = np.arange(100, 140, dtype=np.int64)
+    vectors = clustered(rng, 40, 5, DIM, spread=0.1)
+    index.add(ids, vectors)
+    index.prepare()
+    scores, found = index.search(vectors[:3], 1)
+    assert found[:, 0].tolist() == ids[:3].tolist()
+
+
 @pytest.mark.parametrize("storage", ["bf16", INT8])
 def test_scan_copy_follows_adds_and_removes(tmp_path, monkeypatch, storage):
     from service.vectorstore import scan
