@@ -55,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=(*PRECISIONS, "auto"),
         default=os.environ.get("REID_PRECISION") or "auto",
         help="torch runtime: fp32, bf16 (autocast; on a CPU with AMX, e.g. Xeon Sapphire Rapids, the fast "
-        "choice: docs/onnx.md), or auto (bf16 on CUDA, fp32 on the CPU); default: $REID_PRECISION, else auto",
+        "choice: docs/onnx.md), or auto (bf16 on CUDA and on CPUs with native bf16, else fp32); default: "
+        "$REID_PRECISION, else auto",
     )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument(

@@ -42,8 +42,8 @@ class Settings(BaseSettings):
     # torch, or onnxruntime (a checkpoint is exported to ONNX once, cached under data_dir/onnx-cache);
     # None: by file (REID_WEIGHTS=*.onnx runs on onnxruntime, a checkpoint on torch)
     runtime: Literal["torch", "onnxruntime"] | None = None
-    # torch runtime: fp32, bf16 (autocast; the fast choice on a CPU with AMX), or auto (bf16 on CUDA, fp32 on
-    # the CPU). An ONNX file runs its own precision (fp32 or int8): bf16 with one is refused at start-up.
+    # torch runtime: fp32, bf16 (the fast choice on a CPU with AMX), or auto (bf16 on CUDA and on CPUs with
+    # native bf16, else fp32). An ONNX file runs its own precision (fp32 or int8): bf16 with one is refused.
     precision: Literal["fp32", "bf16", "auto"] = "auto"
     allow_model_change: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
