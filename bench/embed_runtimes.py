@@ -162,10 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--command-batch", type=int, default=16, help="batch of the pipeline rows")
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--pipeline-only", action="store_true", help="only the files -> vectors rows (no network rows)"
+    )
     parser.add_argument("--record", action="store_true", help="append the table to BENCHMARKS.md")
     args = parser.parse_args(argv)
 
     from model import Embedder, ModelMeta, save_checkpoint
+    from model.device import resolve_precision
     from model.onnx_export import export_onnx
     from model.onnx_quantize import quantize_int8
 
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if official is None:
             forwards = forwards[1:]
-        for batch in args.batch_sizes:
+        for batch in [] if args.pipeline_only else args.batch_sizes:
             x = torch.randn(batch, 3, *input_size)
             with torch.inference_mode():
                 for name, forward in forwards:
@@ -221,8 +225,10 @@ def main(argv: list[str] | None = None) -> int:
             report({"what": "official code, files -> features", "batch": b, "images_per_s": len(files) / seconds,
                     "seconds": seconds, "cpu_s": _cpu_seconds(resource.RUSAGE_SELF) - cpu}, pipeline)
         one = {"OMP_NUM_THREADS": "1"}
+        auto = resolve_precision("auto", torch.device("cpu"))  # what `reid embed` picks here by default
         for name, weights, runtime, precision, extra, env in (
-            ("reid embed, torch", ckpt, "torch", None, (), None),
+            (f"reid embed, torch, default precision (auto: {auto} on this CPU)", ckpt, "torch", None, (), None),
+            ("reid embed, torch fp32 (--precision fp32)", ckpt, "torch", "fp32", (), None),
             ("reid embed, torch bf16 (--precision bf16)", ckpt, "torch", "bf16", (), None),
             ("reid embed, torch bf16, --workers 1 (2 OpenMP threads)", ckpt, "torch", "bf16", ("--workers", "1"), None),
             ("reid embed, torch bf16, --workers 1, OMP_NUM_THREADS=1", ckpt, "torch", "bf16", ("--workers", "1"), one),
