@@ -6,21 +6,18 @@ and the packages without path edits.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import sys
 from pathlib import Path
 
+from model.device import cpu_info
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
 
 def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+    return cpu_info("model name").get("model name") or platform.processor() or "unknown CPU"
 
 
 def machine_description(device=None) -> str:

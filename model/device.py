@@ -61,17 +61,25 @@ def resolve_device(device: str | torch.device | None = "auto", local_rank: int |
     return resolved
 
 
-def cpu_flags() -> frozenset[str]:
-    """The CPU's instruction-set flags as Linux reports them (/proc/cpuinfo); empty elsewhere or unreadable."""
-    try:
+def cpu_info(*names: str) -> dict[str, str]:
+    """The first CPU's /proc/cpuinfo fields of these names (e.g. "model name", "flags"), those present;
+    empty where there is no such file (not Linux) or it cannot be read."""
+    fields: dict[str, str] = {}
+    with contextlib.suppress(OSError):
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 name, _, value = line.partition(":")
-                if name.strip() == "flags":
-                    return frozenset(value.split())
-    except OSError:
-        pass
-    return frozenset()
+                name = name.strip()
+                if name in names and name not in fields:
+                    fields[name] = value.strip()
+                    if len(fields) == len(names):
+                        break
+    return fields
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's instruction-set flags as Linux reports them (/proc/cpuinfo); empty elsewhere or unreadable."""
+    return frozenset(cpu_info("flags").get("flags", "").split())
 
 
 def cpu_has_native_bf16() -> bool:

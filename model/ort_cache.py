@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.device import cpu_info
 from model.files import atomic_output
 
 logger = logging.getLogger(__name__)
@@ -45,18 +46,9 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def cpu_signature() -> str:
     """The CPU as far as compiled kernels care: model name and instruction-set flags (Linux), else platform."""
-    with contextlib.suppress(OSError):
-        fields: dict[str, str] = {}
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                name, _, value = line.partition(":")
-                name = name.strip()
-                if name in ("model name", "flags") and name not in fields:
-                    fields[name] = value.strip()
-                if len(fields) == 2:
-                    break
-        if fields:
-            return hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()[:16]
+    fields = cpu_info("model name", "flags")
+    if fields:
+        return hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()[:16]
     return hashlib.sha256(f"{platform.machine()} {platform.processor()}".encode()).hexdigest()[:16]
 
 
