@@ -379,22 +379,28 @@ class MilvusVectorStore(VectorStore):
         closing it would break the others (it ends with the process)."""
 
     # ----------------------------------------------------------------- changes
-    def add(self, ids, vectors, attributes: ItemAttributes | None = None) -> None:
+    def _checked_rows(self, call: str, ids, vectors, attributes: ItemAttributes | None):
+        """ids and vectors of an add / upsert, checked before anything is written: shapes, attributes
+        present and of the same length, no id twice, camera ids that fit. ValueError names the problem."""
         ids = check_ids(ids)
         vectors = check_vectors(vectors, self.dim)
         if len(ids) != len(vectors):
             raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
         if attributes is None:
-            raise ValueError("the Milvus store keeps camera and capture time: add() needs attributes")
+            raise ValueError(f"the Milvus store keeps camera and capture time: {call}() needs attributes")
         if len(attributes.camera_ids) != len(ids):
             raise ValueError(f"{len(attributes.camera_ids)} attribute rows for {len(ids)} ids")
-        if not len(ids):
-            return
         if len(np.unique(ids)) != len(ids):
-            raise ValueError("ids repeat within one add")
+            raise ValueError(f"ids repeat within one {call}")
         for camera in attributes.camera_ids:
             if len(str(camera).encode()) > CAMERA_MAX_LENGTH:
                 raise ValueError(f"camera id longer than {CAMERA_MAX_LENGTH} bytes: {camera!r}")
+        return ids, vectors
+
+    def add(self, ids, vectors, attributes: ItemAttributes | None = None) -> None:
+        ids, vectors = self._checked_rows("add", ids, vectors, attributes)
+        if not len(ids):
+            return
         held = self._held(ids)
         if len(held):
             raise ValueError(f"ids already held: {held[:10].tolist()}")
@@ -411,19 +417,9 @@ class MilvusVectorStore(VectorStore):
         upsert does inside, in two requests): Milvus 2.3 before 2.3.10 computes an upserted row's partition from
         the wrong field (milvus-io/milvus#30607, fixed by #30772 / #30773), so the row lands in another camera's
         partition and a search filtered to its camera misses it (seen on 2.3.5; tested)."""
-        ids = check_ids(ids)
-        vectors = check_vectors(vectors, self.dim)
-        if attributes is None:
-            raise ValueError("the Milvus store keeps camera and capture time: upsert() needs attributes")
-        if len(ids) != len(vectors) or len(attributes.camera_ids) != len(ids):
-            raise ValueError(f"{len(ids)} ids, {len(vectors)} vectors, {len(attributes.camera_ids)} attribute rows")
+        ids, vectors = self._checked_rows("upsert", ids, vectors, attributes)
         if not len(ids):
             return 0
-        if len(np.unique(ids)) != len(ids):
-            raise ValueError("ids repeat within one upsert")
-        for camera in attributes.camera_ids:
-            if len(str(camera).encode()) > CAMERA_MAX_LENGTH:
-                raise ValueError(f"camera id longer than {CAMERA_MAX_LENGTH} bytes: {camera!r}")
         if self.partition_key:
             self.remove(ids)
         ts = insert_columns(
