@@ -8,6 +8,7 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the dataset subcommands."""
     from training.datasets.synthetic.config import PRESETS
+    from training.datasets.synthetic.store_crops import STORE_CROP_PRESETS
     from training.datasets.synthetic.video_plan import VIDEO_PRESETS
 
     synth = subparsers.add_parser(
@@ -22,9 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     synth.add_argument(
         "--preset",
-        choices=sorted(PRESETS) + sorted(VIDEO_PRESETS),
+        choices=sorted(PRESETS) + sorted(VIDEO_PRESETS) + sorted(STORE_CROP_PRESETS),
         default="market",
-        help="size and scene (default market); store-video*: videos with ground truth",
+        help="size and scene (default market); store-video*: videos with ground truth; store-reid*: re-ID "
+        "crops cut from rendered store scenes (train on these for store footage)",
     )
     synth.add_argument(
         "--seed", type=int, default=0, help="random seed; same seed -> identical files (default 0)"
@@ -37,8 +39,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     from training.datasets.synthetic import SyntheticConfig, generate
+    from training.datasets.synthetic.store_crops import STORE_CROP_PRESETS
     from training.datasets.synthetic.video_plan import VIDEO_PRESETS
 
+    if args.preset in STORE_CROP_PRESETS:
+        from dataclasses import replace
+
+        from training.datasets.synthetic.store_crops import generate_store_crops
+
+        generate_store_crops(
+            replace(STORE_CROP_PRESETS[args.preset], seed=args.seed), args.out, force=args.force
+        )
+        return 0
     if args.preset in VIDEO_PRESETS:
         from training.datasets.synthetic.video import generate_video
         from training.datasets.synthetic.video_plan import VideoSceneConfig
