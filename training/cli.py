@@ -9,7 +9,7 @@ from pathlib import Path
 
 from model.device import PRECISIONS
 from model.errors import ReidError
-from training.config import load_config
+from training.config import available_configs, load_config
 from training.datasets import cli as datasets_cli
 
 logger = logging.getLogger(__name__)
@@ -25,9 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train with a named configuration (training/configs/NAME.yaml) or a YAML file. Writes "
         "<output_dir>/<name>/: config.yaml, log.jsonl, checkpoints/, final.pt, resume.pt, eval.json.",
     )
-    train.add_argument(
-        "--config", help="configuration name (market1501, dukemtmc, cuhk03, msmt17, synthetic) or YAML path"
-    )
+    train.add_argument("--config", help=f"configuration name ({', '.join(available_configs())}) or YAML path")
     train.add_argument(
         "--set",
         dest="overrides",

@@ -25,6 +25,13 @@ def test_every_dataset_has_a_config_with_the_recipe():
     assert load_config("cuhk03").data.options == {"split": "labeled"}
 
 
+def test_store_config_reads_the_store_crops_at_their_size():
+    cfg = load_config("store")
+    assert cfg.data.dataset == "synthetic" and cfg.data.root == "data/store-reid"
+    assert cfg.model.input_size == [128, 64] and cfg.model.random_init
+    assert max(cfg.optim.milestones) < cfg.train.epochs
+
+
 def test_overrides_are_yaml_parsed_and_typed():
     cfg = load_config(
         "synthetic",
