@@ -60,17 +60,30 @@ class TrackResult:
         }
 
 
+# how many of a track's latest boxes keep their colour histogram, capture time and step: the change-point
+# test (video/identity_change.py) reads the last history + 2 x window boxes, a new track is judged on at
+# most its first settle + 2 x window boxes, and a colour summary rebuilt after a cut (an EMA of weight 0.2,
+# video/appearance.py) gives a box older than this many more a weight under 0.8**64 < 1e-6
+LOOKS_MEMORY = 64
+
+
 @dataclass
 class _Open:
     key: int  # internal; the public track id is given once the track is known to be new
     crops: TrackCrops
+    memory: int = 1 << 62  # the per-box lists below keep the last `memory` boxes (bounded on long tracks)
     track_id: int = 0
-    boxes: list = field(default_factory=list)
+    boxes: list = field(default_factory=list)  # every box: the track's result
+    # of the last `memory` boxes: capture times, processed-frame steps, colour histograms (video/appearance.py)
     times: list = field(default_factory=list)
     steps: list = field(default_factory=list)
+    descriptors: list = field(default_factory=list)
+    dropped: int = 0  # older boxes no longer in times / steps / descriptors (boxes[dropped:] align with them)
+    dropped_known: int = 0  # ... of which had a colour histogram
+    first_time: datetime | None = None
+    first_step: int = 0
     last_step: int = 0
     looks: colour.Appearance = field(default_factory=colour.Appearance)
-    descriptors: list = field(default_factory=list)  # colour histograms per box (video/appearance.py)
     settled: bool = False  # decided: a new track, or merged into the one it continues
     cut_from: int | None = None  # key of the track this one was cut from (another person)
 
@@ -78,28 +91,63 @@ class _Open:
     def boxes_xyxy(self) -> list:
         return [b[2] for b in self.boxes]
 
+    @property
+    def recent_xyxy(self) -> list:
+        """The boxes that `steps` holds (the latest `memory`)."""
+        return [b[2] for b in self.boxes[self.dropped :]]
+
     def by_frame(self) -> dict:
         return {b[0]: b[2] for b in self.boxes}
+
+    def add(self, box: tuple, captured_at: datetime, step: int, descriptor) -> None:
+        if not self.boxes:
+            self.first_time, self.first_step = captured_at, step
+        self.boxes.append(box)
+        self.times.append(captured_at)
+        self.steps.append(step)
+        self.descriptors.append(descriptor)
+        self.last_step = step
+        self.looks.update(descriptor)
+        self._trim()
+
+    def _trim(self) -> None:
+        extra = len(self.steps) - self.memory
+        if extra > 0:
+            self.dropped_known += sum(d is not None for d in self.descriptors[:extra])
+            del self.times[:extra], self.steps[:extra], self.descriptors[:extra]
+            self.dropped += extra
 
     def absorb(self, other: _Open) -> None:
         """Takes over `other`, which continues this track after a gap."""
         self.boxes += other.boxes
-        self.times += other.times
-        self.steps += other.steps
+        if other.dropped:  # other's kept boxes are all that is kept
+            self.dropped_known += sum(d is not None for d in self.descriptors) + other.dropped_known
+            self.dropped += len(self.steps) + other.dropped
+            self.times, self.steps = list(other.times), list(other.steps)
+            self.descriptors = list(other.descriptors)
+        else:
+            self.times += other.times
+            self.steps += other.steps
+            self.descriptors += other.descriptors
+        self._trim()
         self.last_step = other.last_step
         self.looks.merge(other.looks)
-        self.descriptors += other.descriptors
         self.crops.merge(other.crops)
 
     def cut(self, at: int, key: int) -> _Open:
-        """Splits off boxes `at`.. (another person, video/identity_change.py) as a new track `key`."""
-        rest = _Open(key, self.crops.split_off(self.boxes[at][0]), cut_from=self.key)
-        rest.boxes, self.boxes = self.boxes[at:], self.boxes[:at]
+        """Splits off the kept boxes `at`.. (an index into `steps` / `descriptors`: another person,
+        video/identity_change.py) as a new track `key`."""
+        first = self.dropped + at  # index in boxes
+        rest = _Open(key, self.crops.split_off(self.boxes[first][0]), memory=self.memory, cut_from=self.key)
+        rest.boxes, self.boxes = self.boxes[first:], self.boxes[:first]
         rest.times, self.times = self.times[at:], self.times[:at]
         rest.steps, self.steps = self.steps[at:], self.steps[:at]
         rest.descriptors, self.descriptors = self.descriptors[at:], self.descriptors[:at]
+        rest.first_time, rest.first_step = rest.times[0], rest.steps[0]
         rest.last_step, self.last_step = rest.steps[-1], self.steps[-1]
+        # each part's colours again from its own boxes (the dropped ones counted, their colours forgotten)
         self.looks, rest.looks = colour.Appearance(), colour.Appearance()
+        self.looks.count = self.dropped_known
         for entry in (self, rest):
             for descriptor in entry.descriptors:
                 entry.looks.update(descriptor)
@@ -165,6 +213,7 @@ def track_source(
     min_frames = max(settings.min_frames, int(round(settings.min_seconds * fps)))
     cut_history = max(2, int(round(settings.cut_history_seconds * fps)))
     cut_window = max(2, int(round(settings.cut_window_seconds * fps)))
+    memory = cut_history + 2 * cut_window + settle_frames + LOOKS_MEMORY
     perspective: Perspective | None = None  # made at the first frame (it needs the frame size)
     recent: deque[tuple[int, dict]] = deque()  # (last step, frame -> box) of finished tracks
     rules = Continuation(
@@ -182,13 +231,13 @@ def track_source(
         lost = [
             e
             for e in open_tracks.values()
-            if e is not entry and e.last_step < entry.steps[0] and e.key != entry.cut_from
+            if e is not entry and e.last_step < entry.first_step and e.key != entry.cut_from
         ]
         target = None
         if settings.stitch and lost:
             choice = rules.best(
-                [(e.steps, e.boxes_xyxy, e.looks.histogram) for e in lost],
-                (entry.steps, entry.boxes_xyxy, entry.looks.histogram),
+                [(e.steps, e.recent_xyxy, e.looks.histogram) for e in lost],
+                (entry.steps, entry.recent_xyxy, entry.looks.histogram),
             )
             target = lost[choice] if choice is not None else None
         if target is None:
@@ -235,7 +284,7 @@ def track_source(
             camera_id=camera_id,
             track_id=entry.track_id,
             boxes=entry.boxes,
-            first_seen=entry.times[0],
+            first_seen=entry.first_time,
             last_seen=entry.times[-1],
             crops=entry.crops.select(),
         )
@@ -249,6 +298,10 @@ def track_source(
                 result = finish(entry)
                 if result is not None:
                     yield result
+        # a tracker id whose track is over would start a new track if the tracker brought it back, as
+        # with no alias: forget it (on a live stream the map would otherwise grow with every track)
+        for tracker_id in [t for t, k in alias.items() if k not in open_tracks]:
+            del alias[tracker_id]
 
     for batch in _batches(frames, max(1, detector.batch_size)):
         found = detector.detect([f.image for f in batch])
@@ -263,14 +316,13 @@ def track_source(
                 entry = open_tracks.get(key) if key is not None else None
                 if entry is None:
                     key = alias[tracker_id] = next(keys)
-                    entry = open_tracks[key] = _Open(key, TrackCrops(policy))
-                entry.boxes.append((frame.index, frame.seconds, tuple(float(v) for v in box), score))
-                entry.times.append(frame.captured_at)
-                entry.steps.append(step)
-                entry.last_step = step
-                descriptor = colour.describe(frame.image, box)
-                entry.descriptors.append(descriptor)
-                entry.looks.update(descriptor)
+                    entry = open_tracks[key] = _Open(key, TrackCrops(policy), memory=memory)
+                entry.add(
+                    (frame.index, frame.seconds, tuple(float(v) for v in box), score),
+                    frame.captured_at,
+                    step,
+                    colour.describe(frame.image, box),
+                )
                 entry.crops.offer(frame.index, frame.captured_at, frame.image, np.asarray(box), score)
                 at = change_point(
                     entry.descriptors, history=cut_history, window=cut_window, threshold=settings.cut_colour
