@@ -2,6 +2,7 @@
 
     python -m bench.video [--preset store-video] [--data data/bench] [--fps 5] [--detector hog]
                           [--detector-weights FILE] [--cameras N] [--service] [--write]
+                          [--save-detections DIR | --detections DIR]
 
 Per camera: frames/s of decode + detect + track (wall clock, and per CPU-second: the machine is
 shared), MOT scores against the ground truth (motmetrics: MOTA, IDF1, recall, identity switches,
@@ -10,6 +11,12 @@ to the true number of passes. With --service, the chosen crops are then sent to 
 service over loopback HTTP (random-weight embedder: only the delivery rate means something) and
 crops/s delivered is measured, with the service's GET /metrics unique-visitor count over all
 cameras. --write appends the table to BENCHMARKS.md with the machine and the command.
+
+--save-detections DIR writes each camera's raw detector output (DIR/<scene>/<camera>.json, with the
+video's content hash, the frame rate and the detector settings: video/detectors/saved.py);
+--detections DIR runs the same bench on those instead of the detector (frames are still decoded for
+colours and crops), so tracker settings are compared on the same boxes. A replay refuses, in one line,
+saved detections of another video, frame rate or detector setting; tracker options may differ.
 """
 
 from __future__ import annotations
@@ -30,7 +37,12 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_camera(root: Path, camera: dict, detector, fps: float | None, settings=None) -> tuple[dict, list]:
+def run_camera(
+    root: Path, camera: dict, detector, fps: float | None, settings=None, saved: tuple | None = None
+) -> tuple[dict, list]:
+    """`saved`: (DIR, header, replay?) to write the detector's output to, or to replay it from,
+    DIR/<scene>/<camera>.json (the header: what the saved detections must have been made with)."""
+    from video.detectors.saved import Recorder, Replay
     from video.evaluation import TrackBox, count_error, read_truth_boxes, score_tracks
     from video.pipeline import PipelineStats, track_source
     from video.sources import FileSource
@@ -38,9 +50,21 @@ def run_camera(root: Path, camera: dict, detector, fps: float | None, settings=N
     start = datetime.fromisoformat(camera["start"])
     source = FileSource(root / camera["video"], start, fps)
     processed: list[int] = []
+    if saved is not None:
+        folder, header, replay = saved
+        path = Path(folder) / root.name / f"{camera['camera_id']}.json"
+        header = {
+            **header,
+            "camera_id": camera["camera_id"],
+            "video": camera["video"],
+            "source_key": source.key(),
+        }
+        detector = Replay(path, header) if replay else Recorder(detector)
 
     def frames():
         for frame in source:
+            if isinstance(detector, Replay):
+                detector.check(frame.index)
             processed.append(frame.index)
             yield frame
 
@@ -58,6 +82,10 @@ def run_camera(root: Path, camera: dict, detector, fps: float | None, settings=N
         )
     )
     wall, cpu = time.perf_counter() - wall, _cpu() - cpu
+    if isinstance(detector, Replay):
+        detector.finish()
+    elif isinstance(detector, Recorder):
+        detector.save(path, header, processed)
     predicted = [TrackBox(f, t.track_id, b) for t in tracks for f, _, b, _ in t.boxes]
     scores = score_tracks(read_truth_boxes(root, camera["camera_id"]), predicted, processed)
     return {
@@ -155,7 +183,7 @@ def deliver(tracks: list, weights: str | None = None, visitor_threshold: float |
     }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="store-video")
     parser.add_argument("--data", default="data/bench", help="where the rendered videos are kept (reused)")
@@ -179,13 +207,23 @@ def main() -> int:
         help="--service: the service's visitor threshold (several: one delivery to a fresh service each)",
     )
     parser.add_argument("--write", action="store_true", help="append the results to BENCHMARKS.md")
-    args = parser.parse_args()
+    replay = parser.add_mutually_exclusive_group()
+    replay.add_argument(
+        "--save-detections", metavar="DIR", help="write each camera's raw detections under DIR"
+    )
+    replay.add_argument(
+        "--detections",
+        metavar="DIR",
+        help="replay the detections saved under DIR instead of running the detector",
+    )
+    args = parser.parse_args(argv)
     if (args.weights or args.visitor_threshold is not None) and not args.service:
         parser.error("--weights and --visitor-threshold need --service")
 
     from training.datasets.synthetic.video import generate_video
     from training.datasets.synthetic.video_plan import VideoSceneConfig
     from video.detectors import build_detector
+    from video.errors import VideoError
 
     machine = machine_description()
     from video.tracking import TrackerSettings
@@ -194,17 +232,36 @@ def main() -> int:
     root = generate_video(VideoSceneConfig.from_preset(args.preset, seed=args.seed), Path(args.data) / name)
     settings = TrackerSettings(min_seconds=args.min_track_seconds, stitch=not args.no_stitch)
     truth = json.loads((root / "ground_truth.json").read_text())
-    detector = build_detector(
-        args.detector,
-        args.detector_weights,
-        hog_upscale=args.hog_upscale,
-        min_person_height=args.min_person_height,
-        fps=args.fps,
-    )
+    detector = None
+    if not args.detections:  # a replay needs no detector (nor its weights)
+        detector = build_detector(
+            args.detector,
+            args.detector_weights,
+            hog_upscale=args.hog_upscale,
+            min_person_height=args.min_person_height,
+            fps=args.fps,
+        )
+    saved = None
+    if args.save_detections or args.detections:
+        header = {
+            "preset": args.preset,
+            "seed": args.seed,
+            "fps": args.fps,
+            "detector": {
+                "name": args.detector,
+                "weights": Path(args.detector_weights).name if args.detector_weights else None,
+                "hog_upscale": args.hog_upscale,
+                "min_person_height": args.min_person_height,
+            },
+        }
+        saved = (args.save_detections or args.detections, header, bool(args.detections))
     cameras = truth["cameras"][: args.cameras] if args.cameras else truth["cameras"]
     rows, all_tracks = [], []
     for camera in cameras:
-        row, tracks = run_camera(root, camera, detector, args.fps, settings)
+        try:
+            row, tracks = run_camera(root, camera, detector, args.fps, settings, saved)
+        except VideoError as exc:
+            parser.exit(2, f"bench.video: error: {exc}\n")
         true_passes = truth["truth"]["per_camera"][camera["camera_id"]]["passes"]
         row["true_passes"] = true_passes
         row["count_error"] = row.pop("_count_error")(row["tracks"], true_passes)
@@ -221,7 +278,9 @@ def main() -> int:
     lines = [
         f"\n## Video ingest on `{name}` ({datetime.now(UTC):%Y-%m-%d})\n",
         f"Machine: {machine}; load average {load_end:.1f} at the end. Command: `{command_line()}`.",
-        f"Detector `{args.detector}`, {args.fps:g} frames/s processed of {cameras[0]['fps']:g}, "
+        f"Detector `{args.detector}`"
+        + (" (replayed from saved detections: frames/s are decode + track only)" if args.detections else "")
+        + f", {args.fps:g} frames/s processed of {cameras[0]['fps']:g}, "
         f"{cameras[0]['width']}x{cameras[0]['height']}.\n",
         "| camera | frames | frames/s (wall) | frames per CPU-s | MOTA | IDF1 | recall | ID switches "
         "| fragmentations | tracks | true passes | count error |",
