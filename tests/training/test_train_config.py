@@ -26,7 +26,7 @@ def test_every_dataset_has_a_config_with_the_recipe():
 
 
 def test_store_config_reads_the_store_crops_at_their_size():
-    cfg = load_config("store")
+    cfg = load_config("store-reid")
     assert cfg.data.dataset == "synthetic" and cfg.data.root == "data/store-reid"
     assert cfg.model.input_size == [128, 64] and cfg.model.random_init
     assert max(cfg.optim.milestones) < cfg.train.epochs
