@@ -255,6 +255,164 @@ def test_compose_scale_refuses_to_start_without_a_database_password(tmp_path):
     assert "set POSTGRES_PASSWORD in .env" in proc.stderr
 
 
+# --------------------------------------------------------------------------------------------- compose.cameras.yaml
+
+CAMERAS = ("compose.yaml", "compose.cameras.yaml")
+SCALE_CAMERAS = ("compose.scale.yaml", "compose.cameras.yaml")
+SOURCE = "rtsp://viewer:secret-in-env@10.0.0.12:554/stream2"
+
+
+def camera_env(tmp_path: Path, extra: str = "") -> Path:
+    env = tmp_path / "cameras.env"
+    env.write_text(f"CAMERA_ENTRANCE_SOURCE={SOURCE}\n" + extra)
+    return env
+
+
+def compose_refusal(tmp_path: Path, files: tuple[str, ...], env_text: str) -> subprocess.CompletedProcess:
+    """`docker-compose config` of files copied into tmp_path with only env_text as settings."""
+    args = [find_tool("docker-compose")]
+    for name in files:
+        shutil.copy(ROOT / name, tmp_path / name)
+        args += ["-f", str(tmp_path / name)]
+    env = tmp_path / "only.env"
+    env.write_text(env_text)
+    args += ["--env-file", str(env), "config", "--quiet"]
+    return subprocess.run(args, capture_output=True, text=True, env=clean_env(), cwd=tmp_path, timeout=60)
+
+
+def ingest_args(camera: dict):
+    """The camera container's command line as `reid ingest-video` parses it (an unknown option fails here)."""
+    from reid.cli import build_parser
+
+    argv = camera["entrypoint"] + camera["command"]
+    assert argv[:2] == ["reid", "ingest-video"]
+    return build_parser().parse_args(argv[1:])
+
+
+def test_compose_cameras_run_an_ingest_container_beside_the_service(tmp_path):
+    from urllib.parse import urlsplit
+
+    from service.settings import DEV_KEYS
+    from video.detectors import DETECTORS
+
+    config = compose_config(tmp_path, CAMERAS, env_file=camera_env(tmp_path))
+    services = config["services"]
+    assert set(services) == {"reid", "camera-entrance"}
+    # the overlay leaves the service as compose.yaml alone resolves it
+    alone = compose_config(tmp_path, COMPOSE_SETS[0], env_file=camera_env(tmp_path))["services"]["reid"]
+    assert services["reid"] == alone
+    camera = services["camera-entrance"]
+    assert camera["build"]["dockerfile"] == "docker/Dockerfile"
+    assert camera["build"]["target"] == "camera"
+    assert camera["image"] == "rga-reid:camera"
+    args = ingest_args(camera)
+    assert args.camera == "entrance"
+    assert args.sources == [SOURCE]
+    assert args.detector in DETECTORS and args.fps > 0
+    assert args.key is None  # the key comes from the environment, not the command line `ps` shows
+    # the service by its compose name and port, once it is healthy
+    url = urlsplit(args.service)
+    assert url.hostname == "reid" and url.hostname in services
+    assert url.port == services["reid"]["ports"][0]["target"]
+    assert camera["depends_on"]["reid"]["condition"] == "service_healthy"
+    assert camera["restart"] == "unless-stopped"
+    # dev-mode trial (no REID_DEV_MODE in .env): the service's dev ingest key, and only what ingest reads
+    env = camera["environment"]
+    assert services["reid"]["environment"]["REID_DEV_MODE"] == "true"
+    assert DEV_KEYS[env["REID_INGEST_KEY"]] == "ingest"
+    assert not camera.get("env_file"), "the cameras must not get the service's REID_API_KEYS"
+    assert [name for name in env if name.startswith("REID_")] == ["REID_INGEST_KEY"]
+    # bounded CPU on a small box: one thread per library, at most one core by default
+    assert all(
+        env[name] == "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENCV_FOR_THREADS_NUM")
+    )
+    assert 0 < float(camera["cpus"]) <= 1
+    assert "ports" not in camera
+    mounts = {v["target"]: v for v in camera["volumes"]}
+    assert mounts["/videos"]["read_only"]
+
+
+def test_compose_cameras_take_the_key_and_settings_from_env_file(tmp_path):
+    env = camera_env(
+        tmp_path,
+        "REID_DEV_MODE=false\nCAMERA_INGEST_KEY=cams-secret-0123456789abcdef\nCAMERA_CPUS=0.5\n"
+        "CAMERA_SERVICE_URL=http://reid.example:8000\nIMAGE=registry.example/reid\n",
+    )
+    services = compose_config(tmp_path, CAMERAS, env_file=env)["services"]
+    camera = services["camera-entrance"]
+    assert camera["environment"]["REID_INGEST_KEY"] == "cams-secret-0123456789abcdef"
+    assert "cams-secret-0123456789abcdef" not in camera["entrypoint"] + camera["command"]
+    assert float(camera["cpus"]) == 0.5
+    assert ingest_args(camera).service == "http://reid.example:8000"
+    assert camera["image"] == "registry.example/reid:camera"
+    assert services["reid"]["environment"]["REID_DEV_MODE"] == "false"
+
+
+@pytest.mark.parametrize(
+    ("env_text", "message"),
+    [
+        ("", "set CAMERA_ENTRANCE_SOURCE in .env"),
+        (f"CAMERA_ENTRANCE_SOURCE={SOURCE}\nREID_DEV_MODE=false\n", "set CAMERA_INGEST_KEY in .env"),
+        (
+            f"CAMERA_ENTRANCE_SOURCE={SOURCE}\nREID_DEV_MODE=false\nCAMERA_INGEST_KEY=\n",
+            "set CAMERA_INGEST_KEY",
+        ),
+    ],
+    ids=["no-source", "no-key-outside-dev-mode", "empty-key"],
+)
+def test_compose_cameras_refuse_to_start_without_their_settings(tmp_path, env_text, message):
+    proc = compose_refusal(tmp_path, CAMERAS, env_text)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+
+
+def test_compose_scale_with_cameras_sends_through_the_proxy(tmp_path):
+    from urllib.parse import urlsplit
+
+    env = scale_env(
+        tmp_path,
+        f"CAMERA_ENTRANCE_SOURCE={SOURCE}\nREID_DEV_MODE=false\nCAMERA_INGEST_KEY=cams-secret-0123456789abcdef\n"
+        "CAMERA_SERVICE_URL=http://proxy\n",
+    )
+    config = compose_config(tmp_path, SCALE_CAMERAS, env_file=env)
+    services = config["services"]
+    assert set(services) == set(LONG_RUNNING) | {"migrate", "camera-entrance"}
+    camera = services["camera-entrance"]
+    url = urlsplit(ingest_args(camera).service)
+    assert url.hostname == "proxy" and (url.port or 80) == services["proxy"]["ports"][0]["target"]
+    assert "listen 80" in nginx_blocks((ROOT / "docker" / "nginx.conf").read_text())["server"]
+    assert camera["depends_on"]["reid"]["condition"] == "service_healthy"
+    assert camera["environment"]["REID_INGEST_KEY"] == "cams-secret-0123456789abcdef"
+    assert config["name"] == "rga-reid-scale"  # the overlay joins the scale project, it does not rename it
+
+
+def test_ingest_reads_the_key_compose_passes(monkeypatch):
+    """REID_INGEST_KEY (what compose.cameras.yaml sets) is the variable `reid ingest-video` reads: without
+    --key it gets as far as the service (here: nothing listens) instead of asking for a key."""
+    pytest.importorskip("cv2")
+    from reid.cli import build_parser
+    from video.errors import VideoError
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = [
+        "ingest-video",
+        "--camera",
+        "entrance",
+        "--service",
+        f"http://127.0.0.1:{port}",
+        "rtsp://10.0.0.12/s",
+    ]
+    args = build_parser().parse_args(argv)
+    monkeypatch.delenv("REID_INGEST_KEY", raising=False)
+    with pytest.raises(VideoError, match="REID_INGEST_KEY"):
+        args.func(args)
+    monkeypatch.setenv("REID_INGEST_KEY", "dev-ingest-key")
+    with pytest.raises(VideoError, match="unreachable"):
+        args.func(args)
+
+
 def nginx_blocks(text: str) -> dict[str, list[str]]:
     """Directives of an nginx config by the block they are in ("http", "upstream reid", ...), comments removed."""
     blocks: dict[str, list[str]] = {}
@@ -353,6 +511,23 @@ def test_dockerfile_targets_and_runtime_contract():
     for stage in ("build-cpu", "build-cuda"):
         assert "torch==2.14.1 torchvision==0.29.1" in " ".join(stages[stage])
     assert "download.pytorch.org/whl/cpu" in " ".join(stages["build-cpu"])
+
+
+def test_dockerfile_camera_target_runs_ingest_video_unprivileged():
+    stages = stage_lines((ROOT / "docker" / "Dockerfile").read_text())
+    assert stages["build-camera"][0].split()[1] == "build-cpu"  # CPU torch, shared layers
+    assert any(line.startswith("RUN pip install") and "[video]" in line for line in stages["build-camera"])
+    camera = stages["camera"]
+    assert camera[0].split()[1] == "base"  # not `runtime`: no data volume, port or service health check
+    assert not any(line.split()[0] in ("HEALTHCHECK", "VOLUME", "EXPOSE") for line in camera)
+    assert any(line.startswith("COPY --from=build-camera /opt/venv") for line in camera)
+    users = [line.split()[1] for line in camera if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert 'ENTRYPOINT ["reid", "ingest-video"]' in camera
+    assert "STOPSIGNAL SIGINT" in camera  # Python as PID 1 ignores SIGTERM; SIGINT is its Ctrl-C path
+    assert list(stages).index("camera") < list(stages).index("cpu")
+    extras = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^video = \[[^\]]*"opencv-python-headless[^"]*<5"', extras, re.M)
 
 
 def test_dockerignore_keeps_data_and_secrets_out():
@@ -465,6 +640,25 @@ def test_env_example_defaults_match_the_service(settings_class):
             assert getattr(settings, name) == default, f"REID_{name.upper()}: .env.example says {value!r}"
             checked += 1
     assert checked >= 10
+
+
+COMPOSE_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def test_env_example_documents_every_compose_variable():
+    """Every ${VAR} of a compose file is a `# VAR=` or `# example: VAR=` line of .env.example."""
+    documented = set(
+        re.findall(
+            r"^#\s*(?:example:\s*)?([A-Za-z_][A-Za-z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M
+        )
+    )
+    used = {
+        (path.name, name)
+        for path in ROOT.glob("compose*.yaml")
+        for name in COMPOSE_VARIABLE.findall(path.read_text())
+    }
+    assert {"CAMERA_ENTRANCE_SOURCE", "CAMERA_INGEST_KEY", "POSTGRES_PASSWORD"} <= {name for _, name in used}
+    assert sorted((f, n) for f, n in used if n not in documented) == []
 
 
 @pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception), (None, pytest.skip.Exception)])
