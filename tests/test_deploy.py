@@ -534,7 +534,7 @@ def test_dockerignore_keeps_data_and_secrets_out():
     patterns = {
         line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"
     }
-    for needed in (".env", "data/", "weights/", "tests/", ".venv/", "**/.git"):
+    for needed in (".env", "data/", "weights/", "videos/", "tests/", ".venv/", "**/.git"):
         assert needed in patterns
 
 
