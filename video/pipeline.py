@@ -165,6 +165,7 @@ class PipelineStats:
     dropped_small: int = 0  # tracks too small for a person where they walked (video/perspective.py)
     stitched: int = 0
     cut: int = 0  # tracks cut in two where they went on with another person
+    rejoined: int = 0  # ... whose first part was then continued by a track started since (of `stitched`)
 
 
 def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
@@ -250,6 +251,35 @@ def track_source(
                 alias[tracker_id] = target.key
         stats.stitched += 1
 
+    def rejoin(first: _Open) -> None:
+        """`first` was just cut (it went on with someone else): its person was lost where it now
+        ends. A track started since, judged new while `first` still seemed to follow its person
+        (video/identity_change.py notices a change only after `cut_window`), may be that person
+        going on: the nearest such track that continues `first` by the stitching rules joins it."""
+        later = [
+            e
+            for e in open_tracks.values()
+            if e.settled and e.first_step > first.last_step and e.cut_from != first.key and not e.dropped
+        ]
+        costs = []
+        for e in later:  # judged on the boxes it was judged on as new
+            look = e.looks.histogram
+            cost = rules.cost(
+                (first.steps, first.recent_xyxy, first.looks.histogram),
+                (e.steps[:settle_frames], e.recent_xyxy[:settle_frames], look),
+            )
+            if cost is not None:
+                costs.append((cost, e.key))
+        if not costs:
+            return
+        follower = open_tracks.pop(min(costs)[1])
+        first.absorb(follower)
+        for tracker_id, key in alias.items():
+            if key == follower.key:
+                alias[tracker_id] = first.key
+        stats.stitched += 1
+        stats.rejoined += 1
+
     def finish(entry: _Open) -> TrackResult | None:
         if not entry.settled:
             settle(entry)
@@ -334,6 +364,8 @@ def track_source(
                     if not entry.settled:
                         settle(entry)
                     stats.cut += 1
+                    if settings.stitch and settings.rejoin and entry.key in open_tracks:
+                        rejoin(entry)
             for entry in [e for e in open_tracks.values() if not e.settled and len(e.boxes) >= settle_frames]:
                 settle(entry)
             yield from finished([e for e in open_tracks.values() if step - e.last_step > keep_frames])

@@ -62,6 +62,32 @@ def continuation_cost(
     return distance if distance <= allowed else None
 
 
+def alone(
+    steps: Sequence[int], boxes: Sequence[Sequence[float]], span: int = 20, tolerance: float = 1.3
+) -> int:
+    """How many of a lost track's boxes to predict from: up to its last box of the person's own height
+    (within `tolerance` of the median of its last `span` boxes), looking back at most `span // 2`.
+
+    A track is often lost just after its boxes stopped being the person alone: a blob merged with
+    someone in front (much taller), or the legs hidden by a counter (much shorter, the foot point
+    jumping up). Predicting from such a last box misses the person where they come out again
+    (measured on `store-video`, docs/video.md); the box before it still shows where they were heading."""
+    n = len(boxes)
+    if n < 3:
+        return n
+    heights = np.array([b[3] - b[1] for b in boxes[-span:]], np.float64)
+    typical = float(np.median(heights))
+    if typical <= 0:
+        return n
+    k = n
+    while k > max(1, n - span // 2):
+        height = boxes[k - 1][3] - boxes[k - 1][1]
+        if typical / tolerance <= height <= typical * tolerance:
+            return k
+        k -= 1
+    return n  # no box of its own height lately: keep the track as it is
+
+
 Track = tuple[Sequence[int], Sequence[Sequence[float]], "np.ndarray | None"]  # steps, boxes, colour histogram
 
 
@@ -88,6 +114,7 @@ class Continuation:
     long_frames: int = 40
     long_colour: float = 0.4
     long_growth: float = 0.025
+    alone: bool = True  # predict from the lost track's last box of the person alone (`alone`)
 
     def cost(self, lost: Track, new: Track) -> float | None:
         from video.appearance import distance
@@ -96,6 +123,9 @@ class Continuation:
         new_steps, new_boxes, new_look = new
         if not steps or not new_steps:
             return None
+        if self.alone:
+            k = alone(steps, boxes)
+            steps, boxes = steps[:k], boxes[:k]
         gap = new_steps[0] - steps[-1]
         if not 0 < gap <= self.long_frames:
             return None

@@ -53,9 +53,13 @@ class TrackerSettings:
     cut_colour: float = 0.5
     cut_history_seconds: float = 1.0
     cut_window_seconds: float = 1.0
+    # after a cut, a track started since the first part's end may continue it (stitching rules)
+    rejoin: bool = True
     # a track whose boxes are under this share of a person's height at their foot row (learned per
     # camera from the tracks counted so far, video/perspective.py) is not a person (0 = off)
     min_height_ratio: float = 0.45
+    # boxes are matched grown by this share of their size on each side (`buffered`; 0 = as found)
+    match_buffer: float = 0.15
 
 
 class Tracker:
@@ -83,16 +87,29 @@ class Tracker:
 
     def update(self, detections: Detections) -> list[tuple[int, np.ndarray, float]]:
         sv = self.sv
+        boxes = detections.boxes.astype(np.float32).reshape(-1, 4)
         found = sv.Detections(
-            xyxy=detections.boxes.astype(np.float32).reshape(-1, 4),
+            xyxy=buffered(boxes, self.settings.match_buffer),
             confidence=detections.scores.astype(np.float32),
             class_id=np.zeros(len(detections), int),
+            data={"index": np.arange(len(boxes))},
         )
         tracked = self.tracker.update_with_detections(found)
-        if tracked.tracker_id is None:
+        if tracked.tracker_id is None or len(tracked) == 0:
             return []
         scores = tracked.confidence if tracked.confidence is not None else np.ones(len(tracked))
         return [
-            (int(tid), np.asarray(box, np.float32), float(score))
-            for tid, box, score in zip(tracked.tracker_id, tracked.xyxy, scores, strict=True)
+            (int(tid), boxes[int(index)].copy(), float(score))
+            for tid, index, score in zip(tracked.tracker_id, tracked.data["index"], scores, strict=True)
         ]
+
+
+def buffered(boxes: np.ndarray, buffer: float) -> np.ndarray:
+    """Boxes grown by `buffer` x their width / height on each side (C-BIoU, Yang et al., WACV 2023):
+    the tracker matches these, so that a narrow person walking sideways (a box 25 px wide moving
+    15 px per processed frame overlaps its last box by IoU 0.25) still overlaps where they were."""
+    if buffer <= 0 or len(boxes) == 0:
+        return boxes
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    pad = np.stack([-buffer * w, -buffer * h, buffer * w, buffer * h], axis=1)
+    return (boxes + pad).astype(np.float32)
