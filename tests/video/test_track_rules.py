@@ -152,6 +152,9 @@ def test_part_rules_keep_two_real_people():
     assert attached(feet, upper) and attached(upper, feet)
     assert not attached([60, 10, 90, 110], upper)  # side by side
     assert not attached([10, 120, 40, 220], upper)  # well below: another person
+    # legs under a torso with a gap of a third of their height (a bag or a table edge at the waist)
+    assert attached([12, 95, 38, 155], [10, 10, 40, 75])
+    assert not attached([12, 105, 38, 155], [10, 10, 40, 75])  # 0.6 of their height below
     whole = {f: [10 + 5 * f, 10, 40 + 5 * f, 110] for f in range(20)}
     piece = {f: [12 + 5 * f, 70, 38 + 5 * f, 110] for f in range(20)}
     assert part_of(piece, whole) and not part_of(whole, piece)
