@@ -82,3 +82,12 @@ def test_refuses_a_folder_it_did_not_write(tmp_path):
 def test_bad_config_is_a_clear_error():
     with pytest.raises(DatasetError, match="train_scenes"):
         StoreCropsConfig(train_scenes=0)
+
+
+def test_workers_write_the_same_files_as_one(crops, tmp_path):
+    parallel = generate_store_crops(SMALL, tmp_path / "parallel", workers=2)
+    for path in sorted(crops.rglob("*")):
+        twin = parallel / path.relative_to(crops)
+        assert twin.exists(), twin
+        if path.is_file():
+            assert twin.read_bytes() == path.read_bytes(), path.name

@@ -48,7 +48,10 @@ def run_synth(args: argparse.Namespace) -> int:
         from training.datasets.synthetic.store_crops import generate_store_crops
 
         generate_store_crops(
-            replace(STORE_CROP_PRESETS[args.preset], seed=args.seed), args.out, force=args.force
+            replace(STORE_CROP_PRESETS[args.preset], seed=args.seed),
+            args.out,
+            force=args.force,
+            workers=args.workers,
         )
         return 0
     if args.preset in VIDEO_PRESETS:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import time
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.device import usable_cpus
 from training.datasets.base import DatasetError
 from training.datasets.synthetic.appearance import is_twin
 from training.datasets.synthetic.generate import (
@@ -134,31 +136,49 @@ def _cut(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarra
     return np.asarray(crop.resize((CROP_SIZE[1], CROP_SIZE[0]), Image.BILINEAR))
 
 
-def _scene_crops(config: StoreCropsConfig, index: int, staging: Path) -> tuple[list[_Crop], list[list[int]]]:
-    """Render scene `index`, write its crops into `staging`; (crops, near-duplicate pid pairs)."""
-    scene = config.scene_config(index)
+def scene_samples(
+    scene: VideoSceneConfig,
+    *,
+    every: int,
+    min_height: float,
+    min_visibility: float,
+    jitter: float,
+    rng: np.random.Generator,
+) -> dict[tuple[int, int], list[tuple[int, int, np.ndarray]]]:
+    """Crops of every visible person in every `every`-th frame of `scene`, by (camera, track id): lists of
+    (frame, identity, 128x64 RGB pixels) in frame order. Rendered with numpy alone (no video, no OpenCV)."""
     passes = plan_passes(scene)
-    split = "train" if index < config.train_scenes else "test"
-    rng = np.random.default_rng([scene.seed, 31])
-    start = datetime.fromisoformat(scene.start)
-    samples: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}  # (camera, track) -> crops
-    pids: dict[tuple[int, int], int] = {}
+    samples: dict[tuple[int, int], list[tuple[int, int, np.ndarray]]] = {}
     for camera in range(scene.num_cameras):
-        for frame in range(0, scene.num_frames, config.every):
+        for frame in range(0, scene.num_frames, every):
             image, rows = render_frame(scene, camera, frame, passes)
             for row in rows:
                 box = (row["x0"], row["y0"], row["x1"], row["y1"])
-                if row["visibility"] < config.min_visibility or box[3] - box[1] < config.min_height:
+                if row["visibility"] < min_visibility or box[3] - box[1] < min_height:
                     continue
-                pixels = _cut(image, _jittered(box, rng, config.jitter))
-                if pixels is None:
-                    continue
-                key = (camera, row["track_id"])
-                samples.setdefault(key, []).append((frame, pixels))
-                pids[key] = row["pid"]
+                pixels = _cut(image, _jittered(box, rng, jitter))
+                if pixels is not None:
+                    samples.setdefault((camera, row["track_id"]), []).append((frame, row["pid"], pixels))
+    return samples
+
+
+def _scene_crops(config: StoreCropsConfig, index: int, staging: Path) -> tuple[list[_Crop], list[list[int]]]:
+    """Render scene `index`, write its crops into `staging`; (crops, near-duplicate pid pairs)."""
+    scene = config.scene_config(index)
+    split = "train" if index < config.train_scenes else "test"
+    start = datetime.fromisoformat(scene.start)
+    samples = scene_samples(
+        scene,
+        every=config.every,
+        min_height=config.min_height,
+        min_visibility=config.min_visibility,
+        jitter=config.jitter,
+        rng=np.random.default_rng([scene.seed, 31]),
+    )
     crops: list[_Crop] = []
-    for (camera, track), taken in sorted(samples.items()):
-        pid = index * scene.num_visitors + pids[(camera, track)]
+    for (camera, track), sampled in sorted(samples.items()):
+        pid = index * scene.num_visitors + sampled[0][1]
+        taken = [(frame, pixels) for frame, _, pixels in sampled]
         camid = index * scene.num_cameras + camera
         if split == "train":
             chosen = [("train", frame, pixels) for frame, pixels in taken]
@@ -204,8 +224,15 @@ def _existing(out: Path, config: StoreCropsConfig, force: bool) -> bool:
     return False
 
 
-def generate_store_crops(config: StoreCropsConfig, out: str | Path, *, force: bool = False) -> Path:
-    """Write the dataset into `out` (built in a staging folder, moved into place whole)."""
+def _scene_job(job: tuple[StoreCropsConfig, int, Path]) -> tuple[list[_Crop], list[list[int]]]:
+    return _scene_crops(*job)
+
+
+def generate_store_crops(
+    config: StoreCropsConfig, out: str | Path, *, force: bool = False, workers: int | None = None
+) -> Path:
+    """Write the dataset into `out` (built in a staging folder, moved into place whole); scenes are rendered
+    by `workers` processes (default: the usable cores), with the same files whatever their number."""
     out = Path(out).expanduser()
     if _existing(out, config, force):
         logger.info("%s already holds this store crop dataset; kept", out)
@@ -220,11 +247,22 @@ def generate_store_crops(config: StoreCropsConfig, out: str | Path, *, force: bo
         (staging / folder).mkdir()
     crops: list[_Crop] = []
     twins: list[list[int]] = []
-    for index in range(config.num_scenes):
-        scene_crops, scene_twins = _scene_crops(config, index, staging)
-        crops += scene_crops
-        twins += scene_twins
-        logger.info("scene %d of %d: %d crops", index + 1, config.num_scenes, len(scene_crops))
+    workers = max(1, min(usable_cpus() if workers is None else workers, config.num_scenes))
+    logger.info("rendering %d scenes with %d worker(s) into %s", config.num_scenes, workers, out)
+    jobs = [(config, index, staging) for index in range(config.num_scenes)]
+    if workers == 1:
+        results = map(_scene_job, jobs)
+    else:
+        pool = multiprocessing.get_context("spawn").Pool(workers)
+        results = pool.imap(_scene_job, jobs)  # in scene order: the same files as one worker writes
+    try:
+        for index, (scene_crops, scene_twins) in enumerate(results):
+            crops += scene_crops
+            twins += scene_twins
+            logger.info("scene %d of %d: %d crops", index + 1, config.num_scenes, len(scene_crops))
+    finally:
+        if workers > 1:
+            pool.terminate()
     lines = [",".join(TIMESTAMP_COLUMNS)]
     for c in crops:
         stamp = c.captured_at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{c.captured_at.microsecond // 1000:03d}Z"
