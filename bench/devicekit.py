@@ -83,7 +83,7 @@ MODULE_DISTRIBUTIONS = {
 }
 
 # Third-party modules the GPU check imports, directly or through what it runs (bench.embed, bench.train,
-# bench.service, `reid synth` / `reid train`, `pytest -m gpu`); the check's first stage imports each one
+# bench.service, bench.footfall_tracks, `reid synth` / `reid train`, `pytest -m gpu`); the check's first stage imports each one
 # on the machine. tests/bench/test_devicekit.py keeps this list complete by walking the imports.
 CHECK_MODULES = [
     "torch",

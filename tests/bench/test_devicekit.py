@@ -19,7 +19,8 @@ from tests.bench.imports import ROOT, third_party_imports
 def check_entry_modules() -> list[str]:
     """What the check imports or runs: its stages' modules, the `reid` CLI, the migrations the service runs,
     and every test module (pytest imports them all to collect `-m gpu`)."""
-    entries = ["bench.gpu_check", "bench.embed", "bench.train", "bench.service", "reid.__main__", "reid.cli"]
+    entries = ["bench.gpu_check", "bench.embed", "bench.train", "bench.service", "bench.footfall_tracks"]
+    entries += ["reid.__main__", "reid.cli"]
     entries += list(reid.cli.COMMAND_MODULES)
     entries += ["migrations.env"] + [
         f"migrations.versions.{p.stem}" for p in (ROOT / "migrations" / "versions").glob("*.py")
@@ -43,7 +44,7 @@ def test_what_the_check_leaves_out_is_not_imported_when_its_commands_start():
     modules, the `reid` command with every subcommand) imports none of it."""
     script = (
         "import sys, json\n"
-        "import bench.gpu_check, bench.embed, bench.train, bench.service, reid.cli\n"
+        "import bench.gpu_check, bench.embed, bench.train, bench.service, bench.footfall_tracks, reid.cli\n"
         "reid.cli.build_parser()\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
     )

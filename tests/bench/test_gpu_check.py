@@ -183,6 +183,7 @@ def test_the_real_check_runs_end_to_end_on_the_cpu(tmp_path):
     assert stages["train"]["results"]["rows"][0]["variant"] == "rgasc"
     run = stages["training_run"]["results"]
     assert run["iterations"] == 2 and len(run["loss_curve"]) == 2 and "mAP" in " ".join(run["evaluation"])
+    assert [v["true_visitors"] for v in run["visitors_from_true_tracks"]] == [4]  # store-video-small, seed 0
     paths = stages["service"]["results"]["search_paths"]
     assert paths and not any("GPU" in p or p == "unknown" for p in paths), paths
     assert {r["kind"] for r in stages["service"]["results"]["rows"]} == {"ingest", "search"}
@@ -200,6 +201,10 @@ def test_the_cuda_branches_judge_and_render_canned_results(tmp_path):
         "bench.train": ("train.jsonl", [
             {"variant": "rgasc", "precision": "bf16", "batch": 64, "images_per_s": 2600.0, "median_s": 0.0246, "peak_gib": 8.2},
             {"variant": "none", "precision": "bf16", "batch": 64, "images_per_s": 5200.0, "median_s": 0.0123, "peak_gib": 4.0},
+        ]),
+        "bench.footfall_tracks": ("footfall_tracks.jsonl", [
+            {"scene": "store-video", "model": "final.pt", "seed": 0, "threshold": 0.6, "visitors": 31,
+             "true_visitors": 30, "tracks": 77, "error": 0.0333, "precision": 0.91, "recall": 0.88},
         ]),
         "bench.service": ("service.jsonl", [
             {"kind": "ingest", "images": 2000, "clients": 8, "files_per_request": 16, "batch_size": 64,
@@ -228,6 +233,7 @@ def test_the_cuda_branches_judge_and_render_canned_results(tmp_path):
             (run_dir / "config.yaml").write_text(
                 "model:\n  variant: rgasc\ntrain:\n  amp: true\n  epochs: 60\n"
             )
+            (run_dir / "final.pt").write_bytes(b"weights")
         return subprocess.CompletedProcess(argv, 0, "", "")
 
     ctx.run = fake_run
@@ -254,3 +260,5 @@ def test_the_cuda_branches_judge_and_render_canned_results(tmp_path):
     markdown = gpu_check.render_markdown(report)
     assert "this ran on NVIDIA H200" in markdown and "search path: faiss GPU" in markdown
     assert "| feat_.mAP | 0.6100 |" in markdown and "Configuration: " in markdown
+    assert run["visitors_from_true_tracks"][0]["visitors"] == 31
+    assert "| 0 | 0.6 | 77 | 31 (30) | +3.3% | 0.910 | 0.880 |" in markdown
