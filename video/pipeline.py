@@ -341,7 +341,10 @@ def track_source(
             step += 1
             stats.frames += 1
             stats.detections += len(detections)
-            for tracker_id, box, score in tracker.update(detections):
+            # every detection's colours: the tracker may match on them, the track keeps them
+            looks = [colour.describe(frame.image, box) for box in detections.boxes]
+            for tracker_id, index, score in tracker.match(detections, looks):
+                box = detections.boxes[index].copy()
                 key = alias.get(tracker_id)
                 entry = open_tracks.get(key) if key is not None else None
                 if entry is None:
@@ -351,7 +354,7 @@ def track_source(
                     (frame.index, frame.seconds, tuple(float(v) for v in box), score),
                     frame.captured_at,
                     step,
-                    colour.describe(frame.image, box),
+                    looks[index],
                 )
                 entry.crops.offer(frame.index, frame.captured_at, frame.image, np.asarray(box), score)
                 at = change_point(

@@ -16,6 +16,7 @@ i.e. within one camera and source.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +61,13 @@ class TrackerSettings:
     min_height_ratio: float = 0.45
     # boxes are matched grown by this share of their size on each side (`buffered`; 0 = as found)
     match_buffer: float = 0.15
+    # frame-to-frame matching with clothing colour (`ColourGate`, video/appearance.py): a detection
+    # whose colour distance to a track's running colour is above this may not continue it (0 = boxes only)
+    match_colour: float = 0.0
+    # ... and one closer than this in colour may continue a track it overlaps less (its cost is the
+    # lower of 1 - IoU and the colour distance, BoT-SORT's fusion) while 1 - IoU is under `match_near`
+    match_colour_fuse: float = 0.0
+    match_near: float = 0.9
 
 
 class Tracker:
@@ -84,24 +92,58 @@ class Tracker:
                 frame_rate=30,
                 minimum_consecutive_frames=1,
             )
+        # clothing colour in the matching (video/appearance_matching.py)
+        self.gate = None
+        if self.settings.match_colour or self.settings.match_colour_fuse:
+            from video.appearance_matching import ColourGate
 
-    def update(self, detections: Detections) -> list[tuple[int, np.ndarray, float]]:
+            self.gate = ColourGate(
+                gate=self.settings.match_colour,
+                fuse=self.settings.match_colour_fuse,
+                near=self.settings.match_near,
+            )
+
+    def update(
+        self, detections: Detections, descriptors: Sequence[np.ndarray | None] | None = None
+    ) -> list[tuple[int, np.ndarray, float]]:
+        """(track id, box, score) of the boxes that continue or start a confirmed track."""
+        boxes = detections.boxes.astype(np.float32).reshape(-1, 4)
+        return [
+            (tid, boxes[index].copy(), score) for tid, index, score in self.match(detections, descriptors)
+        ]
+
+    def match(
+        self, detections: Detections, descriptors: Sequence[np.ndarray | None] | None = None
+    ) -> list[tuple[int, int, float]]:
+        """(track id, index of the detection, score) for the detections that belong to a confirmed
+        track. `descriptors` (one per detection, video/appearance.py's `describe`, None where
+        unknown) let clothing colour take part in the matching when `match_colour` is set."""
         sv = self.sv
         boxes = detections.boxes.astype(np.float32).reshape(-1, 4)
+        if descriptors is not None and len(descriptors) != len(boxes):
+            raise ValueError(f"{len(descriptors)} colour descriptors for {len(boxes)} detections")
+        grown = buffered(boxes, self.settings.match_buffer)
         found = sv.Detections(
-            xyxy=buffered(boxes, self.settings.match_buffer),
+            xyxy=grown,
             confidence=detections.scores.astype(np.float32),
             class_id=np.zeros(len(detections), int),
             data={"index": np.arange(len(boxes))},
         )
-        tracked = self.tracker.update_with_detections(found)
+        if self.gate is not None and descriptors is not None:
+            with self.gate.frame(grown, descriptors):
+                tracked = self.tracker.update_with_detections(found)
+        else:
+            tracked = self.tracker.update_with_detections(found)
         if tracked.tracker_id is None or len(tracked) == 0:
             return []
         scores = tracked.confidence if tracked.confidence is not None else np.ones(len(tracked))
-        return [
-            (int(tid), boxes[int(index)].copy(), float(score))
+        result = [
+            (int(tid), int(index), float(score))
             for tid, index, score in zip(tracked.tracker_id, tracked.data["index"], scores, strict=True)
         ]
+        if self.gate is not None and descriptors is not None:
+            self.gate.learn([(tid, descriptors[index]) for tid, index, _ in result], self.tracker)
+        return result
 
 
 def buffered(boxes: np.ndarray, buffer: float) -> np.ndarray:
