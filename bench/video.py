@@ -194,6 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-person-height", type=float)
     parser.add_argument("--min-track-seconds", type=float, default=0.0)
     parser.add_argument("--no-stitch", action="store_true")
+    parser.add_argument(
+        "--match-colour",
+        type=float,
+        default=0.0,
+        help="colour gate in the frame-to-frame matching (video/appearance_matching.py; 0 = boxes only)",
+    )
+    parser.add_argument(
+        "--match-colour-fuse", type=float, default=0.0, help="... and BoT-SORT's fusion under this"
+    )
     parser.add_argument("--seed", type=int, default=0, help="scene seed (0 = the preset's)")
     parser.add_argument("--cameras", type=int, help="only the first N cameras")
     parser.add_argument("--service", action="store_true", help="also deliver the crops to a loopback service")
@@ -230,7 +239,12 @@ def main(argv: list[str] | None = None) -> int:
 
     name = args.preset if args.seed == 0 else f"{args.preset}-seed{args.seed}"
     root = generate_video(VideoSceneConfig.from_preset(args.preset, seed=args.seed), Path(args.data) / name)
-    settings = TrackerSettings(min_seconds=args.min_track_seconds, stitch=not args.no_stitch)
+    settings = TrackerSettings(
+        min_seconds=args.min_track_seconds,
+        stitch=not args.no_stitch,
+        match_colour=args.match_colour,
+        match_colour_fuse=args.match_colour_fuse,
+    )
     truth = json.loads((root / "ground_truth.json").read_text())
     detector = None
     if not args.detections:  # a replay needs no detector (nor its weights)

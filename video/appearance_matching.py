@@ -16,6 +16,9 @@ A track's colour is the running mean of the detections it was given (video/appea
 kept by its tracker id; a detection or track with no colour (too small a box) keeps its box cost.
 Other calls of `iou_distance` (ByteTrack's removal of duplicate tracks) are left as they are. The
 swap is guarded by a lock, so trackers in other threads wait rather than see another frame's colours.
+It relies on supervision 0.30's ByteTrack calling `matching.iou_distance` through its module
+(`supervision.tracker.byte_tracker.core`), which the pin `supervision>=0.30,<0.31` holds still; the
+tests check that the colours change the matching and that the module is put back.
 
 The `trackers` package (Roboflow, Apache-2.0, 2.6) was looked at for this: its trackers (SORT,
 ByteTrack, OC-SORT, BoT-SORT, C-BIoU, McByte) take no appearance features, and it needs the full

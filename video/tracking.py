@@ -7,6 +7,7 @@ full `opencv-python` (OpenCV 5, which dropped the HOG detector, and libGL), whic
 the headless OpenCV 4 the default detector needs; BoxMOT is AGPL-3.0 and norfair needs numpy < 2.
 supervision removed ByteTrack in 0.31, so the pin is `supervision>=0.30,<0.31`: this class is the
 only place that touches it, so moving to `trackers.ByteTrackTracker` later is a local change.
+Clothing colour may take part in the matching (`match_colour`, video/appearance_matching.py).
 
 `Tracker.update` takes one processed frame's detections and returns (track id, box, score) for the
 boxes that belong to a confirmed track. Ids count from 1 and are unique for the tracker's life,

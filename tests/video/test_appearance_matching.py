@@ -97,6 +97,18 @@ def test_colour_fusion_lets_a_person_who_moved_far_keep_their_track():
     assert _person(_ids(frames, fused), 0) == {1}
 
 
+def test_the_tracker_module_is_put_back_after_each_frame():
+    from supervision.tracker.byte_tracker import core, matching
+
+    frames = _meet_and_turn()
+    _ids(frames[:3], GATE)
+    assert core.matching is matching
+    tracker = Tracker(10, GATE)
+    with pytest.raises(ValueError):
+        tracker.match(Detections(np.zeros((1, 4), np.float32), np.ones(1, np.float32)), [RED_BLUE, RED_BLUE])
+    assert core.matching is matching
+
+
 def test_colour_matching_options_are_checked():
     found = Detections(np.zeros((1, 4), np.float32) + [0, 0, 30, 100], np.ones(1, np.float32))
     with pytest.raises(ValueError, match="descriptors"):
