@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     for row in results:
         append_json_line(args.json, {"scene": args.scene, "model": args.weights or "random-init", **row})
     if args.record:
-        model = f"weights `{args.weights}`" if args.weights else "random-init network: not a re-ID result"
+        model = f"weights `{Path(args.weights).name}`" if args.weights else "random-init network: not a re-ID result"
         append_section(
             f"\n## Visitors over all cameras from the true tracks (bench/footfall_tracks.py) — "
             f"{dt.date.today().isoformat()}\n\nMachine: {machine_description(embedder.device)}  \nModel: {model}  \n"
