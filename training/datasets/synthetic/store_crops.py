@@ -48,13 +48,13 @@ from training.datasets.synthetic.plan import SPLIT_FOLDERS
 from training.datasets.synthetic.render import encode_jpeg
 from training.datasets.synthetic.video import render_frame
 from training.datasets.synthetic.video_plan import VideoSceneConfig, plan_passes
+from video.crops import CropPolicy, cut
 
 logger = logging.getLogger(__name__)
 
 STORE_SEED_BASE = 1_000_000  # scene seeds of this preset: far above any benchmark's --seed
 STAGING_MARKER = ".reid-synth-staging"
 CROP_SIZE = (128, 64)  # height, width of the written crops (the market preset's size)
-PADDING = 0.06  # context around the box, share of its height: the ingest's (video/crops.py CropPolicy)
 
 
 @dataclass(frozen=True)
@@ -123,17 +123,13 @@ def _jittered(box: tuple[float, float, float, float], rng: np.random.Generator, 
 
 
 def _cut(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
+    """The ingest's crop of `box` (video/crops.py: the same context padding), resized to CROP_SIZE."""
     from PIL import Image
 
-    height, width = image.shape[:2]
-    x0, y0, x1, y1 = box
-    pad = PADDING * (y1 - y0)
-    c0, r0 = int(max(0, np.floor(x0 - pad))), int(max(0, np.floor(y0 - pad)))
-    c1, r1 = int(min(width, np.ceil(x1 + pad))), int(min(height, np.ceil(y1 + pad)))
-    if c1 - c0 < 4 or r1 - r0 < 8:
+    pixels = cut(image, np.asarray(box), CropPolicy().padding)
+    if pixels.shape[0] < 8 or pixels.shape[1] < 4:
         return None
-    crop = Image.fromarray(np.ascontiguousarray(image[r0:r1, c0:c1]))
-    return np.asarray(crop.resize((CROP_SIZE[1], CROP_SIZE[0]), Image.BILINEAR))
+    return np.asarray(Image.fromarray(pixels).resize((CROP_SIZE[1], CROP_SIZE[0]), Image.BILINEAR))
 
 
 def scene_samples(
