@@ -138,11 +138,16 @@ def manifest(config: SyntheticConfig, specs: list[ImageSpec]) -> dict:
         for pid in range(2, len(train_ids) + len(test_ids) + 1)
         if is_twin(config.seed, pid, config.twin_fraction)
     ]
+    return manifest_record(config.seed, config.to_dict(), counts, twins)
+
+
+def manifest_record(seed: int, config: dict, counts: dict, twins: list[list[int]]) -> dict:
+    """dataset.json as the reader expects it (read_manifest): also written by the store-reid preset."""
     return {
         "generator": GENERATOR,
         "format_version": FORMAT_VERSION,
-        "seed": config.seed,
-        "config": config.to_dict(),
+        "seed": seed,
+        "config": config,
         "counts": counts,
         "near_duplicate_pairs": twins,
         "timestamps": {"file": TIMESTAMPS, "columns": list(TIMESTAMP_COLUMNS), "camid": "0-based"},

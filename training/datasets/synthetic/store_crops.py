@@ -38,11 +38,12 @@ from model.device import usable_cpus
 from training.datasets.base import DatasetError
 from training.datasets.synthetic.appearance import is_twin
 from training.datasets.synthetic.generate import (
-    FORMAT_VERSION,
     GENERATOR,
     MANIFEST,
     TIMESTAMP_COLUMNS,
     TIMESTAMPS,
+    format_time,
+    manifest_record,
 )
 from training.datasets.synthetic.plan import SPLIT_FOLDERS
 from training.datasets.synthetic.render import encode_jpeg
@@ -261,8 +262,7 @@ def generate_store_crops(
             pool.terminate()
     lines = [",".join(TIMESTAMP_COLUMNS)]
     for c in crops:
-        stamp = c.captured_at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{c.captured_at.microsecond // 1000:03d}Z"
-        lines.append(f"{c.file},{c.split},{c.pid},{c.camid},{stamp}")
+        lines.append(f"{c.file},{c.split},{c.pid},{c.camid},{format_time(c)}")
     (staging / TIMESTAMPS).write_text("\n".join(lines) + "\n", encoding="utf-8")
     counts = {split: sum(c.split == split for c in crops) for split in SPLIT_FOLDERS}
     counts |= {
@@ -270,15 +270,7 @@ def generate_store_crops(
         "train_ids": len({c.pid for c in crops if c.split == "train"}),
         "test_ids": len({c.pid for c in crops if c.split != "train"}),
     }
-    manifest = {
-        "generator": GENERATOR,
-        "format_version": FORMAT_VERSION,
-        "seed": config.seed,
-        "config": config.to_dict(),
-        "counts": counts,
-        "near_duplicate_pairs": twins,
-        "timestamps": {"file": TIMESTAMPS, "columns": list(TIMESTAMP_COLUMNS), "camid": "0-based"},
-    }
+    manifest = manifest_record(config.seed, config.to_dict(), counts, twins)
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     (staging / STAGING_MARKER).unlink()
     if out.exists():
