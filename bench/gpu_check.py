@@ -610,7 +610,7 @@ def stage_training_run(ctx: Context, stage: StageResult, budget_s: float, args: 
             argv += ["--scene", "store-video-small", "--seeds", "0", "--crops-per-track", "1", "--thresholds", "0.5"]  # fmt: skip
         done = ctx.run(stage, argv, deadline - time.monotonic())
         if check_command(stage, done, "bench.footfall_tracks", budget_s):
-            keep = ("seed", "threshold", "tracks", "visitors", "true_visitors", "error", "precision", "recall")  # fmt: skip
+            keep = ("seed", "threshold", "rule", "tracks", "visitors", "true_visitors", "error", "precision", "recall")  # fmt: skip
             stage.results["visitors_from_true_tracks"] = [
                 {k: r[k] for k in keep if k in r} for r in read_json_lines(rows_file)
             ]
@@ -847,11 +847,12 @@ def stage_tables(s: dict) -> list[str]:
                 "",
                 "Visitors over all cameras from the true tracks of store-video (bench.footfall_tracks):",
                 "",
-                "| seed | threshold | tracks | visitors (true) | error | pairwise precision | pairwise recall |",
-                "|---:|---:|---:|---:|---:|---:|---:|",
+                "| seed | threshold | rule | tracks | visitors (true) | error | pairwise precision | pairwise recall |",
+                "|---:|---:|---|---:|---:|---:|---:|---:|",
             ]
             out += [
-                f"| {v['seed']} | {v['threshold']:g} | {v['tracks']} | {v['visitors']} ({v['true_visitors']}) "
+                f"| {v['seed']} | {v['threshold']:g} | {v.get('rule', '')} | {v['tracks']} | {v['visitors']} "
+                f"({v['true_visitors']}) "
                 f"| {100 * v['error']:+.1f}% | {v['precision']:.3f} | {v['recall']:.3f} |"
                 for v in r["visitors_from_true_tracks"]
             ]

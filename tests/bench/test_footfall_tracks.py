@@ -35,13 +35,28 @@ def test_a_perfect_model_counts_every_visitor_and_a_blind_one_merges_them(crops)
     _, pids, cameras, tracks, times = crops
     perfect = np.eye(pids.max() + 1, dtype=np.float32)[pids]
     rows = footfall_tracks.evaluate(perfect, pids, cameras, tracks, times, [0.5], 3600.0)
-    assert rows[0]["visitors"] == rows[0]["true_visitors"] == np.unique(pids).size
-    assert rows[0]["error"] == 0 and rows[0]["precision"] == rows[0]["recall"] == 1.0
+    assert [r["rule"] for r in rows] == ["recluster", "online"]
+    for row in rows:
+        assert row["visitors"] == row["true_visitors"] == np.unique(pids).size
+        assert row["error"] == 0 and row["precision"] == row["recall"] == 1.0
     blind = np.ones((len(pids), 4), np.float32) / 2.0  # every crop the same vector
     rows = footfall_tracks.evaluate(blind, pids, cameras, tracks, times, [0.5], 3600.0)
-    assert rows[0]["visitors"] < rows[0]["true_visitors"] and rows[0]["precision"] < 1.0
-    # what still keeps them apart is the cannot-link: two tracks of one camera at the same time
-    assert rows[0]["visitors"] >= 2
+    for row in rows:
+        assert row["visitors"] < row["true_visitors"] and row["precision"] < 1.0
+        # what still keeps them apart is the cannot-link: two tracks of one camera at the same time
+        assert row["visitors"] >= 2
+
+
+def test_online_rule_follows_the_first_crop_of_a_track_and_the_cannot_link():
+    # two cameras; track a (cam1) then b (cam2, same look as a) then c (cam1, overlapping a, same look too)
+    vectors = np.array([[1, 0], [1, 0], [1, 0], [0, 1], [1, 0]], np.float32)
+    times = np.array([0.0, 10.0, 20.0, 21.0, 5.0])
+    cameras = np.array(["cam1", "cam1", "cam2", "cam2", "cam1"], object)
+    tracks = np.array(["a", "a", "b", "b", "c"], object)
+    labels = footfall_tracks.online_by_track(vectors, times, cameras, tracks, 0.9, 3600.0)
+    # b's first crop matches a; b's odd crop follows it
+    assert labels[0] == labels[1] == labels[2] == labels[3]
+    assert labels[4] != labels[0]  # c overlaps a on cam1: never a's visitor, though it looks the same
 
 
 def test_command_writes_one_row_per_seed_and_threshold(tmp_path):
@@ -52,7 +67,9 @@ def test_command_writes_one_row_per_seed_and_threshold(tmp_path):
     )  # fmt: skip
     assert code == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [(r["seed"], r["threshold"]) for r in rows] == [(0, 0.5), (0, 0.9)]
+    assert [(r["seed"], r["threshold"], r["rule"]) for r in rows] == [
+        (0, 0.5, "recluster"), (0, 0.5, "online"), (0, 0.9, "recluster"), (0, 0.9, "online")
+    ]  # fmt: skip
     assert all(r["model"] == "random-init" and r["true_visitors"] == 4 for r in rows)
 
 

@@ -183,7 +183,8 @@ def test_the_real_check_runs_end_to_end_on_the_cpu(tmp_path):
     assert stages["train"]["results"]["rows"][0]["variant"] == "rgasc"
     run = stages["training_run"]["results"]
     assert run["iterations"] == 2 and len(run["loss_curve"]) == 2 and "mAP" in " ".join(run["evaluation"])
-    assert [v["true_visitors"] for v in run["visitors_from_true_tracks"]] == [4]  # store-video-small, seed 0
+    rules = [(v["rule"], v["true_visitors"]) for v in run["visitors_from_true_tracks"]]
+    assert rules == [("recluster", 4), ("online", 4)]  # store-video-small, seed 0
     paths = stages["service"]["results"]["search_paths"]
     assert paths and not any("GPU" in p or p == "unknown" for p in paths), paths
     assert {r["kind"] for r in stages["service"]["results"]["rows"]} == {"ingest", "search"}
@@ -203,7 +204,7 @@ def test_the_cuda_branches_judge_and_render_canned_results(tmp_path):
             {"variant": "none", "precision": "bf16", "batch": 64, "images_per_s": 5200.0, "median_s": 0.0123, "peak_gib": 4.0},
         ]),
         "bench.footfall_tracks": ("footfall_tracks.jsonl", [
-            {"scene": "store-video", "model": "final.pt", "seed": 0, "threshold": 0.6, "visitors": 31,
+            {"scene": "store-video", "model": "final.pt", "seed": 0, "threshold": 0.6, "rule": "online", "visitors": 31,
              "true_visitors": 30, "tracks": 77, "error": 0.0333, "precision": 0.91, "recall": 0.88},
         ]),
         "bench.service": ("service.jsonl", [
@@ -261,4 +262,4 @@ def test_the_cuda_branches_judge_and_render_canned_results(tmp_path):
     assert "this ran on NVIDIA H200" in markdown and "search path: faiss GPU" in markdown
     assert "| feat_.mAP | 0.6100 |" in markdown and "Configuration: " in markdown
     assert run["visitors_from_true_tracks"][0]["visitors"] == 31
-    assert "| 0 | 0.6 | 77 | 31 (30) | +3.3% | 0.910 | 0.880 |" in markdown
+    assert "| 0 | 0.6 | online | 77 | 31 (30) | +3.3% | 0.910 | 0.880 |" in markdown
