@@ -226,6 +226,15 @@ def track_source(
         long_colour=settings.stitch_long_colour,
     )
 
+    def join(target: _Open, follower: _Open) -> None:
+        """`follower` continues `target`'s person: merged into it, its tracker ids now lead to `target`."""
+        target.absorb(follower)
+        del open_tracks[follower.key]
+        for tracker_id, key in alias.items():
+            if key == follower.key:
+                alias[tracker_id] = target.key
+        stats.stitched += 1
+
     def settle(entry: _Open) -> None:
         """Decides whether `entry` continues a lost track (then merged into it) or is new."""
         entry.settled = True
@@ -244,12 +253,7 @@ def track_source(
         if target is None:
             entry.track_id = next(public_ids)
             return
-        target.absorb(entry)
-        del open_tracks[entry.key]
-        for tracker_id, key in alias.items():
-            if key == entry.key:
-                alias[tracker_id] = target.key
-        stats.stitched += 1
+        join(target, entry)
 
     def rejoin(first: _Open) -> None:
         """`first` was just cut (it went on with someone else): its person was lost where it now
@@ -272,12 +276,7 @@ def track_source(
                 costs.append((cost, e.key))
         if not costs:
             return
-        follower = open_tracks.pop(min(costs)[1])
-        first.absorb(follower)
-        for tracker_id, key in alias.items():
-            if key == follower.key:
-                alias[tracker_id] = first.key
-        stats.stitched += 1
+        join(first, open_tracks[min(costs)[1]])
         stats.rejoined += 1
 
     def finish(entry: _Open) -> TrackResult | None:
