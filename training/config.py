@@ -60,6 +60,9 @@ class ModelConfig:
     input_size: list[int] = field(default_factory=lambda: [256, 128])  # (H, W)
     backbone_weights: str | None = None  # torchvision ImageNet ResNet-50 file (resnet50-19c8e357.pth)
     random_init: bool = False  # train from random weights on purpose (required when backbone_weights is null)
+    # A re-ID checkpoint (ours or the official code's) whose weights start a new run: fine-tuning, or going on
+    # from a finished run with a new schedule. Its classifier is kept only when it has as many ids as the data.
+    init_weights: str | None = None
     ratios: list[int] = field(default_factory=lambda: [8, 8, 8])
 
 
@@ -160,7 +163,9 @@ class Config:
         if self.train.device not in ("auto", "cpu", "cuda") and not self.train.device.startswith("cuda:"):
             problems.append(f"train.device must be auto, cpu or cuda, got {self.train.device!r}")
         if self.train.precision not in PRECISIONS:
-            problems.append(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.train.precision!r}")
+            problems.append(
+                f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.train.precision!r}"
+            )
         if self.eval.feature not in ("feat_", "feat"):
             problems.append(f"eval.feature must be feat_ or feat, got {self.eval.feature!r}")
         if self.train.log_every < 1:
@@ -327,20 +332,35 @@ BACKBONE_FILE = "resnet50-19c8e357.pth"
 
 
 def check_backbone_weights(cfg: Config) -> None:
-    """A new run starts from the ImageNet backbone file, or from random weights only when asked explicitly.
+    """A new run starts from the ImageNet backbone file, from a re-ID checkpoint (``model.init_weights``),
+    or from random weights only when asked explicitly.
 
     Raises ConfigError naming the file and how to pass it (nothing is ever downloaded).
     """
-    weights, random_init = cfg.model.backbone_weights, cfg.model.random_init
-    if weights is not None and random_init:
-        raise ConfigError(
-            f"model.backbone_weights={weights} and model.random_init=true contradict each other; choose one"
+    weights, random_init, init = cfg.model.backbone_weights, cfg.model.random_init, cfg.model.init_weights
+    chosen = [
+        name
+        for name, given in (
+            (f"model.backbone_weights={weights}", weights is not None),
+            (f"model.init_weights={init}", init is not None),
+            ("model.random_init=true", random_init),
         )
+        if given
+    ]
+    if len(chosen) > 1:
+        raise ConfigError(f"{' and '.join(chosen)} contradict each other; choose one")
+    if init is not None:
+        if not Path(init).is_file():
+            raise ConfigError(
+                f"model.init_weights={init}: no such file (expected a re-ID checkpoint, e.g. a run's final.pt)"
+            )
+        return
     if weights is None and not random_init:
         raise ConfigError(
             f"model.backbone_weights is not set. The official recipe starts from torchvision's ImageNet "
             f"ResNet-50, the file {BACKBONE_FILE} (nothing is downloaded: place it by hand). Pass it with "
-            f"--set model.backbone_weights=PATH/{BACKBONE_FILE}, or train from random weights on purpose "
+            f"--set model.backbone_weights=PATH/{BACKBONE_FILE}, start from a re-ID checkpoint with "
+            "--set model.init_weights=PATH, or train from random weights on purpose "
             "with --set model.random_init=true"
         )
     if weights is not None and not Path(weights).is_file():

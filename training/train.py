@@ -18,7 +18,8 @@ run's state on disk (run folder, log, resume file) in training.run_state.
   one process's step at the same batch. BatchNorm sees each rank's share (as the official DataParallel
   did), or the whole batch with ``train.sync_bn`` (CUDA). Only rank 0 writes files, logs and evaluates.
 - A new run starts from the ImageNet backbone file (``model.backbone_weights``), or from random weights
-  only when ``model.random_init`` says so (``check_backbone_weights``).
+  only when ``model.random_init`` says so (``check_backbone_weights``), or from a re-ID checkpoint
+  (``model.init_weights``, ``read_init_weights``).
 - A resumed run continues exactly as if it had not stopped (augmentation is a function of (seed, epoch,
   batch, slot), training.data; a test checks the weights are equal).
 - ``train.max_minutes``: the run stops after the iteration that crosses the budget and writes final.pt and
@@ -40,7 +41,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from model.builder import build_model
+from model.builder import build_model, load_checkpoint
 from model.checkpoint import ModelMeta, save_checkpoint
 from model.device import autocast
 from model.embedder import Embedder
@@ -146,7 +147,9 @@ def train_one_epoch(run: TrainingRun) -> EpochResult:
         initial=position.iteration,
         desc=f"epoch {position.epoch}",
         unit="it",
-        disable=None if (run.cfg.train.progress and distributed.is_main) else True,  # None: only on a terminal
+        disable=None
+        if (run.cfg.train.progress and distributed.is_main)
+        else True,  # None: only on a terminal
         dynamic_ncols=True,
         leave=False,
     )
@@ -229,8 +232,13 @@ def model_meta(cfg: Config, num_classes: int, epoch: int) -> ModelMeta:
     )
 
 
-def _build_network(cfg: Config, num_classes: int, from_resume: bool) -> nn.Module:
-    """The network, with the same initial weights on every rank (seeded apart from the global RNG)."""
+def _build_network(
+    cfg: Config, num_classes: int, from_resume: bool, init_weights: dict[str, torch.Tensor] | None = None
+) -> nn.Module:
+    """The network, with the same initial weights on every rank (seeded apart from the global RNG).
+
+    ``init_weights`` (from ``read_init_weights``) replaces the initial weights of a new run.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
         try:
@@ -245,10 +253,53 @@ def _build_network(cfg: Config, num_classes: int, from_resume: bool) -> nn.Modul
             raise ConfigError(
                 f"model.input_size={cfg.model.input_size}, model.ratios={cfg.model.ratios}: {exc}"
             ) from exc
+    if init_weights is not None and not from_resume:
+        own = model.state_dict()
+        if "cls.weight" in init_weights and init_weights["cls.weight"].shape != own["cls.weight"].shape:
+            logger.info(
+                "model.init_weights has %d ids, the data %d: a new classifier",
+                init_weights["cls.weight"].shape[0],
+                own["cls.weight"].shape[0],
+            )
+            init_weights = {key: value for key, value in init_weights.items() if not key.startswith("cls.")}
+        missing, unexpected = model.load_state_dict(init_weights, strict=False)
+        if [key for key in missing if not key.startswith("cls.")] or unexpected:
+            raise ConfigError(f"model.init_weights: keys missing {missing[:3]}, unexpected {unexpected[:3]}")
     return model.set_rga_form("fast")
 
 
-def set_up(cfg: Config, state: dict[str, Any] | None, started: float) -> TrainingRun:
+def read_init_weights(cfg: Config) -> dict[str, torch.Tensor] | None:
+    """The weights of the re-ID checkpoint ``model.init_weights`` that starts a new run (None when unset).
+
+    It must hold the configured network (variant, input size, RGA ratios): a ConfigError says which part
+    differs, before the run folder is made. Its classifier is kept by ``_build_network`` when it has one
+    output per training id, else it starts random (fine-tuning on other people).
+    """
+    path = cfg.model.init_weights
+    if path is None:
+        return None
+    try:
+        source, meta = load_checkpoint(path, for_inference=False)
+    except ReidError as exc:
+        raise ConfigError(f"model.init_weights={path}: {exc}") from exc
+    wanted = (cfg.model.variant, tuple(cfg.model.input_size), tuple(cfg.model.ratios))
+    found = (meta.variant, tuple(meta.input_size), tuple(meta.ratios))
+    if wanted != found:
+        raise ConfigError(
+            f"model.init_weights={path} holds a {found[0]} network for {found[1][0]}x{found[1][1]} input with "
+            f"ratios {list(found[2])}; the configuration asks for {wanted[0]}, {wanted[1][0]}x{wanted[1][1]}, "
+            f"ratios {list(wanted[2])}"
+        )
+    logger.info("starting from the weights in %s", path)
+    return source.state_dict()
+
+
+def set_up(
+    cfg: Config,
+    state: dict[str, Any] | None,
+    started: float,
+    init_weights: dict[str, torch.Tensor] | None = None,
+) -> TrainingRun:
     """Runtime, run folder, data, model, loss, optimizer and schedule; restored from ``state`` when resuming."""
     device = training_device(cfg.train.device)
     on_cuda = device.type == "cuda"
@@ -292,7 +343,7 @@ def set_up(cfg: Config, state: dict[str, Any] | None, started: float) -> Trainin
     if cfg.train.max_iters_per_epoch is not None:
         iterations_per_epoch = min(iterations_per_epoch, cfg.train.max_iters_per_epoch)
 
-    model = _build_network(cfg, num_classes, from_resume=state is not None)
+    model = _build_network(cfg, num_classes, from_resume=state is not None, init_weights=init_weights)
     channels_last = on_cuda and cfg.train.channels_last
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     criterion = ReIDLoss(
@@ -442,7 +493,7 @@ def train(cfg: Config, resume: str | Path | None = None) -> dict[str, Any]:
         check_resume_config(state["config"], cfg)
     else:
         check_backbone_weights(cfg)
-    run = set_up(cfg, state, started)
+    run = set_up(cfg, state, started, init_weights=None if state is not None else read_init_weights(cfg))
     position, distributed = run.position, run.distributed
     if distributed.is_main:
         logger.info(

@@ -269,3 +269,63 @@ def test_a_real_dataset_config_refuses_to_start_without_the_backbone_file(tmp_pa
     with pytest.raises(ConfigError, match="contradict"):
         train(cfg)
     assert not (tmp_path / "market1501").exists()  # refused before anything was written
+
+
+def test_a_new_run_can_start_from_a_re_id_checkpoint(small_synthetic, tmp_path):
+    from training.train import _build_network, read_init_weights
+
+    first = train(tiny_config(small_synthetic, tmp_path, "first", ["train.epochs=1"]))
+    saved = state_of(first["checkpoint"])
+    start = ["model.random_init=false", f"model.init_weights={first['checkpoint']}"]
+    cfg = tiny_config(small_synthetic, tmp_path, "second", start)
+    num_classes = saved["cls.weight"].shape[0]
+
+    same_ids = _build_network(
+        cfg, num_classes, from_resume=False, init_weights=read_init_weights(cfg)
+    ).state_dict()
+    for key, value in saved.items():
+        assert torch.equal(same_ids[key], value), key
+    other_ids = _build_network(
+        cfg, num_classes + 3, from_resume=False, init_weights=read_init_weights(cfg)
+    ).state_dict()
+    assert (
+        other_ids["cls.weight"].shape[0] == num_classes + 3
+    )  # fine-tuning on other people: a new classifier
+    assert torch.equal(other_ids["feat_bn.weight"], saved["feat_bn.weight"])
+    assert torch.equal(other_ids["backbone.layer4.2.conv3.weight"], saved["backbone.layer4.2.conv3.weight"])
+    fresh = _build_network(
+        tiny_config(small_synthetic, tmp_path), num_classes, from_resume=False
+    ).state_dict()
+    assert not torch.equal(fresh["backbone.layer4.2.conv3.weight"], saved["backbone.layer4.2.conv3.weight"])
+
+    second = train(cfg)  # and it trains on from there
+    assert second["iterations"] > 0 and state_of(second["checkpoint"]).keys() == saved.keys()
+
+
+def test_a_checkpoint_for_another_network_or_no_file_is_refused_before_anything_is_written(
+    small_synthetic, tmp_path
+):
+    first = train(tiny_config(small_synthetic, tmp_path, "first", ["train.epochs=1"]))
+    start = ["model.random_init=false", f"model.init_weights={first['checkpoint']}"]
+    wider = tiny_config(
+        small_synthetic, tmp_path, "wider", [*start, "model.input_size=[128,64]", "model.ratios=[8,4,4]"]
+    )
+    with pytest.raises(ConfigError, match=r"holds a rgasc network for 64x32 input.*asks for rgasc, 128x64"):
+        train(wider)
+    both = tiny_config(small_synthetic, tmp_path, "both", [f"model.init_weights={first['checkpoint']}"])
+    with pytest.raises(ConfigError, match="init_weights=.*and model.random_init=true contradict"):
+        train(both)
+    missing = tiny_config(
+        small_synthetic, tmp_path, "missing", ["model.random_init=false", "model.init_weights=nope.pt"]
+    )
+    with pytest.raises(ConfigError, match="nope.pt: no such file"):
+        train(missing)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="junk.pt"):
+        train(
+            tiny_config(
+                small_synthetic, tmp_path, "junk", ["model.random_init=false", f"model.init_weights={junk}"]
+            )
+        )
+    assert not any((tmp_path / name).exists() for name in ("both", "missing", "junk"))
