@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -110,12 +113,16 @@ class FileSource:
         index = 0
         try:
             while True:
+                seconds = index / self.native_fps
+                if not self.skipper.keep(seconds):
+                    if not self.capture.grab():  # decoded but not converted to BGR: cheaper than read()
+                        break
+                    index += 1
+                    continue
                 ok, image = self.capture.read()
                 if not ok or image is None:
                     break
-                seconds = index / self.native_fps
-                if self.skipper.keep(seconds):
-                    yield Frame(index, seconds, self.start + timedelta(seconds=seconds), image)
+                yield Frame(index, seconds, self.start + timedelta(seconds=seconds), image)
                 index += 1
         finally:
             self.capture.release()
@@ -134,7 +141,14 @@ class FileSource:
 
 class StreamSource:
     """A live stream (RTSP / HTTP / ...). A stream that cannot be opened after `attempts` tries raises
-    VideoError; one that drops is reopened with backoff, up to `attempts` times in a row."""
+    VideoError; one that drops is reopened with backoff, up to `attempts` times in a row.
+
+    A reader thread takes frames off the stream as they arrive (so the capture time is when the frame
+    came, and neither FFmpeg's buffer nor the camera's connection fills while the ingest detects, tracks
+    or sends), and keeps the frames the skipper wants in a queue of `buffer_s` seconds. When the ingest is
+    slower than that, the oldest waiting frames are dropped, counted in `dropped` and logged: the ingest
+    stays live (a gap in tracking) instead of falling minutes behind the camera.
+    """
 
     live = True
 
@@ -146,6 +160,7 @@ class StreamSource:
         backoff_s: float = 1.0,
         timeout_s: float = 10.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        buffer_s: float = 2.0,
     ) -> None:
         self.url = url
         self.name = re.sub(r"//[^/@]*@", "//", url)  # never log credentials in the URL
@@ -156,6 +171,12 @@ class StreamSource:
         self.clock = clock
         self.opened_at = clock()
         self.capture = self._open()
+        announced = float(self.capture.get(_cv2().CAP_PROP_FPS) or 0.0)
+        # what the stream says it sends (RTSP usually does); 25 when it says nothing sensible
+        self.native_fps = announced if np.isfinite(announced) and 0 < announced <= 240 else 25.0
+        kept_fps = min(fps, self.native_fps) if fps is not None else self.native_fps
+        self.buffer = max(1, int(round(buffer_s * kept_fps)))
+        self.dropped = 0  # kept frames the ingest was too slow to take
 
     def key(self) -> str:
         """Unique per stream and run: track ids restart when the ingest restarts."""
@@ -190,23 +211,117 @@ class StreamSource:
                 time.sleep(delay)
         raise VideoError(f"{self.name}: stream unreachable after {self.attempts} attempts")
 
-    def __iter__(self) -> Iterator[Frame]:
+    def _read(self, queue: _FrameQueue) -> None:
+        """The reader thread: frames into `queue` until the stream is gone for good or `queue` is closed."""
         index = 0
+        empty = 0  # connections in a row that opened but gave no frame
+        delivered = 0  # frames on this connection
         try:
-            while True:
-                ok, image = self.capture.read()
-                if not ok or image is None:
+            while not queue.closed:
+                if not self.capture.grab():
+                    if queue.closed:
+                        break
+                    empty = empty + 1 if delivered == 0 else 0
+                    if empty >= self.attempts:
+                        raise VideoError(
+                            f"{self.name}: the stream opens but sends no frames ({empty} times in a row)"
+                        )
                     logger.warning("%s: stream dropped; reconnecting", self.name)
                     self.capture.release()
+                    if empty:
+                        time.sleep(self.backoff_s * 2 ** (empty - 1))
                     self.capture = self._open()  # raises after `attempts` failures in a row
+                    delivered = 0
                     continue
+                delivered += 1
                 now = self.clock()
                 seconds = (now - self.opened_at).total_seconds()
                 if self.skipper.keep(seconds):
-                    yield Frame(index, seconds, now, image)
+                    ok, image = self.capture.retrieve()
+                    if ok and image is not None:
+                        queue.put(Frame(index, seconds, now, image))
                 index += 1
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            queue.fail(exc)
         finally:
             self.capture.release()
+            queue.finish()
+
+    def __iter__(self) -> Iterator[Frame]:
+        queue = _FrameQueue(self.buffer, self.name)
+        reader = threading.Thread(target=self._read, args=(queue,), name=f"read {self.name}", daemon=True)
+        reader.start()
+        try:
+            while (frame := queue.get()) is not None:
+                yield frame
+        finally:
+            queue.close()
+            reader.join(timeout=self.timeout_ms / 1000 + 1)  # a read blocks at most the read timeout
+            self.dropped = queue.dropped
+
+
+class _FrameQueue:
+    """Frames from the reader thread to the ingest: at most `size` wait; a full queue drops its oldest.
+
+    `get` returns None once the reader has finished and the queue is empty, or raises what stopped the
+    reader (after the frames that came before it)."""
+
+    WARN_EVERY_S = 60.0
+
+    def __init__(self, size: int, name: str) -> None:
+        self.frames: deque[Frame] = deque()
+        self.size = size
+        self.name = name
+        self.ready = threading.Condition()
+        self.closed = False  # the consumer is gone
+        self.finished = False  # the reader is gone
+        self.error: BaseException | None = None
+        self.dropped = 0
+        self.dropped_since_warning = 0
+        self.warned_at = -math.inf
+
+    def put(self, frame: Frame) -> None:
+        with self.ready:
+            if len(self.frames) >= self.size:
+                self.frames.popleft()
+                self.dropped += 1
+                self.dropped_since_warning += 1
+                now = time.monotonic()
+                if now - self.warned_at >= self.WARN_EVERY_S:
+                    logger.warning(
+                        "%s: the ingest is slower than the stream: dropped %d frame(s) so far (%d since the "
+                        "last warning); lower --fps or give the ingest more CPU",
+                        self.name,
+                        self.dropped,
+                        self.dropped_since_warning,
+                    )
+                    self.warned_at, self.dropped_since_warning = now, 0
+            self.frames.append(frame)
+            self.ready.notify()
+
+    def fail(self, exc: BaseException) -> None:
+        with self.ready:
+            self.error = exc
+
+    def finish(self) -> None:
+        with self.ready:
+            self.finished = True
+            self.ready.notify()
+
+    def close(self) -> None:
+        with self.ready:
+            self.closed = True
+            self.frames.clear()
+
+    def get(self) -> Frame | None:
+        with self.ready:
+            while not self.frames and not self.finished:
+                self.ready.wait(timeout=1.0)
+            if self.frames:
+                return self.frames.popleft()
+            if self.error is not None:
+                raise self.error
+            return None
 
 
 def open_source(spec: str, start: datetime | None, fps: float | None = None, **stream_options):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import threading
+import time
+import types
+from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from video.errors import VideoError
@@ -98,7 +102,8 @@ def test_a_file_needs_a_start(store_video, truth):
 
 
 class _FakeCapture:
-    """A stream that gives `frames` frames per connection; connection k fails to open when k in `down`."""
+    """A stream that gives `frames` frames per connection, one every `every_s` seconds; connection k
+    fails to open when k in `down`."""
 
     opened = 0
 
@@ -107,43 +112,130 @@ class _FakeCapture:
         _FakeCapture.opened += 1
         self.connection = _FakeCapture.opened
         self.left = plan["frames"]
+        self.sent = 0
 
     def isOpened(self):
         return self.connection not in self.plan["down"]
 
-    def read(self):
-        if self.left == 0:
-            return False, None
-        self.left -= 1
-        import numpy as np
+    def get(self, prop):
+        return self.plan.get("fps", 0.0)
 
-        return True, np.zeros((8, 8, 3), np.uint8)
+    def grab(self):
+        if self.left == 0:
+            return False
+        time.sleep(self.plan.get("every_s", 0.0))
+        self.left -= 1
+        self.sent += 1
+        return True
+
+    def retrieve(self):
+        image = np.full((8, 8, 3), self.sent % 256, np.uint8)
+        return True, image
 
     def release(self):
         pass
 
 
-def test_stream_reconnects_after_a_drop_and_gives_up_after_attempts(monkeypatch):
-    import types
-
-    import video.sources as sources
-
-    plan = {"frames": 3, "down": {3}}  # connection 2 drops after 3 frames; connection 3 fails; 4 works
-    fake = types.SimpleNamespace(
+def fake_cv2(plan):
+    return types.SimpleNamespace(
         VideoCapture=lambda *a, **k: _FakeCapture(plan),
         CAP_FFMPEG=0,
         CAP_PROP_OPEN_TIMEOUT_MSEC=1,
         CAP_PROP_READ_TIMEOUT_MSEC=2,
+        CAP_PROP_FPS=5,
     )
-    monkeypatch.setattr(sources, "_cv2", lambda: fake)
+
+
+def test_stream_reconnects_after_a_drop_and_gives_up_after_attempts(monkeypatch):
+    import video.sources as sources
+
+    # connections 1 and 2 drop after 3 frames each; 3 fails; 4 gives 3 frames; 5 and 6 fail: the camera is gone
+    plan = {"frames": 3, "down": {3, 5, 6}}
+    monkeypatch.setattr(sources, "_cv2", lambda: fake_cv2(plan))
     _FakeCapture.opened = 0
     stream = StreamSource("rtsp://cam/1", attempts=2, backoff_s=0.0)
     frames = []
     with pytest.raises(VideoError, match="unreachable after 2 attempts"):
         for frame in stream:
             frames.append(frame)
-            if _FakeCapture.opened >= 4:
-                plan["down"] = {5, 6}  # from now on the camera is gone
-    assert len(frames) == 3 + 3 + 3  # connections 1, 2 and 4 each delivered their frames
+    assert len(frames) == 3 + 3 + 3  # connections 1, 2 and 4 each delivered their frames, before the error
     assert [f.index for f in frames] == list(range(9))
     assert frames[0].captured_at <= frames[-1].captured_at
+    assert stream.dropped == 0 and stream.native_fps == 25.0  # the fake announces no frame rate
+
+
+def test_a_slow_ingest_drops_old_frames_and_stays_live_instead_of_falling_behind(monkeypatch, caplog):
+    import video.sources as sources
+
+    # a 50 fps camera for 2 s; the ingest takes 0.1 s a frame (5 fps): without the reader thread it would
+    # end 8 s behind the camera
+    plan = {"frames": 100, "down": {2}, "every_s": 0.02, "fps": 50.0}
+    monkeypatch.setattr(sources, "_cv2", lambda: fake_cv2(plan))
+    _FakeCapture.opened = 0
+    stream = StreamSource("rtsp://cam/1", attempts=1, backoff_s=0.0, buffer_s=0.1)
+    assert stream.native_fps == 50.0 and stream.buffer == 5
+    frames, behind = [], []
+    with pytest.raises(VideoError, match="unreachable"), caplog.at_level("WARNING"):
+        for frame in stream:
+            behind.append((datetime.now(UTC) - frame.captured_at).total_seconds())
+            frames.append(frame)
+            time.sleep(0.1)
+    assert stream.dropped > 50 and len(frames) + stream.dropped == 100
+    assert max(behind) < 1.0  # at most the queue (0.1 s) plus one frame's work, with room for a loaded box
+    assert [f.index for f in frames] == sorted(f.index for f in frames)
+    assert frames[-1].index == 99  # the newest frame is never the one dropped
+    assert "slower than the stream" in caplog.text
+
+
+def test_leaving_a_stream_early_stops_its_reader(monkeypatch):
+    import video.sources as sources
+
+    plan = {"frames": 10_000, "down": set(), "every_s": 0.001}
+    monkeypatch.setattr(sources, "_cv2", lambda: fake_cv2(plan))
+    _FakeCapture.opened = 0
+    stream = StreamSource("rtsp://cam/1", attempts=1)
+    for frame in stream:
+        if frame.index >= 5:
+            break
+    before = threading.active_count()
+    time.sleep(0.05)
+    assert not [t for t in threading.enumerate() if t.name.startswith("read rtsp://cam/1")]
+    assert threading.active_count() <= before
+
+
+def test_a_real_mjpeg_camera_slower_ingest_stays_live_through_ffmpeg(caplog):
+    from tests.video.mjpeg_server import MjpegCamera
+
+    with MjpegCamera(frames=60, fps=30) as camera:  # 2 s of video per connection, then it drops
+        stream = StreamSource(camera.url, attempts=1, backoff_s=0.0, timeout_s=3, buffer_s=0.2)
+        frames, behind = [], []
+        with caplog.at_level("WARNING"):
+            for frame in stream:
+                behind.append((datetime.now(UTC) - frame.captured_at).total_seconds())
+                frames.append(frame)
+                time.sleep(0.15)  # an ingest at ~6 frames/s on a 30 fps camera
+                if frame.seconds > 3.0:  # well into the second connection
+                    break
+    assert camera.connections >= 2  # the drop after 60 frames was reconnected
+    assert frames[0].image.shape == (120, 160, 3)
+    assert stream.dropped > 0 and "slower than the stream" in caplog.text
+    assert max(behind) < 1.5  # never more than the queue and a frame's work behind the camera
+    assert [f.index for f in frames] == sorted({f.index for f in frames})
+
+
+def test_a_stream_that_connects_but_sends_no_frames_is_an_error_not_a_busy_loop(monkeypatch):
+    from tests.video.mjpeg_server import MjpegCamera
+
+    # a real HTTP camera that answers but sends no frame: FFmpeg cannot open it
+    with MjpegCamera(frames=0, fps=30) as camera:
+        with pytest.raises(VideoError, match="unreachable after 2 attempts"):
+            list(StreamSource(camera.url, attempts=2, backoff_s=0.01, timeout_s=2))
+    assert camera.connections == 2
+    # a stream that opens and then has no frame, again and again: an error after `attempts`, with backoff
+    import video.sources as sources
+
+    monkeypatch.setattr(sources, "_cv2", lambda: fake_cv2({"frames": 0, "down": set()}))
+    _FakeCapture.opened = 0
+    with pytest.raises(VideoError, match="opens but sends no frames \\(3 times in a row\\)"):
+        list(StreamSource("rtsp://cam/1", attempts=3, backoff_s=0.01))
+    assert _FakeCapture.opened == 3
