@@ -184,8 +184,9 @@ def ingest_video(
                 client.send(pending)
             report.sources += 1
             logger.info("%s: done", source.name)
-    except KeyboardInterrupt:
-        # a live stream keeps the tracks that were complete; a file run is simply run again
+    except (KeyboardInterrupt, VideoError):
+        # a live stream keeps its tracks (those open when it stopped were ended and sent, see
+        # track_source); a file run keeps nothing and is simply run again
         if sink is not None:
             sink.close() if live else sink.abort()
         raise

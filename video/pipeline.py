@@ -19,6 +19,7 @@ import numpy as np
 from video import appearance as colour
 from video.crops import Candidate, CropPolicy, TrackCrops
 from video.detectors.base import Detector
+from video.errors import VideoError
 from video.identity_change import change_point
 from video.perspective import Perspective
 from video.sources import Frame
@@ -332,43 +333,60 @@ def track_source(
         for tracker_id in [t for t, k in alias.items() if k not in open_tracks]:
             del alias[tracker_id]
 
-    for batch in _batches(frames, max(1, detector.batch_size)):
-        found = detector.detect([f.image for f in batch])
-        for frame, detections in zip(batch, found, strict=True):
-            if perspective is None:
-                perspective = Perspective(frame.image.shape[1], frame.image.shape[0])
-            step += 1
-            stats.frames += 1
-            stats.detections += len(detections)
-            # every detection's colours: the tracker may match on them, the track keeps them
-            looks = [colour.describe(frame.image, box) for box in detections.boxes]
-            for tracker_id, index, score in tracker.match(detections, looks):
-                box = detections.boxes[index].copy()
-                key = alias.get(tracker_id)
-                entry = open_tracks.get(key) if key is not None else None
-                if entry is None:
-                    key = alias[tracker_id] = next(keys)
-                    entry = open_tracks[key] = _Open(key, TrackCrops(policy), memory=memory)
-                entry.add(
-                    (frame.index, frame.seconds, tuple(float(v) for v in box), score),
-                    frame.captured_at,
-                    step,
-                    looks[index],
-                )
-                entry.crops.offer(frame.index, frame.captured_at, frame.image, np.asarray(box), score)
-                at = change_point(
-                    entry.descriptors, history=cut_history, window=cut_window, threshold=settings.cut_colour
-                )
-                if at is not None:
-                    rest = entry.cut(at, next(keys))
-                    open_tracks[rest.key] = rest
-                    alias[tracker_id] = rest.key
-                    if not entry.settled:
-                        settle(entry)
-                    stats.cut += 1
-                    if settings.stitch and settings.rejoin and entry.key in open_tracks:
-                        rejoin(entry)
-            for entry in [e for e in open_tracks.values() if not e.settled and len(e.boxes) >= settle_frames]:
-                settle(entry)
-            yield from finished([e for e in open_tracks.values() if step - e.last_step > keep_frames])
+    try:
+        for batch in _batches(frames, max(1, detector.batch_size)):
+            found = detector.detect([f.image for f in batch])
+            for frame, detections in zip(batch, found, strict=True):
+                if perspective is None:
+                    perspective = Perspective(frame.image.shape[1], frame.image.shape[0])
+                step += 1
+                stats.frames += 1
+                stats.detections += len(detections)
+                # every detection's colours: the tracker may match on them, the track keeps them
+                looks = [colour.describe(frame.image, box) for box in detections.boxes]
+                for tracker_id, index, score in tracker.match(detections, looks):
+                    box = detections.boxes[index].copy()
+                    key = alias.get(tracker_id)
+                    entry = open_tracks.get(key) if key is not None else None
+                    if entry is None:
+                        key = alias[tracker_id] = next(keys)
+                        entry = open_tracks[key] = _Open(key, TrackCrops(policy), memory=memory)
+                    entry.add(
+                        (frame.index, frame.seconds, tuple(float(v) for v in box), score),
+                        frame.captured_at,
+                        step,
+                        looks[index],
+                    )
+                    entry.crops.offer(frame.index, frame.captured_at, frame.image, np.asarray(box), score)
+                    at = change_point(
+                        entry.descriptors,
+                        history=cut_history,
+                        window=cut_window,
+                        threshold=settings.cut_colour,
+                    )
+                    if at is not None:
+                        rest = entry.cut(at, next(keys))
+                        open_tracks[rest.key] = rest
+                        alias[tracker_id] = rest.key
+                        if not entry.settled:
+                            settle(entry)
+                        stats.cut += 1
+                        if settings.stitch and settings.rejoin and entry.key in open_tracks:
+                            rejoin(entry)
+                for entry in [
+                    e for e in open_tracks.values() if not e.settled and len(e.boxes) >= settle_frames
+                ]:
+                    settle(entry)
+                yield from finished([e for e in open_tracks.values() if step - e.last_step > keep_frames])
+    except (VideoError, KeyboardInterrupt):
+        # the source ended before its end: a live camera gone for good, or Ctrl-C / `docker stop` on a
+        # live ingest. The people in view were really there: their tracks end here and are yielded
+        # (a live ingest sends them), then the error goes on. A file ingest sends nothing on an error.
+        try:
+            closing = list(finished(list(open_tracks.values())))
+        except Exception:  # an interrupt mid-update may leave a track half-added: lose the open tracks only
+            logger.exception("%s: could not close the open tracks", camera_id)
+            closing = []
+        yield from closing
+        raise
     yield from finished(list(open_tracks.values()))

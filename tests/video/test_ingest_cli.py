@@ -7,7 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -194,3 +194,55 @@ def test_ingest_then_interrupted_rerun_creates_no_duplicates(
         ).json()
     assert metrics["totals"]["unique_visitors"] == len(visitors_of)
     assert 1 <= len(visitors_of) <= truth["truth"]["per_camera"]["cam1"]["passes"] + 1
+
+
+def test_a_live_camera_that_goes_away_keeps_the_tracks_of_the_people_in_view(store_video, truth, tmp_path):
+    """A rendered camera played live as MJPEG over HTTP (10 fps, real time) and cut while two people walk
+    through: the ingest follows it as it plays, and when the camera is gone for good the tracks of the
+    people in view end there and are kept, with capture times of the wall clock."""
+    import cv2
+
+    from tests.video.mjpeg_server import MjpegCamera
+    from video.detectors import build_detector
+    from video.errors import VideoError
+    from video.evaluation import read_truth_boxes
+    from video.ingest import ingest_video
+
+    camera = truth["cameras"][0]
+    spans: dict[int, list[int]] = {}
+    for row in read_truth_boxes(store_video, camera["camera_id"], min_visibility=0.5):
+        span = spans.setdefault(row.track_id, [row.frame, row.frame])
+        span[0], span[1] = min(span[0], row.frame), max(span[1], row.frame)
+    # the first frame with two people in view for at least 1.2 s who stay on after it
+    cut = next(
+        f
+        for f in range(camera["num_frames"])
+        if sum(a <= f - 12 and b >= f + 3 for a, b in spans.values()) >= 2
+    )
+    capture = cv2.VideoCapture(str(store_video / camera["video"]))
+    images = [capture.read()[1] for _ in range(cut)]
+    capture.release()
+    out = tmp_path / "live"
+    with MjpegCamera(frames=cut, fps=camera["fps"], images=images, serves=1) as live:
+        began = datetime.now().astimezone()
+        with pytest.raises(VideoError, match="unreachable after 1 attempts"):
+            ingest_video(
+                [live.url],
+                camera_id="live1",
+                detector=build_detector("hog"),
+                start=None,
+                fps=5,
+                dry_run=out,
+                stream_options={"attempts": 1, "timeout_s": 3},
+            )
+        ended = datetime.fromtimestamp(live.sent_at[-1]).astimezone()
+    tracks = [json.loads(line) for line in (out / "tracks.jsonl").read_text().splitlines()]
+    assert 2 <= len(tracks) <= 4
+    for track in tracks:
+        assert (
+            began <= datetime.fromisoformat(track["first_seen"]) <= datetime.fromisoformat(track["last_seen"])
+        )
+        assert datetime.fromisoformat(track["last_seen"]) <= ended + timedelta(seconds=1)
+        assert track["track_ref"].startswith("live1/") and all((out / f).is_file() for f in track["files"])
+    in_view = [t for t in tracks if datetime.fromisoformat(t["last_seen"]) >= ended - timedelta(seconds=1)]
+    assert len(in_view) >= 2  # the two people walking when the camera went away were kept
