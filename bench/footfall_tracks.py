@@ -11,7 +11,8 @@ camera) and measures the second alone: per track, up to --crops-per-track crops 
 detector's would be: training/datasets/synthetic/store_crops.py), embedded with the model, then grouped by
 the service's offline rule (`reid recluster`, service.footfall.cluster_visitors: average linkage, a
 track's crops are one visitor, two overlapping tracks of one camera never are) and by its online rule at
-ingest (service/visitors.py: a track's first crop joins its best match, the rest follow) at each threshold.
+ingest (service/visitors.py: a track, sent whole when it ends, joins the best match of its crops' mean
+vector) at each threshold.
 
 Frames are rendered with numpy alone (no video files, no OpenCV), so this also runs where the video stack
 is not installed. Scenes are the `store-video` ones a `bench.video --seed N` run renders (same people, same
@@ -82,26 +83,24 @@ def make_embedder(args):
 
 
 def online_by_track(vectors, times, cameras, tracks, threshold: float, horizon_s: float) -> np.ndarray:
-    """The service's rule at ingest (service/visitors.py), crops in capture order: a track's first crop joins the
-    visitor of its best-matching earlier crop within the horizon (max link) if that reaches the threshold, never a
-    visitor seen on an overlapping track of the same camera; the track's other crops follow it (must-link)."""
-    n = len(times)
-    order = np.lexsort((np.arange(n), times))
-    labels = np.full(n, -1, dtype=np.int64)
-    span = {ref: (times[tracks == ref].min(), times[tracks == ref].max()) for ref in np.unique(tracks)}
-    visitor_of: dict[str, int] = {}
-    for i in order:
-        ref = tracks[i]
-        if ref in visitor_of:
-            labels[i] = visitor_of[ref]
-            continue
+    """The service's rule at ingest (service/visitors.py) as the video ingest feeds it: a track's crops are
+    sent together when it ends, so tracks come in the order of their last crop, and each is decided once by
+    the mean of its crops' vectors: it joins the visitor of the best-matching stored crop within the horizon
+    of its first crop (max link) if that reaches the threshold, never a visitor seen on an overlapping track
+    of the same camera."""
+    refs = list(dict.fromkeys(tracks.tolist()))
+    members = {ref: np.flatnonzero(tracks == ref) for ref in refs}
+    span = {ref: (times[members[ref]].min(), times[members[ref]].max()) for ref in refs}
+    labels = np.full(len(times), -1, dtype=np.int64)
+    for ref in sorted(refs, key=lambda r: (span[r][1], span[r][0], r)):
+        mine = members[ref]
+        query = vectors[mine].mean(axis=0)
+        query = query / max(float(np.linalg.norm(query)), 1e-12)
         done = np.flatnonzero(labels >= 0)
-        others = {
-            (int(labels[j]), *span[tracks[j]]) for j in done if cameras[j] == cameras[i] and tracks[j] != ref
-        }
+        others = {(int(labels[j]), *span[tracks[j]]) for j in done if cameras[j] == cameras[mine[0]]}
         match = assign_visitor(
-            vectors[i],
-            times[i],
+            query,
+            span[ref][0],
             vectors[done],
             labels[done],
             times[done],
@@ -109,7 +108,7 @@ def online_by_track(vectors, times, cameras, tracks, threshold: float, horizon_s
             horizon_s,
             exclude=overlapping_visitors(span[ref], others),
         )
-        labels[i] = visitor_of[ref] = int(i) if match is None else match
+        labels[mine] = int(mine[0]) if match is None else match
     return labels
 
 

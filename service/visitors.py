@@ -66,6 +66,9 @@ class VisitorMatcher:
     Person tracks (``track_ref``): an image of a track that already has a visitor joins it (must-link);
     otherwise visitors seen on another track of the same camera whose time span overlaps this track's
     are not candidates (cannot-link). A track's span is that of its stored crops and this request's.
+    A new track with several crops in the request (the ingest sends a track's crops together when it
+    ends) is decided once, for all of them, by the mean of their vectors against the union of their
+    candidates: one odd crop (half hidden, cut by a passer-by) no longer decides the whole track.
     """
 
     def __init__(self, ctx, session: Session, staged: Sequence[Staged]) -> None:
@@ -88,6 +91,18 @@ class VisitorMatcher:
                     t = s.captured_at.timestamp()
                     lo, hi = self.track_span.get(s.track_ref, (t, t))
                     self.track_span[s.track_ref] = (min(lo, t), max(hi, t))
+        # a new track's crops in this request, decided together: (unit mean vector, positions)
+        self.track_query: dict[str, tuple[np.ndarray, list[int]]] = {}
+        positions: dict[str, list[int]] = {}
+        for pos, s in enumerate(staged):
+            if s.track_ref and s.track_ref not in self.track_visitor:
+                positions.setdefault(s.track_ref, []).append(pos)
+        for ref, where in positions.items():
+            if len(where) > 1:
+                mean = np.mean([staged[p].vector for p in where], axis=0)
+                norm = float(np.linalg.norm(mean))
+                if norm > 0:
+                    self.track_query[ref] = ((mean / norm).astype(np.float32), where)
         if not staged:
             return
         span = timedelta(seconds=self.horizon)
@@ -131,7 +146,16 @@ class VisitorMatcher:
         if track_ref and track_ref in self.track_visitor:
             return self.track_visitor[track_ref]
         exclude = self._cannot_link(camera_id, track_ref) if track_ref and camera_id else set()
-        ids = self.rows.keys() if self.per_image is None else self.per_image[position]
+        together = self.track_query.get(track_ref) if track_ref else None
+        if together is not None:  # the track's crops in this request decide together
+            vector, where = together
+            ids = (
+                self.rows.keys()
+                if self.per_image is None
+                else np.unique(np.concatenate([self.per_image[p] for p in where]))
+            )
+        else:
+            ids = self.rows.keys() if self.per_image is None else self.per_image[position]
         candidates = [self.rows[int(i)] for i in ids if int(i) in self.rows] + self.added
         if not candidates:
             return None

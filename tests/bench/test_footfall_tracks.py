@@ -47,16 +47,20 @@ def test_a_perfect_model_counts_every_visitor_and_a_blind_one_merges_them(crops)
         assert row["visitors"] >= 2
 
 
-def test_online_rule_follows_the_first_crop_of_a_track_and_the_cannot_link():
-    # two cameras; track a (cam1) then b (cam2, same look as a) then c (cam1, overlapping a, same look too)
-    vectors = np.array([[1, 0], [1, 0], [1, 0], [0, 1], [1, 0]], np.float32)
-    times = np.array([0.0, 10.0, 20.0, 21.0, 5.0])
-    cameras = np.array(["cam1", "cam1", "cam2", "cam2", "cam1"], object)
-    tracks = np.array(["a", "a", "b", "b", "c"], object)
+def test_online_rule_decides_each_track_by_all_its_crops_and_keeps_the_cannot_link():
+    # track a (cam1, 0-10 s); b (cam2, 20-21 s): one crop like a, one not; d (cam2, 30-31 s): both like a;
+    # c (cam1, 5 s, overlapping a): like a too
+    vectors = np.array([[1, 0], [1, 0], [1, 0], [0, 1], [1, 0], [1, 0], [0.9, 0.1]], np.float32)
+    times = np.array([0.0, 10.0, 20.0, 21.0, 5.0, 30.0, 31.0])
+    cameras = np.array(["cam1", "cam1", "cam2", "cam2", "cam1", "cam2", "cam2"], object)
+    tracks = np.array(["a", "a", "b", "b", "c", "d", "d"], object)
     labels = footfall_tracks.online_by_track(vectors, times, cameras, tracks, 0.9, 3600.0)
-    # b's first crop matches a; b's odd crop follows it
-    assert labels[0] == labels[1] == labels[2] == labels[3]
+    assert labels[0] == labels[1] and labels[2] == labels[3] and labels[5] == labels[6]  # tracks whole
+    assert labels[2] != labels[0]  # b's crops together (cosine 0.71 to a) do not reach 0.9
+    assert labels[5] == labels[0]  # d's do
     assert labels[4] != labels[0]  # c overlaps a on cam1: never a's visitor, though it looks the same
+    lenient = footfall_tracks.online_by_track(vectors, times, cameras, tracks, 0.6, 3600.0)
+    assert lenient[2] == lenient[0]  # at 0.6, b is a
 
 
 def test_command_writes_one_row_per_seed_and_threshold(tmp_path):

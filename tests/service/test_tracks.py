@@ -148,3 +148,18 @@ def test_assign_visitor_never_picks_an_excluded_visitor():
     assert footfall.assign_visitor(*args) == 3
     assert footfall.assign_visitor(*args, exclude={3}) == 4
     assert footfall.assign_visitor(*args, exclude={3, 4}) is None
+
+
+def test_a_new_track_is_decided_by_all_its_crops_not_by_its_first(client):
+    """A track sent whole (as the ingest does when it ends) whose first crop looks like an earlier visitor
+    but whose other crops do not is a new visitor; a track whose crops all look like that visitor joins it."""
+    earlier = post(client, [identity_image(1, 0)], ["cam-2"], [DAY + "10:00:00Z"], ["cam-2/a/1"])
+    times = [DAY + "10:00:10Z", DAY + "10:00:11Z", DAY + "10:00:12Z"]
+    shots = [identity_image(1, 2), identity_image(1, 3), identity_image(1, 4)]
+    assert post(client, shots, ["cam-3"] * 3, times, ["cam-3/c/1"] * 3) == [earlier[0]] * 3
+    # one crop of that person, alone, links to the visitor
+    assert post(client, [identity_image(1, 1)], ["cam-4"], [DAY + "10:00:20Z"], ["cam-4/d/1"]) == [earlier[0]]
+    # the same kind of crop first in a track of someone else: the rest of the track says no
+    shots = [identity_image(1, 5), identity_image(2, 0), identity_image(2, 1)]
+    odd_first = post(client, shots, ["cam-1"] * 3, times, ["cam-1/b/1"] * 3)
+    assert len(set(odd_first)) == 1 and odd_first[0] != earlier[0]
