@@ -71,7 +71,12 @@ class _Skipper:
 
 class FileSource:
     """A video file. Iterating decodes it once, start to end; a file that cannot be opened, holds no
-    frame, or ends before its announced length raises VideoError."""
+    frame, or ends before its announced length raises VideoError.
+
+    A frame's time is its timestamp in the container (so variable-frame-rate files, as phones and many
+    recorders write, keep their real times), counted from the first frame; where the container gives
+    none that keeps increasing, the previous frame's time plus one frame at the announced rate.
+    """
 
     live = False
 
@@ -85,6 +90,7 @@ class FileSource:
             raise VideoError(f"{self.path}: no such file")
         self.name = str(self.path)
         cv2 = _cv2()
+        self.position_msec = cv2.CAP_PROP_POS_MSEC
         self.capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
         if not self.capture.isOpened():
             raise VideoError(f"{self.path}: not a video FFmpeg can open (unknown container or corrupt file)")
@@ -95,11 +101,12 @@ class FileSource:
         self.width = int(self.capture.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.decoded = 0  # frames decoded so far (skipped ones included)
+        self.end_seconds = 0.0  # the time just after the last decoded frame
 
     @property
     def duration_seconds(self) -> float:
-        """Length of the decoded video (after iterating it)."""
-        return self.decoded / self.native_fps
+        """Length of the decoded video (after iterating it): up to the end of its last frame."""
+        return self.end_seconds
 
     def key(self) -> str:
         """A short content hash: the same file gives the same track references on every run."""
@@ -109,33 +116,48 @@ class FileSource:
                 digest.update(chunk)
         return digest.hexdigest()[:12]
 
+    def _container_seconds(self) -> float | None:
+        value = float(self.capture.get(self.position_msec)) / 1000.0
+        return value if np.isfinite(value) and value >= 0 else None
+
     def __iter__(self) -> Iterator[Frame]:
         index = 0
+        first: float | None = None  # the container time of the first frame
+        seconds = 0.0
+        step = 1.0 / self.native_fps
         try:
-            while True:
-                seconds = index / self.native_fps
-                if not self.skipper.keep(seconds):
-                    if not self.capture.grab():  # decoded but not converted to BGR: cheaper than read()
+            while self.capture.grab():  # decoded; converted to BGR (retrieve) only when kept
+                at = self._container_seconds()
+                if first is None and at is not None:
+                    first = at
+                nominal = seconds + step if index else 0.0
+                if at is not None and first is not None and (index == 0 or at - first > seconds):
+                    seconds = at - first
+                else:
+                    seconds = nominal
+                if self.skipper.keep(seconds):
+                    ok, image = self.capture.retrieve()
+                    if not ok or image is None:
                         break
-                    index += 1
-                    continue
-                ok, image = self.capture.read()
-                if not ok or image is None:
-                    break
-                yield Frame(index, seconds, self.start + timedelta(seconds=seconds), image)
+                    yield Frame(index, seconds, self.start + timedelta(seconds=seconds), image)
                 index += 1
         finally:
             self.capture.release()
             self.decoded = index
+            self.end_seconds = seconds + step if index else 0.0
         if index == 0:
             if self.announced > 0:
                 raise VideoError(
                     f"{self.path}: no frame could be decoded (a codec this FFmpeg build lacks, or corrupt data)"
                 )
             raise VideoError(f"{self.path}: the video holds no frames")
-        if self.announced and index < self.announced - TRUNCATION_SLACK:
+        # the announced frame count is the container's duration x its nominal rate, so a variable-rate
+        # file holds fewer frames than announced: compare durations
+        announced_seconds = self.announced / self.native_fps
+        if self.announced and self.end_seconds < announced_seconds - max(TRUNCATION_SLACK * step, 0.5):
             raise VideoError(
-                f"{self.path}: truncated or corrupt: decoded {index} of the {self.announced} frames it announces"
+                f"{self.path}: truncated or corrupt: decoded {index} frames ({self.end_seconds:.1f} s) of the "
+                f"{announced_seconds:.1f} s it announces"
             )
 
 

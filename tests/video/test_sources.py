@@ -239,3 +239,41 @@ def test_a_stream_that_connects_but_sends_no_frames_is_an_error_not_a_busy_loop(
     with pytest.raises(VideoError, match="opens but sends no frames \\(3 times in a row\\)"):
         list(StreamSource("rtsp://cam/1", attempts=3, backoff_s=0.01))
     assert _FakeCapture.opened == 3
+
+
+def _variable_rate_video(path, times_ms):
+    """An MPEG-4 Matroska file whose frames have the given timestamps (what phones and recorders write)."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(
+                np.full((120, 160, 3), (i * 5) % 256, np.uint8), format="rgb24"
+            )
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_a_variable_frame_rate_file_keeps_its_real_times_and_is_not_called_truncated(tmp_path):
+    # 1 s at 25 fps, then 4.8 s at 5 fps: the container announces 25 fps, so ~146 frames; it holds 50
+    times_ms = [40 * i for i in range(25)] + [1000 + 200 * i for i in range(25)]
+    video = tmp_path / "phone.mkv"
+    _variable_rate_video(video, times_ms)
+    source = FileSource(video, START)
+    assert source.native_fps == 25.0 and source.announced > 100
+    frames = list(source)
+    assert len(frames) == 50
+    assert [round(f.seconds * 1000) for f in frames] == times_ms
+    assert frames[-1].captured_at == START + timedelta(seconds=5.8)
+    assert source.duration_seconds == pytest.approx(5.84)
+    # frame skipping works on the real times: at most 5 frames a second all along
+    kept = list(FileSource(video, START, fps=5))
+    assert [round(f.seconds * 1000) for f in kept] == [0, 200, 400, 600, 800] + times_ms[25:]
