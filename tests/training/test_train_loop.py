@@ -329,3 +329,41 @@ def test_a_checkpoint_for_another_network_or_no_file_is_refused_before_anything_
             )
         )
     assert not any((tmp_path / name).exists() for name in ("both", "missing", "junk"))
+
+
+def test_sigterm_stops_a_training_run_like_ctrl_c_and_keeps_its_resume_file(small_synthetic, tmp_path):
+    """`docker stop`, Kubernetes or a preempted GPU node send SIGTERM: the run keeps its work as on Ctrl-C."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tests.training.train_fixtures import TINY
+
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    command = [sys.executable, "-m", "reid", "train", "--config", "synthetic", "--root", str(small_synthetic)]
+    command += ["--output-dir", str(tmp_path), "--name", "preempted", *sets]
+    command += ["--set", "train.epochs=1000", "--set", "train.max_iters_per_epoch=null"]
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    log = tmp_path / "preempted" / "log.jsonl"
+    try:
+        deadline = time.monotonic() + 120
+        while not (log.is_file() and '"kind": "iter"' in log.read_text()):
+            assert process.poll() is None and time.monotonic() < deadline, "training did not start"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143
+    assert "interrupted at epoch" in err and "--resume" in err
+    resume = torch.load(tmp_path / "preempted" / "resume.pt", weights_only=True)
+    assert resume["position"]["step"] >= 1
+    assert not (tmp_path / "preempted" / "final.pt").exists()
