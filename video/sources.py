@@ -289,10 +289,12 @@ class _FrameQueue:
     reader (after the frames that came before it)."""
 
     WARN_EVERY_S = 60.0
+    MAX_BYTES = 256 << 20  # a cap in memory too: 2 s of a 4K stream would be ~1.2 GB
 
     def __init__(self, size: int, name: str) -> None:
         self.frames: deque[Frame] = deque()
         self.size = size
+        self.bytes = 0
         self.name = name
         self.ready = threading.Condition()
         self.closed = False  # the consumer is gone
@@ -304,8 +306,10 @@ class _FrameQueue:
 
     def put(self, frame: Frame) -> None:
         with self.ready:
-            if len(self.frames) >= self.size:
-                self.frames.popleft()
+            while self.frames and (
+                len(self.frames) >= self.size or self.bytes + frame.image.nbytes > self.MAX_BYTES
+            ):
+                self.bytes -= self.frames.popleft().image.nbytes
                 self.dropped += 1
                 self.dropped_since_warning += 1
                 now = time.monotonic()
@@ -319,6 +323,7 @@ class _FrameQueue:
                     )
                     self.warned_at, self.dropped_since_warning = now, 0
             self.frames.append(frame)
+            self.bytes += frame.image.nbytes
             self.ready.notify()
 
     def fail(self, exc: BaseException) -> None:
@@ -334,13 +339,16 @@ class _FrameQueue:
         with self.ready:
             self.closed = True
             self.frames.clear()
+            self.bytes = 0
 
     def get(self) -> Frame | None:
         with self.ready:
             while not self.frames and not self.finished:
                 self.ready.wait(timeout=1.0)
             if self.frames:
-                return self.frames.popleft()
+                frame = self.frames.popleft()
+                self.bytes -= frame.image.nbytes
+                return frame
             if self.error is not None:
                 raise self.error
             return None

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from video.errors import VideoError
-from video.sources import FileSource, StreamSource, is_stream, open_source
+from video.sources import FileSource, Frame, StreamSource, _FrameQueue, is_stream, open_source
 
 START = datetime.fromisoformat("2024-06-03T10:00:00+00:00")
 
@@ -277,3 +277,17 @@ def test_a_variable_frame_rate_file_keeps_its_real_times_and_is_not_called_trunc
     # frame skipping works on the real times: at most 5 frames a second all along
     kept = list(FileSource(video, START, fps=5))
     assert [round(f.seconds * 1000) for f in kept] == [0, 200, 400, 600, 800] + times_ms[25:]
+
+
+def test_the_frame_queue_is_capped_in_memory_as_well_as_in_frames(monkeypatch):
+    monkeypatch.setattr(_FrameQueue, "MAX_BYTES", 3 << 20)
+    queue = _FrameQueue(size=50, name="rtsp://cam/4k")
+    big = [Frame(i, i / 25, START, np.zeros((1024, 1024), np.uint8)) for i in range(10)]  # 1 MiB each
+    for frame in big:
+        queue.put(frame)
+    assert len(queue.frames) == 3 and queue.bytes == 3 << 20 and queue.dropped == 7
+    assert [queue.get().index for _ in range(3)] == [7, 8, 9]  # the newest kept
+    assert queue.bytes == 0
+    huge = Frame(10, 0.4, START, np.zeros((4 << 20,), np.uint8))  # one frame over the cap is still taken
+    queue.put(huge)
+    assert queue.get() is huge
