@@ -8,7 +8,10 @@
 5. runs a lost-person search from a held-out query photo and prints the top hits
    and whether each is the right person,
 6. prints a footfall summary next to the true counts,
-7. leaves the service running with the console URL printed (Ctrl-C stops it).
+7. renders a store video (three cameras) and sends it through person detection and tracking
+   (`reid ingest-video`) into the service: tracks per camera and visitors next to the truth
+   (reid/demo_video.py; --no-video skips it),
+8. leaves the service running with the console URL printed (Ctrl-C stops it).
 
 Everything is kept under --data (default data/demo); a second run reuses the
 dataset, the model and the ingested gallery, so it is quick.
@@ -26,6 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from model.errors import ReidError
+from reid.demo_video import camera_step
 
 logger = logging.getLogger("reid.demo")
 
@@ -51,6 +55,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     p.add_argument("--no-serve", action="store_true", help="stop after the summary instead of serving")
+    p.add_argument(
+        "--no-video",
+        action="store_true",
+        help="skip the camera step (a rendered store video through ingest-video)",
+    )
+    p.add_argument(
+        "--video-preset",
+        choices=("store-video", "store-video-small"),
+        default="store-video",
+        help="scene of the camera step (default store-video: 3 cameras x 60 s, the benchmark's seed 0)",
+    )
     p.set_defaults(func=run_demo)
 
 
@@ -58,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def ensure_dataset(root: Path, preset: str) -> None:
     from training.datasets.synthetic import SyntheticConfig, generate
 
-    logger.info("step 1/6: synthetic store in %s", root)
+    logger.info("step 1/8: synthetic store in %s", root)
     result = generate(SyntheticConfig.from_preset(preset, seed=0), root, progress=True)
     if result.skipped:
         logger.info("  reusing %d images already generated", result.num_images)
@@ -70,7 +85,7 @@ def ensure_model(args: argparse.Namespace, dataset_root: Path) -> Path | None:
     """A checkpoint for the service: --weights, the demo's earlier model, or a fresh short training run."""
     import torch
 
-    logger.info("step 2/6: model")
+    logger.info("step 2/8: model")
     if args.weights is not None:
         logger.info("  using %s", args.weights)
         return args.weights
@@ -165,6 +180,11 @@ def camera_name(camid: int) -> str:
     return f"cam{camid + 1}"
 
 
+def store_cameras(gallery_cam: dict[int, int]) -> list[str]:
+    """The store's cameras: searches stay on them (the camera step adds other cameras' items)."""
+    return sorted({camera_name(camid) for camid in gallery_cam.values()})
+
+
 def ingest_gallery(client, records, batch: int = 32) -> dict[str, int]:
     """POST the gallery in batches; returns {file name: item id}. Items already stored come back as 'exists'."""
     from tqdm import tqdm
@@ -192,14 +212,14 @@ def ingest_gallery(client, records, batch: int = 32) -> dict[str, int]:
     return ids
 
 
-def lost_person_search(client, dataset, gallery_pid: dict[int, int]) -> None:
+def lost_person_search(client, dataset, gallery_pid: dict[int, int], gallery_cam: dict[int, int]) -> None:
     """Search from one held-out query photo; print the top hits and whether each is the right person."""
     counts = Counter(gallery_pid.values())
     candidates = [q for q in dataset.query if counts.get(q.pid, 0) >= 3]
     query = sorted(candidates or dataset.query, key=lambda r: (-counts.get(r.pid, 0), r.path.name))[0]
     truth = counts.get(query.pid, 0)
     logger.info(
-        "step 5/6: lost-person search from %s (person %d, %s); %d photos of them are in the gallery",
+        "step 5/8: lost-person search from %s (person %d, %s); %d photos of them are in the gallery",
         query.path.name,
         query.pid,
         camera_name(query.camid),
@@ -208,7 +228,7 @@ def lost_person_search(client, dataset, gallery_pid: dict[int, int]) -> None:
     response = client.post(
         "/search",
         files=[("files", (query.path.name, query.path.read_bytes(), "image/jpeg"))],
-        data={"top_k": "10"},
+        data={"top_k": "10", "camera_id": store_cameras(gallery_cam)},
     )
     response.raise_for_status()
     hits = response.json()["hits"]
@@ -259,7 +279,7 @@ def measure_map(client, dataset, gallery_pid: dict[int, int], gallery_cam: dict[
         response = client.post(
             "/search",
             files=[("files", (record.path.name, record.path.read_bytes(), "image/jpeg"))],
-            data={"top_k": str(min(1000, len(ids)))},
+            data={"top_k": str(min(1000, len(ids))), "camera_id": store_cameras(gallery_cam)},
         )
         response.raise_for_status()
         for hit in response.json()["hits"]:
@@ -292,7 +312,9 @@ def model_summary(client, weights: Path | None, steps: int | None, mAP: float, c
         origin = f"{weights} (training steps not recorded in the file)"
     print("\nWhat the model is worth (measured now, on this run):")
     print(f" model:   {origin}")
-    print(f" mAP:     {mAP:.3f} on {n} synthetic query photos searched through the service (chance: {chance:.3f})")
+    print(
+        f" mAP:     {mAP:.3f} on {n} synthetic query photos searched through the service (chance: {chance:.3f})"
+    )
     if health:
         print(f" health:  {health.get('verdict')}")
     if worthless:
@@ -310,7 +332,7 @@ def footfall_summary(client, dataset, ingested, model_at_chance: bool = False) -
     times = [r.captured_at for r in ingested]
     start = min(times).replace(hour=0, minute=0, second=0, microsecond=0)
     end = start + timedelta(days=1)
-    logger.info("step 6/6: footfall for %s", start.date())
+    logger.info("step 6/8: footfall for %s", start.date())
     response = client.get(
         "/metrics", params={"start": start.isoformat(), "end": end.isoformat(), "bucket": "1h"}
     )
@@ -348,7 +370,7 @@ def run_demo(args: argparse.Namespace) -> int:
     weights = ensure_model(args, dataset_root)
     dataset = load_dataset("synthetic", dataset_root)
 
-    logger.info("step 3/6: starting the service (SQLite and files in %s)", args.data / "service")
+    logger.info("step 3/8: starting the service (SQLite and files in %s)", args.data / "service")
     settings = Settings(
         dev_mode=True,
         data_dir=args.data / "service",
@@ -362,7 +384,7 @@ def run_demo(args: argparse.Namespace) -> int:
         base = f"http://{args.host}:{service.port}"
         with httpx.Client(base_url=base, headers={"X-API-Key": DEV_ADMIN_KEY}, timeout=600) as client:
             gallery = [r for r in dataset.gallery if r.captured_at is not None]
-            logger.info("step 4/6: ingesting %d gallery images through POST /gallery", len(gallery))
+            logger.info("step 4/8: ingesting %d gallery images through POST /gallery", len(gallery))
             ids = ingest_gallery(client, gallery)
             pid_of = {r.path.name: r.pid for r in gallery}
             cam_of = {r.path.name: r.camid for r in gallery}
@@ -371,11 +393,23 @@ def run_demo(args: argparse.Namespace) -> int:
             logger.info("  measuring the model: searching from held-out query photos")
             mAP, chance, n = measure_map(client, dataset, gallery_pid, gallery_cam)
             worthless = model_summary(client, weights, trained_steps(weights), mAP, chance, n)
-            lost_person_search(client, dataset, gallery_pid)
+            lost_person_search(client, dataset, gallery_pid, gallery_cam)
             footfall_summary(client, dataset, gallery, worthless)
+            if not args.no_video:
+                store_day = min(r.captured_at for r in gallery).date().isoformat()
+                camera_step(
+                    client,
+                    base,
+                    DEV_ADMIN_KEY,
+                    args.data / args.video_preset,
+                    store_day,
+                    worthless,
+                    args.video_preset,
+                )
         print(f"Console: {base}/   (API key: {DEV_ADMIN_KEY}; dev mode, loopback only)")
         if args.no_serve:
             return 0
+        logger.info("step 8/8: serving")
         print("Serving; press Ctrl-C to stop.")
         while service.thread.is_alive():
             service.thread.join(timeout=1.0)
