@@ -11,8 +11,8 @@ camera) and measures the second alone: per track, up to --crops-per-track crops 
 detector's would be: training/datasets/synthetic/store_crops.py), embedded with the model, then grouped by
 the service's offline rule (`reid recluster`, service.footfall.cluster_visitors: average linkage, a
 track's crops are one visitor, two overlapping tracks of one camera never are) and by its online rule at
-ingest (service/visitors.py: a track, sent whole when it ends, joins the best match of its crops' mean
-vector) at each threshold.
+ingest (service/visitors.py: a track, sent whole when it ends, joins the visitor its crops match best on
+average) at each threshold.
 
 Frames are rendered with numpy alone (no video files, no OpenCV), so this also runs where the video stack
 is not installed. Scenes are the `store-video` ones a `bench.video --seed N` run renders (same people, same
@@ -85,21 +85,19 @@ def make_embedder(args):
 def online_by_track(vectors, times, cameras, tracks, threshold: float, horizon_s: float) -> np.ndarray:
     """The service's rule at ingest (service/visitors.py) as the video ingest feeds it: a track's crops are
     sent together when it ends, so tracks come in the order of their last crop, and each is decided once by
-    the mean of its crops' vectors: it joins the visitor of the best-matching stored crop within the horizon
-    of its first crop (max link) if that reaches the threshold, never a visitor seen on an overlapping track
-    of the same camera."""
+    all its crops: it joins the visitor whose score (per crop, its best-matching stored crop within the
+    horizon of the track's first crop: max link; averaged over the track's crops) is the highest, if that
+    reaches the threshold, never a visitor seen on an overlapping track of the same camera."""
     refs = list(dict.fromkeys(tracks.tolist()))
     members = {ref: np.flatnonzero(tracks == ref) for ref in refs}
     span = {ref: (times[members[ref]].min(), times[members[ref]].max()) for ref in refs}
     labels = np.full(len(times), -1, dtype=np.int64)
     for ref in sorted(refs, key=lambda r: (span[r][1], span[r][0], r)):
         mine = members[ref]
-        query = vectors[mine].mean(axis=0)
-        query = query / max(float(np.linalg.norm(query)), 1e-12)
         done = np.flatnonzero(labels >= 0)
         others = {(int(labels[j]), *span[tracks[j]]) for j in done if cameras[j] == cameras[mine[0]]}
         match = assign_visitor(
-            query,
+            vectors[mine],
             span[ref][0],
             vectors[done],
             labels[done],

@@ -94,17 +94,20 @@ def assign_visitor(
 ) -> int | None:
     """The visitor a new sighting belongs to, or None for a new visitor.
 
-    vector (d,) unit-norm; captured_at epoch seconds; candidates_vectors (n, d); candidates_visitor_ids
-    (n,) int; candidates_times (n,) epoch seconds. Candidates further than ``horizon_s`` from
-    ``captured_at`` (either side) are ignored. Each visitor scores the best similarity among its
-    sightings (``link="max"``) or their mean (``link="mean"``); the best-scoring visitor is returned if its
+    vector (d,) unit-norm, or (k, d): the k crops of one track, decided together; captured_at epoch
+    seconds; candidates_vectors (n, d); candidates_visitor_ids (n,) int; candidates_times (n,) epoch
+    seconds. Candidates further than ``horizon_s`` from ``captured_at`` (either side) are ignored. Each
+    visitor scores the best similarity among its sightings (``link="max"``) or their mean
+    (``link="mean"``), per crop; a track's score is the mean of its crops' scores (so one odd crop does not
+    decide it, and the score keeps the scale of one crop's). The best-scoring visitor is returned if its
     score >= threshold (ties: the smaller visitor id). Visitors in ``exclude`` are never chosen (a
     cannot-link, see ``overlapping_visitors``).
     """
     if link not in ("max", "mean"):
         raise ValueError(f"link must be 'max' or 'mean', got {link!r}")
-    vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-    vectors = np.asarray(candidates_vectors, dtype=np.float32).reshape(-1, vector.size)
+    queries = np.asarray(vector, dtype=np.float32)
+    queries = queries.reshape(1, -1) if queries.ndim == 1 else queries
+    vectors = np.asarray(candidates_vectors, dtype=np.float32).reshape(-1, queries.shape[1])
     visitors = np.asarray(candidates_visitor_ids, dtype=np.int64).reshape(-1)
     times = np.asarray(candidates_times, dtype=np.float64).reshape(-1)
     if not (len(vectors) == len(visitors) == len(times)):
@@ -116,13 +119,16 @@ def assign_visitor(
         near &= ~np.isin(visitors, np.fromiter(exclude, dtype=np.int64))
     if not near.any():
         return None
-    scores = vectors[near] @ vector
+    scores = vectors[near] @ queries.T  # (sightings, crops)
     labels, inverse = np.unique(visitors[near], return_inverse=True)
     if link == "max":
-        per_visitor = np.full(len(labels), -np.inf)
+        per_visitor = np.full((len(labels), len(queries)), -np.inf)
         np.maximum.at(per_visitor, inverse, scores)
     else:
-        per_visitor = np.bincount(inverse, weights=scores) / np.bincount(inverse)
+        per_visitor = np.zeros((len(labels), len(queries)))
+        np.add.at(per_visitor, inverse, scores)
+        per_visitor /= np.bincount(inverse)[:, None]
+    per_visitor = per_visitor.mean(axis=1)
     best = int(np.argmax(per_visitor))  # labels are sorted: ties go to the smaller id
     return int(labels[best]) if per_visitor[best] >= threshold else None
 

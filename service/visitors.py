@@ -67,8 +67,9 @@ class VisitorMatcher:
     otherwise visitors seen on another track of the same camera whose time span overlaps this track's
     are not candidates (cannot-link). A track's span is that of its stored crops and this request's.
     A new track with several crops in the request (the ingest sends a track's crops together when it
-    ends) is decided once, for all of them, by the mean of their vectors against the union of their
-    candidates: one odd crop (half hidden, cut by a passer-by) no longer decides the whole track.
+    ends) is decided once, for all of them, against the union of their candidates: a visitor's score is
+    the mean over the crops of each crop's score (footfall.assign_visitor), so one odd crop (half hidden,
+    cut by a passer-by) no longer decides the whole track.
     """
 
     def __init__(self, ctx, session: Session, staged: Sequence[Staged]) -> None:
@@ -91,7 +92,7 @@ class VisitorMatcher:
                     t = s.captured_at.timestamp()
                     lo, hi = self.track_span.get(s.track_ref, (t, t))
                     self.track_span[s.track_ref] = (min(lo, t), max(hi, t))
-        # a new track's crops in this request, decided together: (unit mean vector, positions)
+        # a new track's crops in this request, decided together: (their vectors (k, d), positions)
         self.track_query: dict[str, tuple[np.ndarray, list[int]]] = {}
         positions: dict[str, list[int]] = {}
         for pos, s in enumerate(staged):
@@ -99,10 +100,7 @@ class VisitorMatcher:
                 positions.setdefault(s.track_ref, []).append(pos)
         for ref, where in positions.items():
             if len(where) > 1:
-                mean = np.mean([staged[p].vector for p in where], axis=0)
-                norm = float(np.linalg.norm(mean))
-                if norm > 0:
-                    self.track_query[ref] = ((mean / norm).astype(np.float32), where)
+                self.track_query[ref] = (np.stack([staged[p].vector for p in where]), where)
         if not staged:
             return
         span = timedelta(seconds=self.horizon)
@@ -148,7 +146,7 @@ class VisitorMatcher:
         exclude = self._cannot_link(camera_id, track_ref) if track_ref and camera_id else set()
         together = self.track_query.get(track_ref) if track_ref else None
         if together is not None:  # the track's crops in this request decide together
-            vector, where = together
+            vector, where = together  # (k, d)
             ids = (
                 self.rows.keys()
                 if self.per_image is None

@@ -340,3 +340,24 @@ def test_online_and_offline_recover_separated_identities():
         assert pairwise_precision_recall(labels, pid) == (1.0, 1.0)
         assert count_error(labels, pid) == 0.0
     assert footfall.DEFAULT_MAX_BLOCK >= 1000
+
+
+def test_assign_visitor_decides_a_track_by_the_mean_of_its_crops_scores():
+    # visitor 1: one sighting along x; visitor 2: one along y
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    visitors, times = np.array([1, 2]), np.array([0.0, 0.0])
+    crop_like_1, crop_like_2 = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    near_2 = np.array([0.28, 0.96])
+    # one crop alone follows its own best match
+    assert assign_visitor(crop_like_1, 0.0, vectors, visitors, times, 0.9, 60) == 1
+    # a track whose first crop looks like visitor 1 and whose other two look like visitor 2: visitor 2 at
+    # 0.6 (scores 0, 1, 0.96: mean 0.65 against 1's 0.43), nobody at 0.9
+    track = np.stack([crop_like_1, crop_like_2, near_2])
+    assert assign_visitor(track, 0.0, vectors, visitors, times, 0.6, 60) == 2
+    assert assign_visitor(track, 0.0, vectors, visitors, times, 0.9, 60) is None
+    # a one-crop track is that crop; the cannot-link and the horizon apply to the track as to a crop
+    assert assign_visitor(track[1:2], 0.0, vectors, visitors, times, 0.9, 60) == 2
+    assert assign_visitor(track, 0.0, vectors, visitors, times, 0.6, 60, exclude={2}) is None
+    assert assign_visitor(track, 1000.0, vectors, visitors, times, 0.1, 60) is None
+    # mean link per crop, then the mean over crops
+    assert assign_visitor(track, 0.0, vectors, visitors, times, 0.6, 60, link="mean") == 2
