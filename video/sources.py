@@ -87,7 +87,7 @@ class FileSource:
         self.start = start
         self.skipper = _Skipper(fps)
         if not self.path.is_file():
-            raise VideoError(f"{self.path}: no such file")
+            raise VideoError(f"{self.path}: " + ("not a file" if self.path.exists() else "no such file"))
         self.name = str(self.path)
         cv2 = _cv2()
         self.position_msec = cv2.CAP_PROP_POS_MSEC

@@ -69,6 +69,28 @@ def test_hog_finds_the_walkers(store_video, truth):
     assert true_positive / max(found, 1) >= 0.8, f"precision {true_positive}/{found}"
 
 
+def test_frames_smaller_than_the_hog_window_find_nobody_instead_of_crashing():
+    """OpenCV's HOG crashes the whole process on frames lower or narrower than its 64x128 window (a tiny
+    test stream, a thumbnail-sized video): run in a child process so a regression fails this test only."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import numpy as np\n"
+        "from video.detectors import build_detector\n"
+        "hog = build_detector('hog')\n"
+        "sizes = [(64, 64), (96, 96), (64, 128), (32, 32), (127, 300), (300, 63)]\n"
+        "print([len(hog.detect([np.zeros((h, w, 3), np.uint8)])[0]) for h, w in sizes])\n"
+        "upscaled = build_detector('hog', hog_upscale=2.0)\n"
+        "print(len(upscaled.detect([np.zeros((64, 64, 3), np.uint8)])[0]))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["[0, 0, 0, 0, 0, 0]", "0"]
+
+
 def test_detector_files_are_named_when_missing(tmp_path):
     with pytest.raises(VideoError, match="needs --detector-weights"):
         build_detector("torchvision")
