@@ -23,10 +23,7 @@ QUIET_LOGGERS = ("httpx", "faiss", "alembic")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reid", description="Person re-identification with RGA-SC.")
     parser.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="debug logging, and the INFO lines of faiss, alembic and httpx",
+        "-v", "--verbose", action="store_true", help="debug logging, and the INFO lines of faiss, alembic and httpx"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:

@@ -312,9 +312,7 @@ def model_summary(client, weights: Path | None, steps: int | None, mAP: float, c
         origin = f"{weights} (training steps not recorded in the file)"
     print("\nWhat the model is worth (measured now, on this run):")
     print(f" model:   {origin}")
-    print(
-        f" mAP:     {mAP:.3f} on {n} synthetic query photos searched through the service (chance: {chance:.3f})"
-    )
+    print(f" mAP:     {mAP:.3f} on {n} synthetic query photos searched through the service (chance: {chance:.3f})")
     if health:
         print(f" health:  {health.get('verdict')}")
     if worthless:

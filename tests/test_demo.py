@@ -19,20 +19,9 @@ pytestmark = pytest.mark.slow
 def run_demo(tmp_path, capsys) -> tuple[str, float]:
     start = time.monotonic()
     code = main(
-        [
-            "demo",
-            "--data",
-            str(tmp_path),
-            "--preset",
-            "small",
-            "--random-init",
-            "--no-serve",
-            "--port",
-            "0",
-            "--video-preset",
-            "store-video-small",
-        ]  # fmt: skip
-    )
+        ["demo", "--data", str(tmp_path), "--preset", "small", "--random-init", "--no-serve", "--port", "0",
+         "--video-preset", "store-video-small"]
+    )  # fmt: skip
     elapsed = time.monotonic() - start
     assert code == 0
     return capsys.readouterr().out, elapsed
@@ -63,17 +52,13 @@ def test_demo_runs_every_step_and_a_second_run_reuses_them(tmp_path, capsys):
     # Every run, not only the first, says what the model is worth: here random weights, at chance.
     for text in (out, out2):
         assert "random weights (--random-init), never trained" in text
-        measured = re.search(
-            r"mAP:\s+(\d\.\d{3}) on (\d+) synthetic query photos .*\(chance: (\d\.\d{3})\)", text
-        )
+        measured = re.search(r"mAP:\s+(\d\.\d{3}) on (\d+) synthetic query photos .*\(chance: (\d\.\d{3})\)", text)
         assert measured, text
         assert int(measured.group(2)) > 0
         assert "health:  COLLAPSED" in text
         assert "VERDICT: AT CHANCE" in text
         assert "this visitor count is not a measurement of footfall" in text
-    assert re.search(r"mAP:.*", out).group(0) == re.search(r"mAP:.*", out2).group(
-        0
-    )  # same model, same number
+    assert re.search(r"mAP:.*", out).group(0) == re.search(r"mAP:.*", out2).group(0)  # same model, same number
 
     # The camera step: a rendered store video through detection and tracking into the service
     for text in (out, out2):

@@ -163,9 +163,7 @@ class Config:
         if self.train.device not in ("auto", "cpu", "cuda") and not self.train.device.startswith("cuda:"):
             problems.append(f"train.device must be auto, cpu or cuda, got {self.train.device!r}")
         if self.train.precision not in PRECISIONS:
-            problems.append(
-                f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.train.precision!r}"
-            )
+            problems.append(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.train.precision!r}")
         if self.eval.feature not in ("feat_", "feat"):
             problems.append(f"eval.feature must be feat_ or feat, got {self.eval.feature!r}")
         if self.train.log_every < 1:

@@ -147,9 +147,7 @@ def train_one_epoch(run: TrainingRun) -> EpochResult:
         initial=position.iteration,
         desc=f"epoch {position.epoch}",
         unit="it",
-        disable=None
-        if (run.cfg.train.progress and distributed.is_main)
-        else True,  # None: only on a terminal
+        disable=None if (run.cfg.train.progress and distributed.is_main) else True,  # None: only on a terminal
         dynamic_ncols=True,
         leave=False,
     )
