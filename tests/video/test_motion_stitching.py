@@ -52,6 +52,25 @@ def test_motion_detector_finds_moving_people_where_they_are():
     assert hits == 20
 
 
+def test_a_4k_camera_is_worked_on_shrunk_and_its_people_found_where_they_are():
+    """Frames over max_side (here a 3200x2400 camera) are shrunk for the background model; the boxes come
+    back in the camera's pixels."""
+    rng = np.random.default_rng(0)
+    factor = 10  # the 320x240 scene, 10x larger
+    background = np.kron(_scene(rng), np.ones((factor, factor, 1), np.float32))
+    detector = MotionDetector(min_person_height=400, fps=10, max_side=800)
+    for _ in range(15):
+        assert len(detector.detect([_frame(background, [], rng)])[0]) == 0
+    for step in range(5):
+        truth = [[(20 + 6 * step) * factor, 1000, (44 + 6 * step) * factor, 1700]]
+        found = detector.detect([_frame(background, truth, rng)])[0]
+        assert len(found) == 1, found.boxes
+        assert iou_distance(truth, found.boxes, max_distance=0.5)[0, 0] < 0.5  # IoU > 0.5, full-size pixels
+    assert detector.work_min_height == pytest.approx(100.0)  # 400 px people looked for at a quarter size
+    with pytest.raises(ValueError, match="max_side"):
+        MotionDetector(max_side=10)
+
+
 def test_motion_detector_splits_people_side_by_side_and_ignores_bands():
     rng = np.random.default_rng(1)
     background = _scene(rng)
