@@ -37,9 +37,22 @@ def machine_description(device=None) -> str:
 
 
 def command_line(argv: list[str] | None = None) -> str:
-    """The command as it was typed, in its `python -m bench.<name>` form."""
+    """The command as it was typed, in its `python -m bench.<name>` form, without this machine's paths: an
+    absolute path inside the repository becomes relative to it, any other keeps its last part behind `DIR/`
+    (BENCHMARKS.md is shared; the folders it ran on are not)."""
     args = sys.argv[1:] if argv is None else argv
-    return " ".join(["python -m bench." + Path(sys.argv[0]).stem, *args])
+    return " ".join(["python -m bench." + Path(sys.argv[0]).stem, *(portable(arg) for arg in args)])
+
+
+def portable(arg: str) -> str:
+    """`arg` (or the value of `--opt=VALUE`) with an absolute path made machine-independent."""
+    key, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    if not value.startswith("/"):
+        return arg
+    path = Path(value)
+    root = BENCHMARKS.parent
+    shown = str(path.relative_to(root)) if path.is_relative_to(root) else f"DIR/{path.name}"
+    return f"{key}{eq}{shown}"
 
 
 def append_section(text: str) -> None:
