@@ -153,7 +153,7 @@ def ingest_video(
         for spec in sources:
             source = open_source(spec, segment_start, fps, **(stream_options or {}))
             live = source.live
-            rate = fps if fps is not None else getattr(source, "native_fps", 25.0)
+            rate = fps if fps is not None else source.native_fps
             if isinstance(source, FileSource):
                 rate = min(rate, source.native_fps)
             tracks = track_source(

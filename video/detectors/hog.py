@@ -15,9 +15,6 @@ from video.detectors.base import Detections, clip_boxes, valid
 
 # the share of the 64x128 window around the person, per side (x, y)
 WINDOW_MARGIN = (0.2, 0.08)
-# OpenCV's detectMultiScale crashes the process (SIGSEGV, seen with opencv-python-headless 4.14 on 64x64,
-# 96x96 and 64x128 HxW frames) on images lower or narrower than its window: nobody fits there anyway
-WINDOW_SIZE = (64, 128)  # (W, H)
 
 
 class HogDetector:
@@ -52,7 +49,10 @@ class HogDetector:
             image = self.cv2.resize(
                 frame, None, fx=self.upscale, fy=self.upscale, interpolation=self.cv2.INTER_LINEAR
             )
-        if image.shape[0] < WINDOW_SIZE[1] or image.shape[1] < WINDOW_SIZE[0]:
+        # OpenCV's detectMultiScale crashes the process (SIGSEGV, seen with opencv-python-headless 4.14 on
+        # 64x64, 96x96 and 64x128 HxW frames) on images lower or narrower than its window: nobody fits there
+        window_w, window_h = self.hog.winSize
+        if image.shape[0] < window_h or image.shape[1] < window_w:
             return Detections()
         rects, weights = self.hog.detectMultiScale(
             image,
